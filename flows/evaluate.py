@@ -1,0 +1,185 @@
+"""The evaluation flow: sample -> classifier -> attack -> defend -> classify -> store -> report.
+
+The flow only composes: it claims the run directory, prepares the images and the
+classifier, submits one attack task per (attack, chunk) and, as each finishes, one defence
+task per (attack, defender, chunk), then writes the report. The task runner (a local Dask
+cluster or an existing scheduler) is chosen by :func:`make_task_runner`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import dask
+from prefect import flow, get_run_logger, task
+from prefect.futures import PrefectFuture, as_completed
+from prefect_dask import DaskTaskRunner
+
+from flows.config import RunConfig
+from ride.attacks import AttackConfig
+from ride.defenders import DefenderConfig
+from storage.layout import RunLayout
+from storage.runconfig import claim_run_dir
+from tasks.evaluate import (
+    ChunkOutcome,
+    attack_chunk,
+    chunk_ranges,
+    defend_chunk,
+    prepare_classifier,
+    prepare_images,
+    record_failure,
+    report,
+)
+
+CODE_VERSION = "0.1.0"
+
+
+def make_task_runner(cfg: RunConfig) -> DaskTaskRunner:
+    """A Dask task runner: the scheduler at ``cfg.scheduler``, or a local process cluster.
+
+    Local workers are single-threaded processes (two single-thread processes beat one
+    two-thread process for these small convolutions); with ``--device cuda`` each declares
+    one ``GPU`` resource, which every attack and defence task asks for.
+    """
+    if cfg.scheduler:
+        return DaskTaskRunner(address=cfg.scheduler)
+    cluster_kwargs: dict[str, Any] = {
+        "n_workers": cfg.workers,
+        "threads_per_worker": 1,
+        "processes": True,
+        "dashboard_address": None,
+    }
+    if cfg.device == "cuda":
+        cluster_kwargs["resources"] = {"GPU": 1}
+    return DaskTaskRunner(cluster_kwargs=cluster_kwargs)
+
+
+@contextmanager
+def _placement(cfg: RunConfig) -> Iterator[None]:
+    """Pin tasks to GPU workers when the run uses CUDA (the one place GPUs are declared)."""
+    if cfg.device == "cuda":
+        with dask.annotate(resources={"GPU": 1}):
+            yield
+    else:
+        yield
+
+
+@task(name="claim-run-dir")
+def claim_run(out: str, cfg: RunConfig) -> None:
+    """Create ``out`` and write ``run.toml``, or check that it holds this same run."""
+    layout = RunLayout(Path(out))
+    layout.root.mkdir(parents=True, exist_ok=True)
+    claim_run_dir(layout.run_toml, cfg.to_dict(), cfg.identity(), CODE_VERSION)
+
+
+class _Progress:
+    """Logs one line per finished defence task, with the rate and an ETA."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self.began = time.monotonic()
+
+    def line(self, label: str, outcome: ChunkOutcome | None) -> str:
+        self.done += 1
+        elapsed = time.monotonic() - self.began
+        eta = elapsed / self.done * (self.total - self.done)
+        if outcome is None:
+            what = "FAILED"
+        elif outcome.action == "skipped":
+            what = "already stored"
+        else:
+            what = f"{outcome.correct}/{outcome.count} correct in {outcome.seconds:.1f} s"
+        return (
+            f"[{self.done}/{self.total}] {label}: {what} "
+            f"(elapsed {elapsed:.0f} s, eta {eta:.0f} s)"
+        )
+
+
+@flow(name="ride-evaluate")
+def evaluate(out: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """Evaluate every (attack, defender) pair of ``settings`` on the run directory ``out``.
+
+    Returns a summary: images, chunk tasks, failed chunk tasks, the classifier's clean test
+    accuracy and the markdown report.
+    """
+    logger = get_run_logger()
+    cfg = RunConfig.from_mapping(settings)
+    claim_run(out, cfg)
+    n_images = prepare_images(out, cfg)
+    test_accuracy = prepare_classifier(out, cfg)
+    logger.info("classifier %s: clean test accuracy %.4f", cfg.classifier, test_accuracy)
+
+    chunks = chunk_ranges(n_images, cfg.chunk_size)
+    attacks = cfg.attack_configs()
+    defenders = cfg.defender_configs()
+    progress = _Progress(total=len(attacks) * len(defenders) * len(chunks))
+    defend_jobs: dict[PrefectFuture[ChunkOutcome], tuple[AttackConfig, DefenderConfig, int, int]] = {}
+    failed = 0
+
+    def submit_defences(attack: AttackConfig, start: int, stop: int) -> None:
+        for defender in defenders:
+            with _placement(cfg):
+                future = defend_chunk.submit(out, cfg, attack, defender, start, stop)
+            defend_jobs[future] = (attack, defender, start, stop)
+
+    attack_jobs: dict[PrefectFuture[ChunkOutcome], tuple[AttackConfig, int, int]] = {}
+    for attack in attacks:
+        for start, stop in chunks:
+            if attack.name == "none":
+                submit_defences(attack, start, stop)
+                continue
+            with _placement(cfg):
+                future = attack_chunk.submit(out, cfg, attack, start, stop)
+            attack_jobs[future] = (attack, start, stop)
+
+    for future in as_completed(list(attack_jobs)):
+        attack, start, stop = attack_jobs[future]
+        error = _failure(future)
+        if error is None:
+            submit_defences(attack, start, stop)
+            continue
+        logger.error("attack %s rows %d-%d failed: %s", attack.id, start, stop, error)
+        for defender in defenders:
+            record_failure(out, cfg, attack, defender, start, stop, f"attack failed: {error}")
+            failed += 1
+            logger.info(progress.line(f"{attack.id} x {defender.id} rows {start}-{stop}", None))
+
+    for future in as_completed(list(defend_jobs)):
+        attack, defender, start, stop = defend_jobs[future]
+        label = f"{attack.id} x {defender.id} rows {start}-{stop}"
+        error = _failure(future)
+        if error is None:
+            logger.info(progress.line(label, future.result()))
+            continue
+        logger.error("%s failed: %s", label, error)
+        record_failure(out, cfg, attack, defender, start, stop, error)
+        failed += 1
+        logger.info(progress.line(label, None))
+
+    markdown = report(out)
+    if failed:
+        logger.warning("%d of %d chunk tasks failed; their rows have status 'failed'",
+                       failed, progress.total)
+    return {
+        "images": n_images,
+        "tasks": progress.total,
+        "failed": failed,
+        "classifier_test_accuracy": test_accuracy,
+        "report": markdown,
+    }
+
+
+def _failure(future: PrefectFuture[Any]) -> str | None:
+    """``None`` when the task succeeded, else one line saying why it failed.
+
+    Waits on the task's own result: the state reported by the API can lag behind it.
+    """
+    result = future.result(raise_on_failure=False)
+    if isinstance(result, BaseException):
+        return (f"{type(result).__name__}: {result}".splitlines() or ["unknown error"])[0]
+    return None

@@ -1,0 +1,18 @@
+"""Small file helpers shared by the stores."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def temporary_sibling(path: Path) -> Path:
+    """A hidden name beside ``path`` (readers of the folder skip names starting with '.')."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
+    tmp = temporary_sibling(path)
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

@@ -1,0 +1,121 @@
+"""The Parquet result store: one row per (image, attack, defender).
+
+One file per finished task under ``results/``, written to a hidden temporary name and
+renamed, so ``pandas.read_parquet(results_dir)`` and DuckDB's
+``read_parquet('results/*.parquet')`` only ever see whole files. A task whose file
+``<key>.parquet`` exists is finished (storage is the source of truth for resume); a task
+that failed writes ``<key>.failed.parquet`` instead, which a later successful run of the same
+task supersedes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from storage.files import temporary_sibling
+
+DISTANCE_PAIRS = ("adv_clean", "defended_clean", "defended_adv")
+NORMS = ("l1", "l2", "linf")
+
+SCHEMA = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("index", pa.int64(), nullable=False),
+        pa.field("label", pa.int64(), nullable=False),
+        pa.field("attack_id", pa.string(), nullable=False),
+        pa.field("attack", pa.string(), nullable=False),
+        pa.field("attack_params", pa.string(), nullable=False),
+        pa.field("defender_id", pa.string(), nullable=False),
+        pa.field("defender", pa.string(), nullable=False),
+        pa.field("defender_params", pa.string(), nullable=False),
+        pa.field("seed", pa.int64(), nullable=False),
+        pa.field("defender_seed", pa.int64()),
+        pa.field("pred_clean", pa.int64()),
+        pa.field("pred_adv", pa.int64()),
+        pa.field("pred_defended", pa.int64()),
+        pa.field("correct_clean", pa.bool_()),
+        pa.field("correct_adv", pa.bool_()),
+        pa.field("correct_defended", pa.bool_()),
+        *[pa.field(f"{pair}_{norm}", pa.float64()) for pair in DISTANCE_PAIRS for norm in NORMS],
+        pa.field("seconds", pa.float64()),
+        pa.field("worker", pa.string()),
+        pa.field("device", pa.string()),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("error", pa.string()),
+    ]
+)
+"""The fixed schema of every result file; ``status`` is ``ok`` or ``failed``."""
+
+STATUSES = ("ok", "failed")
+
+
+def result_key(attack_id: str, defender_id: str, start: int, stop: int) -> str:
+    """The file stem of one task's rows."""
+    return f"{attack_id}__{defender_id}__{start:07d}-{stop:07d}"
+
+
+def result_path(results_dir: Path, key: str, failed: bool = False) -> Path:
+    return results_dir / (f"{key}.failed.parquet" if failed else f"{key}.parquet")
+
+
+def is_finished(results_dir: Path, key: str) -> bool:
+    """True when the task ``key`` already wrote its rows successfully."""
+    return result_path(results_dir, key).exists()
+
+
+def write_results(results_dir: Path, key: str, rows: Sequence[Mapping[str, Any]]) -> Path:
+    """Write one task's rows atomically; ``failed`` rows go to ``<key>.failed.parquet``.
+
+    The rows must match :data:`SCHEMA` exactly (no missing or extra columns) and share one
+    status. A successful write removes an earlier failed file of the same key.
+    """
+    if not rows:
+        raise ValueError(f"no rows to write for {key}")
+    statuses = {row["status"] for row in rows}
+    if len(statuses) != 1 or not statuses <= set(STATUSES):
+        raise ValueError(f"rows of {key} must share one status out of {STATUSES}: {statuses}")
+    for row in rows:
+        if set(row) != set(SCHEMA.names):
+            missing = set(SCHEMA.names) - set(row)
+            extra = set(row) - set(SCHEMA.names)
+            raise ValueError(f"rows of {key} do not match the schema: missing {missing}, extra {extra}")
+    failed = statuses == {"failed"}
+    table = pa.Table.from_pylist([dict(row) for row in rows], schema=SCHEMA)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = result_path(results_dir, key, failed=failed)
+    tmp = temporary_sibling(path)
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+    if not failed:
+        result_path(results_dir, key, failed=True).unlink(missing_ok=True)
+    return path
+
+
+def read_results(results_dir: Path) -> pd.DataFrame:
+    """All rows of a run, failed rows superseded by a later success dropped."""
+    files = sorted(p for p in results_dir.glob("*.parquet") if not p.name.startswith("."))
+    if not files:
+        return SCHEMA.empty_table().to_pandas()
+    frame = pq.read_table([str(p) for p in files], schema=SCHEMA).to_pandas()
+    ok_keys = set(
+        frame.loc[frame["status"] == "ok", ["attack_id", "defender_id", "index"]].itertuples(
+            index=False, name=None
+        )
+    )
+    superseded = [
+        status == "failed" and key in ok_keys
+        for status, key in zip(
+            frame["status"],
+            frame[["attack_id", "defender_id", "index"]].itertuples(index=False, name=None),
+            strict=True,
+        )
+    ]
+    return frame.loc[[not s for s in superseded]].reset_index(drop=True)

@@ -1,0 +1,78 @@
+"""``run.toml``: the resolved config of a run, the code version and the start time.
+
+A run directory belongs to one run: a later ``ride run`` on the same directory must resolve
+to the same config (execution settings such as the number of workers aside), otherwise its
+results would mix two experiments.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from storage.files import atomic_write_bytes
+
+
+class RunConfigMismatch(ValueError):
+    """The run directory holds a different run."""
+
+
+def read_run_config(path: Path) -> dict[str, Any]:
+    """The ``[config]`` table of an existing ``run.toml``."""
+    try:
+        document = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise RunConfigMismatch(f"{path} is unreadable: {error}") from None
+    config = document.get("config")
+    if not isinstance(config, dict):
+        raise RunConfigMismatch(f"{path} has no [config] table")
+    return config
+
+
+def check_same_run(
+    path: Path, config: Mapping[str, Any], identity_keys: frozenset[str]
+) -> None:
+    """Raise :class:`RunConfigMismatch` when ``run.toml`` at ``path`` describes another run.
+
+    Only the keys in ``identity_keys`` must match; the others (workers, scheduler) may change
+    between a run and its resume. A missing ``run.toml`` is no mismatch.
+    """
+    if not path.exists():
+        return
+    existing = read_run_config(path)
+    wanted = _toml_ready(config)
+    differing = sorted(key for key in identity_keys if existing.get(key) != wanted.get(key))
+    if differing:
+        raise RunConfigMismatch(
+            f"{path.parent} holds a different run (differs in: {', '.join(differing)}); "
+            "use another --out or the same settings"
+        )
+
+
+def claim_run_dir(
+    path: Path, config: Mapping[str, Any], identity_keys: frozenset[str], code_version: str
+) -> None:
+    """Write ``run.toml``, or check that the existing one describes the same run."""
+    if path.exists():
+        check_same_run(path, config, identity_keys)
+        return
+    document = {
+        "code_version": code_version,
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "config": _toml_ready(config),
+    }
+    atomic_write_bytes(path, tomli_w.dumps(document).encode())
+
+
+def _toml_ready(value: Any) -> Any:
+    """TOML has no null: drop ``None`` values, recursively."""
+    if isinstance(value, Mapping):
+        return {k: _toml_ready(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_toml_ready(v) for v in value]
+    return value

@@ -1,0 +1,279 @@
+"""The chunk tasks of an evaluation run.
+
+Each task takes the run directory, the run's config and the chunk's row range, loads its
+inputs from storage on the worker, calls ``ride/`` and writes its outputs back to storage.
+Tasks that touch storage or run long have retries: a lost worker or a full disk moment is
+transient; a bug is not, and ends in ``failed`` rows after the retries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+
+from flows.config import RunConfig
+from ride.attacks import AttackConfig, run_attack
+from ride.classifiers import (
+    build_classifier,
+    load_classifier,
+    predict,
+    save_classifier,
+)
+from ride.classifiers import accuracy as classifier_accuracy
+from ride.datasets import load_dataset
+from ride.defenders import DefenderConfig, build_defender
+from ride.metrics import distances
+from ride.seeding import derive_seed, generator_for
+from ride.training import TrainConfig, train_classifier
+from storage.files import atomic_write_bytes
+from storage.images import ImageStore, adv_name, defended_name
+from storage.layout import RunLayout
+from storage.report import accuracy_report
+from storage.results import SCHEMA, is_finished, read_results, result_key, write_results
+
+
+@dataclass(frozen=True)
+class ChunkOutcome:
+    """What a chunk task did: ``ran`` or ``skipped`` (already in storage)."""
+
+    action: str
+    seconds: float
+    correct: int = 0
+    count: int = 0
+
+
+def chunk_ranges(n: int, chunk_size: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` row ranges of ``n`` images in chunks of ``chunk_size``."""
+    return [(start, min(start + chunk_size, n)) for start in range(0, n, chunk_size)]
+
+
+def _device(cfg: RunConfig) -> torch.device:
+    torch.set_num_threads(cfg.threads)
+    return torch.device(cfg.device)
+
+
+@task(name="prepare-images", retries=2, retry_delay_seconds=2)
+def prepare_images(out: str, cfg: RunConfig) -> int:
+    """Sample the evaluated images, write ``clean`` / ``labels`` and create every array.
+
+    Idempotent: a resumed run finds the arrays and checks their shapes.
+    """
+    layout = RunLayout(Path(out))
+    store = ImageStore(layout)
+    data = load_dataset(cfg.dataset, "test", seed=cfg.seed)
+    n = len(data) if cfg.limit is None else min(cfg.limit, len(data))
+    images = data.images[:n].numpy().astype(np.float32)  # (N, C, H, W)
+    labels = data.labels[:n].numpy().astype(np.int64)  # (N,)
+    shape = tuple(images.shape)
+    attrs = {"dataset": cfg.dataset, "seed": cfg.seed, "split": "test"}
+    store.ensure_array("clean", shape, cfg.chunk_size, attrs=attrs)
+    store.ensure_array("labels", (n,), cfg.chunk_size, dtype="int64", attrs=attrs)
+    if not store.has_rows("labels", 0):
+        store.write_rows("clean", 0, images)
+        store.write_rows("labels", 0, labels)
+    for attack in cfg.attack_configs():
+        if attack.name == "none":
+            continue
+        store.ensure_array(adv_name(attack.id), shape, cfg.chunk_size, attrs=attack.params())
+    for attack in cfg.attack_configs():
+        for defender in cfg.defender_configs():
+            if defender.id == "none":
+                continue
+            params = {"attack": attack.params(), "defender": defender.params()}
+            store.ensure_array(
+                defended_name(attack.id, defender.id),
+                shape,
+                cfg.chunk_size,
+                attrs={"attack_id": attack.id, "defender_id": defender.id, **params},
+            )
+    return n
+
+
+@task(name="prepare-classifier", retries=1)
+def prepare_classifier(out: str, cfg: RunConfig) -> float:
+    """Load ``classifier.pt`` (or ``--weights``), or train it on the train split; returns its
+    clean top-1 accuracy on the whole test split, also written to ``classifier.json``."""
+    layout = RunLayout(Path(out))
+    device = _device(cfg)
+    if layout.classifier.exists():
+        model = load_classifier(layout.classifier, cfg.classifier, device=device)
+    elif cfg.weights is not None:
+        model = load_classifier(Path(cfg.weights), cfg.classifier, device=device)
+        save_classifier(model, layout.classifier, cfg.classifier)
+    else:
+        train = load_dataset(cfg.dataset, "train", seed=cfg.seed)
+        model = build_classifier(cfg.classifier, num_classes=train.num_classes)
+        model = train_classifier(model, train, TrainConfig(seed=cfg.seed))
+        save_classifier(model, layout.classifier, cfg.classifier)
+    test = load_dataset(cfg.dataset, "test", seed=cfg.seed)
+    accuracy = classifier_accuracy(model, test.images.to(device), test.labels.to(device))
+    info = {"classifier": cfg.classifier, "test_accuracy": accuracy, "test_images": len(test)}
+    atomic_write_bytes(layout.classifier_info, json.dumps(info, indent=2).encode())
+    return accuracy
+
+
+def _load_chunk(
+    layout: RunLayout, cfg: RunConfig, start: int, stop: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.nn.Module]:
+    store = ImageStore(layout)
+    clean = torch.from_numpy(store.read_rows("clean", start, stop)).to(device)
+    labels = torch.from_numpy(store.read_rows("labels", start, stop)).to(device)
+    model = load_classifier(layout.classifier, cfg.classifier, device=device)
+    return clean, labels, model
+
+
+@task(name="attack-chunk", retries=2, retry_delay_seconds=2)
+def attack_chunk(out: str, cfg: RunConfig, attack: AttackConfig, start: int, stop: int) -> ChunkOutcome:
+    """Gray-box adversarial images of rows ``[start, stop)``; they do not depend on a defender."""
+    began = time.perf_counter()
+    layout = RunLayout(Path(out))
+    store = ImageStore(layout)
+    name = adv_name(attack.id)
+    if store.has_rows(name, start):
+        return ChunkOutcome("skipped", 0.0)
+    device = _device(cfg)
+    clean, labels, model = _load_chunk(layout, cfg, start, stop, device)
+    generator = generator_for(derive_seed(cfg.seed, cfg.dataset, start, attack.id), device)
+    adversarial = run_attack(attack, model, clean, labels, generator=generator)
+    store.write_rows(name, start, adversarial.detach().cpu().numpy())
+    return ChunkOutcome("ran", time.perf_counter() - began)
+
+
+def _base_row(
+    cfg: RunConfig, attack: AttackConfig, defender: DefenderConfig, index: int, label: int
+) -> dict[str, Any]:
+    return {
+        "run_id": cfg.run_id,
+        "dataset": cfg.dataset,
+        "index": index,
+        "label": label,
+        "attack_id": attack.id,
+        "attack": attack.name,
+        "attack_params": json.dumps(attack.params(), sort_keys=True),
+        "defender_id": defender.id,
+        "defender": defender.name,
+        "defender_params": json.dumps(defender.params(), sort_keys=True),
+        "seed": cfg.seed,
+    }
+
+
+def defend_rows(
+    cfg: RunConfig,
+    attack: AttackConfig,
+    defender: DefenderConfig,
+    start: int,
+    clean: torch.Tensor,
+    labels: torch.Tensor,
+    adversarial: torch.Tensor,
+    model: torch.nn.Module,
+) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    """Defend a chunk's adversarial images, classify all three versions, build the rows."""
+    began = time.perf_counter()
+    seeds = [
+        derive_seed(cfg.seed, cfg.dataset, start + i, attack.id, defender.id)
+        for i in range(len(clean))
+    ]
+    defended = build_defender(defender)(adversarial, seeds)
+    predictions = {
+        "clean": predict(model, clean),
+        "adv": predict(model, adversarial),
+        "defended": predict(model, defended),
+    }
+    pairs = {
+        "adv_clean": distances(adversarial, clean),
+        "defended_clean": distances(defended, clean),
+        "defended_adv": distances(defended, adversarial),
+    }
+    seconds = (time.perf_counter() - began) / len(clean)
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    rows = []
+    for i in range(len(clean)):
+        label = int(labels[i])
+        row = _base_row(cfg, attack, defender, start + i, label)
+        row["defender_seed"] = seeds[i]
+        for kind, predicted in predictions.items():
+            row[f"pred_{kind}"] = int(predicted[i])
+            row[f"correct_{kind}"] = int(predicted[i]) == label
+        for pair, values in pairs.items():
+            for norm, value in values.items():
+                row[f"{pair}_{norm}"] = float(value[i])
+        row.update(seconds=seconds, worker=worker, device=str(clean.device), status="ok", error=None)
+        rows.append(row)
+    return defended, rows
+
+
+@task(name="defend-chunk", retries=2, retry_delay_seconds=2)
+def defend_chunk(
+    out: str,
+    cfg: RunConfig,
+    attack: AttackConfig,
+    defender: DefenderConfig,
+    start: int,
+    stop: int,
+) -> ChunkOutcome:
+    """Defend rows ``[start, stop)`` against one attack, classify, store images and rows."""
+    began = time.perf_counter()
+    layout = RunLayout(Path(out))
+    key = result_key(attack.id, defender.id, start, stop)
+    if is_finished(layout.results, key):
+        return ChunkOutcome("skipped", 0.0)
+    device = _device(cfg)
+    store = ImageStore(layout)
+    clean, labels, model = _load_chunk(layout, cfg, start, stop, device)
+    if attack.name == "none":
+        adversarial = clean
+    else:
+        adversarial = torch.from_numpy(store.read_rows(adv_name(attack.id), start, stop)).to(device)
+    defended, rows = defend_rows(cfg, attack, defender, start, clean, labels, adversarial, model)
+    if defender.id != "none":
+        store.write_rows(
+            defended_name(attack.id, defender.id), start, defended.detach().cpu().numpy()
+        )
+    write_results(layout.results, key, rows)
+    correct = sum(bool(row["correct_defended"]) for row in rows)
+    return ChunkOutcome("ran", time.perf_counter() - began, correct, len(rows))
+
+
+@task(name="record-failure")
+def record_failure(
+    out: str,
+    cfg: RunConfig,
+    attack: AttackConfig,
+    defender: DefenderConfig,
+    start: int,
+    stop: int,
+    error: str,
+) -> None:
+    """Write ``failed`` rows for a chunk whose task failed after its retries."""
+    layout = RunLayout(Path(out))
+    labels = ImageStore(layout).read_rows("labels", start, stop)
+    rows = []
+    for i, label in enumerate(labels):
+        row = _base_row(cfg, attack, defender, start + i, int(label))
+        row.update(
+            {column: None for column in SCHEMA.names if column not in row},
+            status="failed",
+            error=error,
+        )
+        rows.append(row)
+    write_results(layout.results, result_key(attack.id, defender.id, start, stop), rows)
+
+
+@task(name="report")
+def report(out: str) -> str:
+    """The accuracy table of the run as markdown; also a Prefect artifact and ``report.md``."""
+    layout = RunLayout(Path(out))
+    markdown = accuracy_report(read_results(layout.results))
+    atomic_write_bytes(layout.report, markdown.encode())
+    create_markdown_artifact(markdown=markdown, key="ride-accuracy", description=f"ride run {out}")
+    return markdown

@@ -1,0 +1,28 @@
+"""Shared fixtures. Prefect and Dask stay quiet and keep their state in a temporary home."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="ride-tests-prefect-")
+os.environ.pop("PREFECT_API_URL", None)
+os.environ.pop("RIDE_SCHEDULER", None)
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[str]:
+    """One real temporary Prefect API server for the whole test session.
+
+    ``ride run`` sees ``PREFECT_API_URL`` and uses it instead of starting its own.
+    """
+    from flows.server import prefect_api
+
+    with prefect_api() as url:
+        yield url

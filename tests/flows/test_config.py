@@ -1,0 +1,53 @@
+"""Run settings: presets, command-line overrides, ids and validation."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from flows.cli import build_parser, resolve_settings
+from flows.config import ConfigError, RunConfig
+
+
+def parse(*args: str) -> argparse.Namespace:
+    return build_parser().parse_args(["run", *args])
+
+
+def test_command_line_overrides_the_preset(tmp_path: Path) -> None:
+    preset = tmp_path / "p.toml"
+    preset.write_text('ride_iters = 2000\neps = 0.05\nattacks = ["pgd"]\n')
+    settings = resolve_settings(parse("--config", str(preset), "--eps", "0.1"))
+    cfg = RunConfig.from_mapping(settings)
+    assert (cfg.ride_iters, cfg.eps, cfg.attacks) == (2000, 0.1, ("pgd",))
+
+
+def test_repeatable_options_replace_the_default_lists() -> None:
+    cfg = RunConfig.from_mapping(resolve_settings(parse("--attack", "pgd", "--defender", "dae")))
+    assert cfg.attacks == ("pgd",) and cfg.defenders == ("dae",)
+    assert [d.id.split("-")[0] for d in cfg.defender_configs()] == ["dae"]
+
+
+def test_demo_defaults() -> None:
+    cfg = RunConfig()
+    assert cfg.attacks == ("none", "fgsm", "pgd")
+    assert cfg.defenders == ("none", "median", "tv-bregman", "ride")
+    assert (cfg.eps, cfg.step, cfg.attack_iters) == (0.1, 0.02, 10)
+    assert [a.id for a in cfg.attack_configs()] == ["none", "fgsm-eps0.1", "pgd-eps0.1-step0.02-it10"]
+
+
+def test_run_id_ignores_execution_settings() -> None:
+    assert RunConfig(workers=1).run_id == RunConfig(workers=4, threads=2).run_id
+    assert RunConfig(eps=0.05).run_id != RunConfig().run_id
+
+
+def test_duplicates_are_refused() -> None:
+    with pytest.raises(ConfigError, match="given twice"):
+        RunConfig(attacks=("pgd", "pgd"))
+
+
+def test_scheduler_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RIDE_SCHEDULER", "tcp://10.0.0.1:8786")
+    assert resolve_settings(parse())["scheduler"] == "tcp://10.0.0.1:8786"
+    assert resolve_settings(parse("--scheduler", "tcp://x:1"))["scheduler"] == "tcp://x:1"

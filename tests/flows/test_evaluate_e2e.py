@@ -1,0 +1,93 @@
+"""One end-to-end run through the real path: `ride run` -> temporary Prefect API server ->
+local Dask cluster of two worker processes -> Zarr + Parquet, then resume and failure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import zarr
+
+from flows.cli import main
+from storage.results import SCHEMA
+
+pytestmark = pytest.mark.slow
+
+ARGS = [
+    "--limit", "4", "--chunk-size", "2", "--workers", "2",
+    "--attack", "none", "--attack", "pgd",
+    "--defender", "none", "--defender", "median", "--defender", "ride",
+    "--ride-iters", "3", "--ride-checkpoints", "2",
+]  # fmt: skip
+PGD = "pgd-eps0.1-step0.02-it10"
+RIDE = "ride-K3-T2-a0.9-s0.5"
+
+
+def snapshot(results: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(results.glob("*.parquet"))}
+
+
+def test_run_resume_and_failed_chunk(prefect_server: str, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert main(["run", "--out", str(out), *ARGS]) == 0
+
+    # Parquet: one file per (attack, defender, chunk), one row per (image, attack, defender).
+    results = out / "results"
+    first = snapshot(results)
+    assert len(first) == 2 * 3 * 2
+    frame = pd.read_parquet(results)
+    assert list(frame.columns) == SCHEMA.names
+    assert len(frame) == 4 * 2 * 3 and set(frame["status"]) == {"ok"}
+    assert frame.groupby(["attack_id", "defender_id"])["index"].apply(sorted).map(list).eq(
+        [[0, 1, 2, 3]] * 6
+    ).all()
+    assert set(frame["defender_id"]) == {"none", "median-k3", RIDE}
+    assert frame["seconds"].gt(0).all() and frame["error"].isna().all()
+    none_none = frame[(frame.attack_id == "none") & (frame.defender_id == "none")]
+    assert (none_none["pred_defended"] == none_none["pred_clean"]).all()
+    assert json.loads(frame.loc[frame.attack_id == PGD, "attack_params"].iloc[0])["eps"] == 0.1
+
+    # Zarr: clean, adversarial and defended arrays, complete, with the eps-ball respected.
+    group = zarr.open_group(str(out / "images.zarr"), mode="r")
+    clean = np.asarray(group["clean"])
+    adv = np.asarray(group[f"adv/{PGD}"])
+    assert clean.shape == (4, 1, 28, 28)
+    assert np.abs(adv - clean).max() <= 0.1 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+    for name in (f"defended/none/median-k3", f"defended/{PGD}/{RIDE}", f"defended/{PGD}/median-k3"):
+        array = np.asarray(group[name])
+        assert array.shape == (4, 1, 28, 28) and not np.isnan(array).any()
+    assert (out / "classifier.pt").exists() and (out / "run.toml").exists()
+    report = (out / "report.md").read_text()
+    assert "| attack | none | median-k3 | ride-K3-T2-a0.9-s0.5 |" in report
+
+    # Resume: the same command writes nothing new.
+    assert main(["run", "--out", str(out), *ARGS]) == 0
+    assert snapshot(results) == first
+
+    # A chunk whose adversarial images are unreadable fails after its retries, is recorded
+    # as failed rows, and the run goes on; the exit status says so.
+    (results / f"{PGD}__median-k3__0000002-0000004.parquet").unlink()
+    chunk = out / "images.zarr" / "adv" / PGD / "c" / "1" / "0" / "0" / "0"
+    chunk.write_bytes(b"corrupt")
+    assert main(["run", "--out", str(out), *ARGS]) == 3
+    frame = pd.read_parquet(results)
+    failed = frame[frame["status"] == "failed"]
+    assert sorted(failed["index"]) == [2, 3] and failed["error"].str.len().gt(0).all()
+    assert len(frame) == 24
+
+    # Repairing the input and rerunning supersedes the failed rows.
+    chunk.unlink()
+    (out / ".done" / "adv" / PGD / f"{2:09d}").unlink()
+    assert main(["run", "--out", str(out), *ARGS]) == 0
+    frame = pd.read_parquet(results)
+    assert len(frame) == 24 and set(frame["status"]) == {"ok"}
+    repaired = snapshot(results)
+    assert {k: v for k, v in repaired.items() if "median" not in k or "0000002" not in k} == {
+        k: v for k, v in first.items() if "median" not in k or "0000002" not in k
+    }
+
+    # `ride report` reads only Parquet and writes report.md.
+    assert main(["report", str(out)]) == 0
