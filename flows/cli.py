@@ -22,43 +22,112 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         description="Evaluate every (attack, defender) pair on a dataset and store images "
         "(Zarr) and per-image results (Parquet) under --out. Options given on the command "
         "line override the --config preset. " + DEFAULTS_NOTE,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add = p.add_argument
-    add("--out", default="runs/demo", help="run directory (created; rerun to resume)")
-    add("--config", type=Path, default=None, help="TOML preset with keys as below (e.g. ride_iters)")
+    add(
+        "--out",
+        default="runs/demo",
+        help="run directory, created if needed; rerun to resume (default runs/demo)",
+    )
+    add(
+        "--config", type=Path, default=None, help="TOML preset with keys as below (e.g. ride_iters)"
+    )
     add("--dataset", default=None, help=f"dataset: digits (default {d.dataset})")
-    add("--limit", type=int, default=None, help=f"evaluate the first N test images (default {d.limit})")
-    add("--seed", type=int, default=None, help=f"seed of sampling, attacks and defenders (default {d.seed})")
+    add(
+        "--limit",
+        type=int,
+        default=None,
+        help=f"evaluate the first N test images (default {d.limit})",
+    )
+    add(
+        "--seed",
+        type=int,
+        default=None,
+        help=f"seed of sampling, attacks and defenders (default {d.seed})",
+    )
     add("--classifier", default=None, help=f"classifier network (default {d.classifier})")
-    add("--weights", default=None, help="classifier weights file; trained on the train split when absent")
-    add("--attack", dest="attacks", action="append", default=None,
-        help="attack, repeatable: none, fgsm, pgd (default: none, fgsm, pgd)")
-    add("--eps", type=float, default=None, help=f"Linf budget in [0, 1] pixel units (default {d.eps})")
+    add(
+        "--weights",
+        default=None,
+        help="classifier weights file; trained on the train split when absent",
+    )
+    add(
+        "--attack",
+        dest="attacks",
+        action="append",
+        default=None,
+        help="attack, repeatable: none, fgsm, pgd (default: none, fgsm, pgd)",
+    )
+    add(
+        "--eps",
+        type=float,
+        default=None,
+        help=f"Linf budget in [0, 1] pixel units (default {d.eps})",
+    )
     add("--step", type=float, default=None, help=f"PGD step size (default {d.step})")
     add("--attack-iters", type=int, default=None, help=f"PGD iterations (default {d.attack_iters})")
-    add("--defender", dest="defenders", action="append", default=None,
+    add(
+        "--defender",
+        dest="defenders",
+        action="append",
+        default=None,
         help="defender, repeatable: none, median, tv-bregman, tv-chambolle, ride, dae, dip, "
-        "idip (default: none, median, tv-bregman, ride)")
-    add("--median-kernel", type=int, default=None, help=f"median filter size (default {d.median_kernel})")
-    add("--bregman-weight", type=float, default=None,
-        help=f"TV split-Bregman weight, smaller = smoother (default {d.bregman_weight})")
-    add("--chambolle-weight", type=float, default=None,
-        help=f"TV Chambolle weight, larger = smoother (default {d.chambolle_weight})")
-    add("--ride-iters", type=int, default=None,
-        help=f"RIDE K: Adam steps per checkpoint (default {d.ride_iters}; paper 2000)")
-    add("--ride-checkpoints", type=int, default=None,
-        help=f"RIDE T: checkpoints (default {d.ride_checkpoints}; paper 5)")
+        "idip (default: none, median, tv-bregman, ride)",
+    )
+    add(
+        "--median-kernel",
+        type=int,
+        default=None,
+        help=f"median filter size (default {d.median_kernel})",
+    )
+    add(
+        "--bregman-weight",
+        type=float,
+        default=None,
+        help=f"TV split-Bregman weight, smaller = smoother (default {d.bregman_weight})",
+    )
+    add(
+        "--chambolle-weight",
+        type=float,
+        default=None,
+        help=f"TV Chambolle weight, larger = smoother (default {d.chambolle_weight})",
+    )
+    add(
+        "--ride-iters",
+        type=int,
+        default=None,
+        help=f"RIDE K: Adam steps per checkpoint (default {d.ride_iters}; paper 2000)",
+    )
+    add(
+        "--ride-checkpoints",
+        type=int,
+        default=None,
+        help=f"RIDE T: checkpoints (default {d.ride_checkpoints}; paper 5)",
+    )
     add("--alpha", type=float, default=None, help=f"RIDE interpolation alpha (default {d.alpha})")
     add("--sigma", type=float, default=None, help=f"DAE Gaussian std sigma (default {d.sigma})")
     add("--lr", type=float, default=None, help=f"RIDE Adam learning rate (default {d.lr})")
-    add("--weight-decay", type=float, default=None, help=f"RIDE Adam weight decay (default {d.weight_decay})")
+    add(
+        "--weight-decay",
+        type=float,
+        default=None,
+        help=f"RIDE Adam weight decay (default {d.weight_decay})",
+    )
     add("--chunk-size", type=int, default=None, help=f"images per task (default {d.chunk_size})")
     add("--device", default=None, help=f"cpu or cuda (default {d.device})")
-    add("--workers", type=int, default=None, help=f"local Dask worker processes (default {d.workers})")
+    add(
+        "--workers",
+        type=int,
+        default=None,
+        help=f"local Dask worker processes (default {d.workers})",
+    )
     add("--threads", type=int, default=None, help=f"torch threads per worker (default {d.threads})")
-    add("--scheduler", default=None,
-        help="address of an existing Dask scheduler (default: $RIDE_SCHEDULER, else a local cluster)")
+    add(
+        "--scheduler",
+        default=None,
+        help="address of an existing Dask scheduler "
+        "(default: $RIDE_SCHEDULER, else a local cluster)",
+    )
     p.set_defaults(handler=_cmd_run)
 
 
@@ -66,7 +135,8 @@ def _report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p = sub.add_parser(
         "report",
         help="print the accuracy table of a run and write its report.md",
-        description="Read DIR/results (Parquet only), print the accuracy table and write DIR/report.md.",
+        description="Read DIR/results (Parquet only), print the accuracy table and write "
+        "DIR/report.md.",
     )
     p.add_argument("run_dir", type=Path, help="a run directory made by `ride run`")
     p.set_defaults(handler=_cmd_report)
@@ -156,8 +226,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(summary["report"])
     print(f"results: {Path(args.out) / 'results'}  images: {Path(args.out) / 'images.zarr'}")
     if summary["failed"]:
-        print(f"ride: {summary['failed']} of {summary['tasks']} chunk tasks failed; "
-              "see rows with status 'failed'", file=sys.stderr)
+        print(
+            f"ride: {summary['failed']} of {summary['tasks']} chunk tasks failed; "
+            "see rows with status 'failed'",
+            file=sys.stderr,
+        )
         return 3
     return 0
 

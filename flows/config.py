@@ -61,23 +61,36 @@ class RunConfig:
     EXECUTION_KEYS = frozenset({"workers", "threads", "scheduler"})
 
     def __post_init__(self) -> None:
-        _check(self.dataset in DATASETS, f"unknown dataset '{self.dataset}'; choose from: "
-               + ", ".join(DATASETS))
-        _check(self.classifier in CLASSIFIERS, f"unknown classifier '{self.classifier}'; "
-               "choose from: " + ", ".join(CLASSIFIERS))
+        _check(
+            self.dataset in DATASETS,
+            f"unknown dataset '{self.dataset}'; choose from: " + ", ".join(DATASETS),
+        )
+        _check(
+            self.classifier in CLASSIFIERS,
+            f"unknown classifier '{self.classifier}'; choose from: " + ", ".join(CLASSIFIERS),
+        )
         for name in self.attacks:
             _check(name in ATTACKS, f"unknown attack '{name}'; choose from: " + ", ".join(ATTACKS))
         for name in self.defenders:
-            _check(name in DEFENDERS,
-                   f"unknown defender '{name}'; choose from: " + ", ".join(DEFENDERS))
+            _check(
+                name in DEFENDERS,
+                f"unknown defender '{name}'; choose from: " + ", ".join(DEFENDERS),
+            )
         _check(len(self.attacks) > 0, "give at least one --attack")
         _check(len(self.defenders) > 0, "give at least one --defender")
         _check(len(set(self.attacks)) == len(self.attacks), "an --attack is given twice")
         _check(len(set(self.defenders)) == len(self.defenders), "a --defender is given twice")
         _check(0 < self.eps <= 1, f"--eps must be in (0, 1], got {self.eps}")
         _check(self.step > 0, f"--step must be positive, got {self.step}")
-        for key in ("attack_iters", "ride_iters", "ride_checkpoints", "chunk_size", "workers",
-                    "threads", "median_kernel"):
+        for key in (
+            "attack_iters",
+            "ride_iters",
+            "ride_checkpoints",
+            "chunk_size",
+            "workers",
+            "threads",
+            "median_kernel",
+        ):
             value = getattr(self, key)
             _check(value > 0, f"--{key.replace('_', '-')} must be positive, got {value}")
         _check(self.limit is None or self.limit > 0, f"--limit must be positive, got {self.limit}")
@@ -118,7 +131,7 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The flat mapping this config was built from (lists for tuples)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) }
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
     @property
@@ -162,4 +175,3 @@ def load_preset(path: Path) -> dict[str, Any]:
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
-

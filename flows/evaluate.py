@@ -17,6 +17,7 @@ from typing import Any
 import dask
 from prefect import flow, get_run_logger, task
 from prefect.futures import PrefectFuture, as_completed
+from prefect.task_runners import TaskRunner
 from prefect_dask import DaskTaskRunner
 
 from flows.config import RunConfig
@@ -38,7 +39,7 @@ from tasks.evaluate import (
 CODE_VERSION = "0.1.0"
 
 
-def make_task_runner(cfg: RunConfig) -> DaskTaskRunner:
+def make_task_runner(cfg: RunConfig) -> TaskRunner[Any]:
     """A Dask task runner: the scheduler at ``cfg.scheduler``, or a local process cluster.
 
     Local workers are single-threaded processes (two single-thread processes beat one
@@ -95,8 +96,7 @@ class _Progress:
         else:
             what = f"{outcome.correct}/{outcome.count} correct in {outcome.seconds:.1f} s"
         return (
-            f"[{self.done}/{self.total}] {label}: {what} "
-            f"(elapsed {elapsed:.0f} s, eta {eta:.0f} s)"
+            f"[{self.done}/{self.total}] {label}: {what} (elapsed {elapsed:.0f} s, eta {eta:.0f} s)"
         )
 
 
@@ -118,7 +118,9 @@ def evaluate(out: str, settings: dict[str, Any]) -> dict[str, Any]:
     attacks = cfg.attack_configs()
     defenders = cfg.defender_configs()
     progress = _Progress(total=len(attacks) * len(defenders) * len(chunks))
-    defend_jobs: dict[PrefectFuture[ChunkOutcome], tuple[AttackConfig, DefenderConfig, int, int]] = {}
+    defend_jobs: dict[
+        PrefectFuture[ChunkOutcome], tuple[AttackConfig, DefenderConfig, int, int]
+    ] = {}
     failed = 0
 
     def submit_defences(attack: AttackConfig, start: int, stop: int) -> None:
@@ -163,8 +165,9 @@ def evaluate(out: str, settings: dict[str, Any]) -> dict[str, Any]:
 
     markdown = report(out)
     if failed:
-        logger.warning("%d of %d chunk tasks failed; their rows have status 'failed'",
-                       failed, progress.total)
+        logger.warning(
+            "%d of %d chunk tasks failed; their rows have status 'failed'", failed, progress.total
+        )
     return {
         "images": n_images,
         "tasks": progress.total,

@@ -105,4 +105,3 @@ class ImageStore:
 
     def _marker(self, name: str, start: int) -> Path:
         return self.layout.done / name / f"{start:09d}"
-

@@ -86,7 +86,9 @@ def write_results(results_dir: Path, key: str, rows: Sequence[Mapping[str, Any]]
         if set(row) != set(SCHEMA.names):
             missing = set(SCHEMA.names) - set(row)
             extra = set(row) - set(SCHEMA.names)
-            raise ValueError(f"rows of {key} do not match the schema: missing {missing}, extra {extra}")
+            raise ValueError(
+                f"rows of {key} do not match the schema: missing {missing}, extra {extra}"
+            )
     failed = statuses == {"failed"}
     table = pa.Table.from_pylist([dict(row) for row in rows], schema=SCHEMA)
     results_dir.mkdir(parents=True, exist_ok=True)

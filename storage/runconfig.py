@@ -34,9 +34,7 @@ def read_run_config(path: Path) -> dict[str, Any]:
     return config
 
 
-def check_same_run(
-    path: Path, config: Mapping[str, Any], identity_keys: frozenset[str]
-) -> None:
+def check_same_run(path: Path, config: Mapping[str, Any], identity_keys: frozenset[str]) -> None:
     """Raise :class:`RunConfigMismatch` when ``run.toml`` at ``path`` describes another run.
 
     Only the keys in ``identity_keys`` must match; the others (workers, scheduler) may change

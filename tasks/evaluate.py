@@ -23,13 +23,13 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.config import RunConfig
 from ride.attacks import AttackConfig, run_attack
+from ride.classifiers import accuracy as classifier_accuracy
 from ride.classifiers import (
     build_classifier,
     load_classifier,
     predict,
     save_classifier,
 )
-from ride.classifiers import accuracy as classifier_accuracy
 from ride.datasets import load_dataset
 from ride.defenders import DefenderConfig, build_defender
 from ride.metrics import distances
@@ -133,7 +133,9 @@ def _load_chunk(
 
 
 @task(name="attack-chunk", retries=2, retry_delay_seconds=2)
-def attack_chunk(out: str, cfg: RunConfig, attack: AttackConfig, start: int, stop: int) -> ChunkOutcome:
+def attack_chunk(
+    out: str, cfg: RunConfig, attack: AttackConfig, start: int, stop: int
+) -> ChunkOutcome:
     """Gray-box adversarial images of rows ``[start, stop)``; they do not depend on a defender."""
     began = time.perf_counter()
     layout = RunLayout(Path(out))
@@ -207,7 +209,9 @@ def defend_rows(
         for pair, values in pairs.items():
             for norm, value in values.items():
                 row[f"{pair}_{norm}"] = float(value[i])
-        row.update(seconds=seconds, worker=worker, device=str(clean.device), status="ok", error=None)
+        row.update(
+            seconds=seconds, worker=worker, device=str(clean.device), status="ok", error=None
+        )
         rows.append(row)
     return defended, rows
 

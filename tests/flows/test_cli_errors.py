@@ -96,7 +96,9 @@ def test_good_weights_pass_preflight(tmp_path: Path) -> None:
     preflight(tmp_path / "run", {"weights": str(weights)})
 
 
-def test_missing_preset_and_unknown_preset_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_preset_and_unknown_preset_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, err = run_cli(capsys, "--config", str(tmp_path / "nope.toml"))
     assert code == 1 and "no such file" in err
     preset = tmp_path / "p.toml"

@@ -34,7 +34,11 @@ def test_demo_defaults() -> None:
     assert cfg.attacks == ("none", "fgsm", "pgd")
     assert cfg.defenders == ("none", "median", "tv-bregman", "ride")
     assert (cfg.eps, cfg.step, cfg.attack_iters) == (0.1, 0.02, 10)
-    assert [a.id for a in cfg.attack_configs()] == ["none", "fgsm-eps0.1", "pgd-eps0.1-step0.02-it10"]
+    assert [a.id for a in cfg.attack_configs()] == [
+        "none",
+        "fgsm-eps0.1",
+        "pgd-eps0.1-step0.02-it10",
+    ]
 
 
 def test_run_id_ignores_execution_settings() -> None:

@@ -41,9 +41,13 @@ def test_run_resume_and_failed_chunk(prefect_server: str, tmp_path: Path) -> Non
     frame = pd.read_parquet(results)
     assert list(frame.columns) == SCHEMA.names
     assert len(frame) == 4 * 2 * 3 and set(frame["status"]) == {"ok"}
-    assert frame.groupby(["attack_id", "defender_id"])["index"].apply(sorted).map(list).eq(
-        [[0, 1, 2, 3]] * 6
-    ).all()
+    assert (
+        frame.groupby(["attack_id", "defender_id"])["index"]
+        .apply(sorted)
+        .map(list)
+        .eq([[0, 1, 2, 3]] * 6)
+        .all()
+    )
     assert set(frame["defender_id"]) == {"none", "median-k3", RIDE}
     assert frame["seconds"].gt(0).all() and frame["error"].isna().all()
     none_none = frame[(frame.attack_id == "none") & (frame.defender_id == "none")]
@@ -56,7 +60,7 @@ def test_run_resume_and_failed_chunk(prefect_server: str, tmp_path: Path) -> Non
     adv = np.asarray(group[f"adv/{PGD}"])
     assert clean.shape == (4, 1, 28, 28)
     assert np.abs(adv - clean).max() <= 0.1 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
-    for name in (f"defended/none/median-k3", f"defended/{PGD}/{RIDE}", f"defended/{PGD}/median-k3"):
+    for name in ("defended/none/median-k3", f"defended/{PGD}/{RIDE}", f"defended/{PGD}/median-k3"):
         array = np.asarray(group[name])
         assert array.shape == (4, 1, 28, 28) and not np.isnan(array).any()
     assert (out / "classifier.pt").exists() and (out / "run.toml").exists()

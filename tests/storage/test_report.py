@@ -13,18 +13,31 @@ def frame() -> pd.DataFrame:
         for defender in ("median-k3", "none"):
             for index in range(4):
                 # 'none' attack: all correct; pgd: undefended 1/4, median 2/4.
-                if attack == "none":
-                    correct = True
-                else:
-                    correct = index < (1 if defender == "none" else 2)
+                correct = True if attack == "none" else index < (1 if defender == "none" else 2)
                 rows.append(
-                    {"dataset": "digits", "attack_id": attack, "defender_id": defender,
-                     "index": index, "correct_clean": index != 3, "correct_defended": correct,
-                     "status": "ok", "error": None}
+                    {
+                        "dataset": "digits",
+                        "attack_id": attack,
+                        "defender_id": defender,
+                        "index": index,
+                        "correct_clean": index != 3,
+                        "correct_defended": correct,
+                        "status": "ok",
+                        "error": None,
+                    }
                 )
-    rows.append({"dataset": "digits", "attack_id": "pgd", "defender_id": "median-k3",
-                 "index": 9, "correct_clean": None, "correct_defended": None,
-                 "status": "failed", "error": "RuntimeError: boom"})
+    rows.append(
+        {
+            "dataset": "digits",
+            "attack_id": "pgd",
+            "defender_id": "median-k3",
+            "index": 9,
+            "correct_clean": None,
+            "correct_defended": None,
+            "status": "failed",
+            "error": "RuntimeError: boom",
+        }
+    )
     return pd.DataFrame(rows)
 
 

@@ -14,7 +14,9 @@ IDENTITY = frozenset({"eps", "defenders"})
 
 def test_claim_writes_config_version_and_start(tmp_path: Path) -> None:
     path = tmp_path / "run.toml"
-    claim_run_dir(path, {"eps": 0.1, "defenders": ["ride"], "workers": 2, "weights": None}, IDENTITY, "0.1.0")
+    claim_run_dir(
+        path, {"eps": 0.1, "defenders": ["ride"], "workers": 2, "weights": None}, IDENTITY, "0.1.0"
+    )
     document = tomllib.loads(path.read_text())
     assert document["code_version"] == "0.1.0" and "started" in document
     assert document["config"] == {"eps": 0.1, "defenders": ["ride"], "workers": 2}

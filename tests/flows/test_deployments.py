@@ -1,0 +1,28 @@
+"""prefect.yaml stays true to the code: entry points import, parameters match, settings parse."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from pathlib import Path
+
+import yaml
+
+from flows.config import RunConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_deployment_points_at_a_flow_with_matching_parameters() -> None:
+    document = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    deployments = document["deployments"]
+    assert {d["name"] for d in deployments} >= {"digits-demo-nightly", "evaluate"}
+    assert any(d.get("schedules") for d in deployments)
+    for deployment in deployments:
+        path, name = deployment["entrypoint"].split(":")
+        module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+        flow = getattr(module, name)
+        signature = inspect.signature(flow.fn)
+        assert set(deployment["parameters"]) <= set(signature.parameters)
+        RunConfig.from_mapping(deployment["parameters"]["settings"])  # valid settings
+        assert deployment["work_pool"]["name"] == "ride-process"
