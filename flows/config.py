@@ -20,7 +20,7 @@ from ride.classifiers import CLASSIFIERS
 from ride.datasets import DATASETS
 from ride.defenders import DEFENDERS, DefenderConfig, defender_config
 
-DEMO_LIMIT = 60
+DEMO_LIMIT = 40
 """Images of the digits test split the demo evaluates (the split has 450)."""
 
 
@@ -43,9 +43,9 @@ class RunConfig:
     attack_iters: int = 10
     defenders: tuple[str, ...] = ("none", "median", "tv-bregman", "ride")
     median_kernel: int = 3
-    bregman_weight: float = 10.0
-    chambolle_weight: float = 0.1
-    ride_iters: int = 300
+    bregman_weight: float = 2.0
+    chambolle_weight: float = 0.3
+    ride_iters: int = 200
     ride_checkpoints: int = 5
     alpha: float = 0.9
     sigma: float = 0.5

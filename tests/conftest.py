@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 
@@ -11,7 +13,9 @@ import pytest
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
-os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="ride-tests-prefect-")
+_PREFECT_HOME = tempfile.mkdtemp(prefix="ride-tests-prefect-")
+atexit.register(shutil.rmtree, _PREFECT_HOME, ignore_errors=True)
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("RIDE_SCHEDULER", None)
 

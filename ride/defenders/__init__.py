@@ -1,0 +1,138 @@
+"""Defenders: callables over (B, C, H, W) images in [0, 1] that return defended images.
+
+Baselines (paper, "Defense Against Gray-Box Attack"): no defence, median filter, TV
+minimisation (split-Bregman, Chambolle). Self-supervised (paper, "Self-Supervised Data
+Estimation" and "Ablation Study"): RIDE and its variants DAE, DIP, I-DIP.
+
+Usage: ``build_defender(defender_config("ride", iters=300))(x_adv, seeds)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import fields
+from typing import Any, Protocol
+
+from torch import Tensor
+
+from ride.defenders.filters import (
+    Median,
+    MedianConfig,
+    NoDefence,
+    NoDefenceConfig,
+    TVBregman,
+    TVBregmanConfig,
+    TVChambolle,
+    TVChambolleConfig,
+    median,
+    tv_bregman,
+    tv_chambolle,
+)
+from ride.defenders.ride import ReconstructionFCN, Ride, RideConfig, ride
+
+__all__ = [
+    "DEFENDERS",
+    "Defender",
+    "DefenderConfig",
+    "Median",
+    "MedianConfig",
+    "NoDefence",
+    "NoDefenceConfig",
+    "ReconstructionFCN",
+    "Ride",
+    "RideConfig",
+    "TVBregman",
+    "TVBregmanConfig",
+    "TVChambolle",
+    "TVChambolleConfig",
+    "build_defender",
+    "defender_config",
+    "median",
+    "ride",
+    "tv_bregman",
+    "tv_chambolle",
+]
+
+DEFENDERS: tuple[str, ...] = (
+    "none",
+    "median",
+    "tv-bregman",
+    "tv-chambolle",
+    "ride",
+    "dae",
+    "dip",
+    "idip",
+)
+
+DefenderConfig = NoDefenceConfig | MedianConfig | TVBregmanConfig | TVChambolleConfig | RideConfig
+
+
+class Defender(Protocol):
+    """A defender: ``x`` (B, C, H, W) in [0, 1] -> defended (B, C, H, W) in [0, 1].
+
+    Never mutates ``x``. ``seeds`` gives one seed per image; deterministic defenders ignore
+    it, RIDE seeds image i's network, noise and dropout masks with ``seeds[i]``.
+    """
+
+    @property
+    def id(self) -> str: ...
+
+    def __call__(self, x: Tensor, seeds: Sequence[int] | None = None) -> Tensor: ...
+
+
+def build_defender(cfg: DefenderConfig) -> Defender:
+    """The defender described by ``cfg``."""
+    if isinstance(cfg, NoDefenceConfig):
+        return NoDefence(cfg)
+    if isinstance(cfg, MedianConfig):
+        return Median(cfg)
+    if isinstance(cfg, TVBregmanConfig):
+        return TVBregman(cfg)
+    if isinstance(cfg, TVChambolleConfig):
+        return TVChambolle(cfg)
+    if isinstance(cfg, RideConfig):
+        return Ride(cfg)
+    raise ValueError(f"not a defender config: {type(cfg).__name__}")
+
+
+_CONFIG_TYPES: dict[str, type[Any]] = {
+    "none": NoDefenceConfig,
+    "median": MedianConfig,
+    "tv-bregman": TVBregmanConfig,
+    "tv-chambolle": TVChambolleConfig,
+    "ride": RideConfig,
+    "dae": RideConfig,
+    "dip": RideConfig,
+    "idip": RideConfig,
+}
+
+#: Settings implied by the defender's name (the ablation variants of RIDE).
+_IMPLIED: dict[str, dict[str, Any]] = {
+    "ride": {"variant": "ride"},
+    "dae": {"variant": "dae", "alpha": 1.0},
+    "dip": {"variant": "dip", "alpha": 1.0},
+    "idip": {"variant": "idip"},
+}
+
+
+def defender_config(name: str, **settings: Any) -> DefenderConfig:
+    """Config of defender ``name`` (one of ``DEFENDERS``) with ``settings`` over its defaults.
+
+    ``dae`` is RIDE with alpha = 1, ``dip`` DIP with alpha = 1, ``idip`` DIP with the
+    iterative update (paper, "Ablation Study on RIDE").
+    """
+    if name not in _CONFIG_TYPES:
+        raise ValueError(f"unknown defender {name!r}; choose from: {', '.join(DEFENDERS)}")
+    cls = _CONFIG_TYPES[name]
+    valid = [f.name for f in fields(cls) if f.name != "variant"]
+    unknown = sorted(set(settings) - set(valid))
+    if "variant" in settings and settings["variant"] != _IMPLIED.get(name, {}).get("variant"):
+        unknown.append("variant")
+    if unknown:
+        raise ValueError(
+            f"unknown setting(s) {', '.join(unknown)} for defender {name!r}; "
+            f"valid: {', '.join(valid) or '(none)'}"
+        )
+    merged = {**_IMPLIED.get(name, {}), **settings}
+    cfg: DefenderConfig = cls(**merged)
+    return cfg

@@ -1,0 +1,335 @@
+"""RIDE: Robust Iterative Data Estimation, and its ablation variants DAE, DIP and I-DIP.
+
+Lin, Pfister and Zhang, "White-Box Adversarial Defense via Self-Supervised Data Estimation"
+(arXiv 1909.06271), section "Self-Supervised Data Estimation":
+
+- DAE (Alg. 1, Eq. 7): K Adam steps on ``MSE(h(z), s)`` with ``s, z ~ N(x_target, sigma)``
+  drawn independently (n pairs per step); ``x_est = E_z[h(z)]`` with ``z ~ N(x_target, sigma)``.
+- RIDE (Alg. 2, Eq. 8-9): ``x^(0) = x_adv``; for t = 1..T fit K steps against ``x^(t-1)``
+  (weights carried over), take ``x_est^(t)`` and set
+  ``x^(t) = alpha x^(t-1) + (1 - alpha) x_est^(t)``; return ``x_est^(T)`` (footnote 1).
+  With ``alpha = 1`` RIDE is DAE ("Interpolation Parameter").
+- DIP (Ulyanov et al. 2018; paper Eq. 4): a fixed random input ``z0`` and the noise-free target
+  ``x^(t-1)``, alpha = 1, output ``h(z0)``; I-DIP adds the iterative update of Eq. 9.
+
+The network ``h`` is the FCN of Table 3 (3x3 convs, padding 1, ReLU after every layer but the
+last, sigmoid output because images are in [0, 1], dropout at the ticked layers).
+
+Each image gets its own network, optimiser, noise and dropout masks, all drawn from one
+generator seeded with that image's seed, so a defended image does not depend on which other
+images share the batch, and a rerun with the same seed on the same device is bit-identical.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ride._checks import (
+    check_finite_number,
+    check_images,
+    check_seeds,
+    check_unit_range,
+    fmt_number,
+    short_hash,
+)
+from ride.seeding import generator_for
+
+Variant = Literal["ride", "dae", "dip", "idip"]
+Arch = Literal["mnist", "cifar", "imagenet"]
+
+VARIANTS: tuple[str, ...] = ("ride", "dae", "dip", "idip")
+
+#: Table 3: conv channel chain and the (0-based) conv layers followed by dropout.
+ARCHS: dict[str, tuple[tuple[int, ...], frozenset[int]]] = {
+    "mnist": ((1, 16, 16, 16, 1), frozenset({1, 2})),  # dropout at conv2, conv3
+    "cifar": ((3, 32, 32, 32, 32, 3), frozenset({1, 2})),  # dropout at conv2, conv3
+    "imagenet": ((3, 32, 32, 32, 32, 32, 32, 32, 3), frozenset({3, 4, 5})),  # conv4-6
+}
+
+#: Range of the fixed DIP input ``z0 ~ U(0, DIP_INPUT_SCALE)``.
+DIP_INPUT_SCALE = 0.1
+
+_NAMED_FIELDS = ("variant", "iters", "checkpoints", "alpha", "sigma")
+
+
+@dataclass(frozen=True)
+class RideConfig:
+    """Settings of RIDE and its ablation variants; defaults are the paper's (Alg. 2).
+
+    Where the paper leaves a choice open or the authors' public code is known to differ, a
+    flag records it and defaults to our reading of the paper:
+
+    - ``reset_optimizer_each_checkpoint`` (default True): Alg. 2 calls DAE(x^(t-1), w^(t-1),
+      ...) and Alg. 1 receives only the initial weights, so each checkpoint starts a fresh Adam
+      (moments at zero) from the carried-over weights. False keeps one Adam for all T*K steps.
+    - ``noisy_target`` (default True): Eq. 7 adds Gaussian noise to the target ``s`` as well as
+      to the input ``z``; False uses the noise-free target (the "fixed target" of Fig. 9).
+    - ``return_iterate`` (default False): return ``x_est^(T)`` as Alg. 2 does; True returns the
+      interpolated ``x^(T)``, which footnote 1 reports to be worse.
+    - ``loss`` (default "mse"): the least-square loss of Alg. 2; "l1" is offered for study.
+    - ``estimate_samples``: number of draws of z used for ``x_est = E_z[h(z)]`` (eval mode,
+      dropout off). Ignored by DIP/I-DIP, whose input is fixed.
+    """
+
+    variant: Variant = "ride"
+    arch: Arch = "mnist"
+    iters: int = 2000  # K per checkpoint
+    checkpoints: int = 5  # T
+    alpha: float = 0.9
+    sigma: float = 0.5
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    batch: int = 1  # n
+    dropout: float = 0.5
+    estimate_samples: int = 1
+    reset_optimizer_each_checkpoint: bool = True
+    noisy_target: bool = True
+    return_iterate: bool = False
+    loss: Literal["mse", "l1"] = "mse"
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(
+                f"unknown RIDE variant {self.variant!r}; choose from: {', '.join(VARIANTS)}"
+            )
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown RIDE arch {self.arch!r}; choose from: {', '.join(ARCHS)}")
+        for name in ("iters", "checkpoints", "batch", "estimate_samples"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        alpha = check_finite_number(self.alpha, "alpha")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.variant in ("dae", "dip") and alpha != 1.0:
+            raise ValueError(
+                f"variant {self.variant!r} has alpha = 1, got {self.alpha} "
+                f"(use {'ride' if self.variant == 'dae' else 'idip'} for alpha < 1)"
+            )
+        if check_finite_number(self.sigma, "sigma") < 0:
+            raise ValueError(f"sigma must be >= 0, got {self.sigma}")
+        if check_finite_number(self.lr, "lr") <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if check_finite_number(self.weight_decay, "weight_decay") < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0.0 <= check_finite_number(self.dropout, "dropout") < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.loss not in ("mse", "l1"):
+            raise ValueError(f"unknown loss {self.loss!r}; choose from: mse, l1")
+
+    @property
+    def name(self) -> str:
+        return self.variant
+
+    @property
+    def id(self) -> str:
+        """``ride-K2000-T5-a0.9-s0.5``; ``-<hash>`` appended when another setting differs."""
+        base = (
+            f"{self.variant}-K{self.iters}-T{self.checkpoints}"
+            f"-a{fmt_number(self.alpha)}-s{fmt_number(self.sigma)}"
+        )
+        others = {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NAMED_FIELDS
+        }
+        defaults = {f.name: f.default for f in fields(self) if f.name not in _NAMED_FIELDS}
+        if others == defaults:
+            return base
+        return f"{base}-{short_hash(others)}"
+
+    def params(self) -> dict[str, float | int | bool | str]:
+        return {"name": self.variant, **asdict(self)}
+
+
+class ReconstructionFCN(nn.Module):
+    """The reconstruction network ``h`` of Table 3.
+
+    3x3 convs with padding 1, ReLU after every conv but the last, sigmoid output (images in
+    [0, 1]), dropout with rate ``dropout`` after the ticked layers. Weights start from PyTorch's
+    uniform default ("random uniform distribution", paper "Implementation of RIDE") drawn from
+    ``generator``; dropout masks are drawn from the generator passed to ``forward``.
+    """
+
+    def __init__(
+        self,
+        arch: str,
+        dropout: float,
+        generator: torch.Generator,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        if arch not in ARCHS:
+            raise ValueError(f"unknown RIDE arch {arch!r}; choose from: {', '.join(ARCHS)}")
+        channels, dropout_layers = ARCHS[arch]
+        self.dropout = dropout
+        self.dropout_layers = dropout_layers
+        self.convs = nn.ModuleList(
+            nn.utils.skip_init(nn.Conv2d, c_in, c_out, 3, padding=1, device=device, dtype=dtype)
+            for c_in, c_out in itertools.pairwise(channels)
+        )
+        with torch.no_grad():
+            for conv in self.convs:
+                assert isinstance(conv, nn.Conv2d) and conv.bias is not None
+                nn.init.kaiming_uniform_(conv.weight, a=math.sqrt(5), generator=generator)
+                bound = 1.0 / math.sqrt(conv.weight[0].numel())
+                nn.init.uniform_(conv.bias, -bound, bound, generator=generator)
+
+    @property
+    def in_channels(self) -> int:
+        first = self.convs[0]
+        assert isinstance(first, nn.Conv2d)
+        return int(first.in_channels)
+
+    def forward(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """z: (n, C, H, W) -> (n, C, H, W) in (0, 1). Training mode needs ``generator``."""
+        use_dropout = self.training and self.dropout > 0.0
+        if use_dropout and generator is None:
+            raise ValueError("dropout in training mode needs a generator for its masks")
+        h = z
+        last = len(self.convs) - 1
+        for i, conv in enumerate(self.convs):
+            h = conv(h)
+            if i == last:
+                return torch.sigmoid(h)
+            h = F.relu(h)
+            if use_dropout and i in self.dropout_layers:
+                keep = torch.rand(h.shape, generator=generator, device=h.device, dtype=h.dtype)
+                h = h * (keep >= self.dropout).to(h.dtype) / (1.0 - self.dropout)
+        raise AssertionError("unreachable")
+
+
+def _loss(out: Tensor, target: Tensor, kind: str) -> Tensor:
+    return F.mse_loss(out, target) if kind == "mse" else F.l1_loss(out, target)
+
+
+def _defend_one(
+    x_adv: Tensor,
+    cfg: RideConfig,
+    seed: int,
+    progress: Callable[[int], None] | None = None,
+) -> Tensor:
+    """Run ``cfg.variant`` on one image x_adv (1, C, H, W); returns (1, C, H, W) detached."""
+    device, dtype = x_adv.device, x_adv.dtype
+    gen = generator_for(seed, device)
+    net = ReconstructionFCN(cfg.arch, cfg.dropout, gen, device=device, dtype=dtype)
+    shape = (cfg.batch, *x_adv.shape[1:])  # (n, C, H, W)
+    dip = cfg.variant in ("dip", "idip")
+    z0 = DIP_INPUT_SCALE * torch.rand(x_adv.shape, generator=gen, device=device, dtype=dtype)
+
+    def new_optimizer() -> torch.optim.Optimizer:
+        fused = device.type in ("cpu", "cuda")  # one kernel per step; same maths as Adam
+        return torch.optim.Adam(
+            net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused
+        )
+
+    opt = new_optimizer()
+    x_t = x_adv  # x^(0) = x_adv, (1, C, H, W)
+    x_est = x_adv
+    for t in range(cfg.checkpoints):
+        if t > 0 and cfg.reset_optimizer_each_checkpoint:
+            opt = new_optimizer()
+        target = x_t  # x^(t-1)
+        net.train()
+        for _ in range(cfg.iters):
+            if dip:
+                inp = z0.expand(shape)
+                s = target.expand(shape)
+            else:
+                inp = target + cfg.sigma * torch.randn(
+                    shape, generator=gen, device=device, dtype=dtype
+                )
+                if cfg.noisy_target:
+                    s = target + cfg.sigma * torch.randn(
+                        shape, generator=gen, device=device, dtype=dtype
+                    )
+                else:
+                    s = target.expand(shape)
+            loss = _loss(net(inp, gen), s, cfg.loss)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        net.eval()
+        with torch.no_grad():
+            if dip:
+                x_est = net(z0)
+            else:
+                m = cfg.estimate_samples
+                noise = torch.randn(
+                    (m, *x_adv.shape[1:]), generator=gen, device=device, dtype=dtype
+                )
+                x_est = net(target + cfg.sigma * noise).mean(dim=0, keepdim=True)  # (1, C, H, W)
+            if cfg.alpha != 1.0:
+                x_t = cfg.alpha * x_t + (1.0 - cfg.alpha) * x_est  # Eq. 9
+        if progress is not None:
+            progress(cfg.iters)
+    out = x_t if cfg.return_iterate else x_est
+    return out.detach().clamp(0.0, 1.0)
+
+
+def ride(
+    x: Tensor,
+    cfg: RideConfig,
+    seeds: Sequence[int] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Tensor:
+    """Defend a batch x (B, C, H, W) in [0, 1] with ``cfg.variant``; returns a new tensor.
+
+    ``seeds[i]`` seeds image i's network init, noise and dropout masks; with ``seeds=None``
+    they are drawn from torch's default generator. Works under ``torch.no_grad()`` and inside
+    an autograd graph (the fit runs under ``enable_grad``; the result is detached).
+    ``progress(steps_done, steps_total)`` is called after every checkpoint of every image.
+    """
+    check_images(x)
+    check_unit_range(x)
+    channels = ARCHS[cfg.arch][0][0]
+    if x.shape[1] != channels:
+        raise ValueError(f"RIDE arch {cfg.arch!r} expects {channels} channel(s), got {x.shape[1]}")
+    b = x.shape[0]
+    if seeds is None:
+        seed_list = torch.randint(0, 2**63 - 1, (b,), dtype=torch.int64).tolist()
+    else:
+        seed_list = check_seeds(seeds, b)
+    if any(s < 0 for s in seed_list):
+        raise ValueError(f"seeds must be >= 0, got {seed_list}")
+    total = b * cfg.checkpoints * cfg.iters
+    done = 0
+
+    def step_progress(steps: int) -> None:
+        nonlocal done
+        done += steps
+        if progress is not None:
+            progress(done, total)
+
+    out: list[Tensor] = []
+    with torch.inference_mode(False), torch.enable_grad():
+        x_in = x.detach().clone()
+        for i in range(b):
+            out.append(_defend_one(x_in[i : i + 1], cfg, seed_list[i], step_progress))
+    if not out:
+        return x.detach().clone()
+    return torch.cat(out, dim=0)  # (B, C, H, W)
+
+
+class Ride:
+    """Callable RIDE defender: ``Ride(cfg)(x_adv, seeds)`` (see ``ride``)."""
+
+    def __init__(
+        self, cfg: RideConfig | None = None, progress: Callable[[int, int], None] | None = None
+    ) -> None:
+        self.cfg = cfg or RideConfig()
+        self.progress = progress
+
+    @property
+    def id(self) -> str:
+        return self.cfg.id
+
+    def __call__(self, x: Tensor, seeds: Sequence[int] | None = None) -> Tensor:
+        return ride(x, self.cfg, seeds, self.progress)
