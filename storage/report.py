@@ -12,18 +12,21 @@ import pandas as pd
 def accuracy_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Top-1 accuracy and n per (attack, defender) over ``ok`` rows.
 
-    Rows: attack ids in order of first appearance; columns: ``none`` first, then the other
-    defender ids in order of first appearance. Each cell is a ``(accuracy, n)`` pair.
+    Rows: attack ids, columns: defender ids; each ``none`` first, the others sorted. Each
+    cell is a ``(accuracy, n)`` pair.
     """
     ok = frame[frame["status"] == "ok"]
-    attacks = list(dict.fromkeys(ok["attack_id"]))
-    defenders = list(dict.fromkeys(ok["defender_id"]))
-    defenders.sort(key=lambda d: d != "none")  # stable: keeps the others' order
+    attacks = _none_first(ok["attack_id"])
+    defenders = _none_first(ok["defender_id"])
     grouped = ok.groupby(["attack_id", "defender_id"])["correct_defended"].agg(["mean", "count"])
     table = pd.DataFrame(index=pd.Index(attacks, name="attack"), columns=defenders, dtype=object)
     for (attack, defender), values in grouped.iterrows():
         table.loc[attack, defender] = (float(values["mean"]), int(values["count"]))
     return table
+
+
+def _none_first(ids: pd.Series) -> list[str]:
+    return sorted(set(ids), key=lambda name: (name != "none", name))
 
 
 def clean_accuracy(frame: pd.DataFrame) -> tuple[float, int]:

@@ -55,3 +55,18 @@ def test_scheduler_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RIDE_SCHEDULER", "tcp://10.0.0.1:8786")
     assert resolve_settings(parse())["scheduler"] == "tcp://10.0.0.1:8786"
     assert resolve_settings(parse("--scheduler", "tcp://x:1"))["scheduler"] == "tcp://x:1"
+
+
+@pytest.mark.parametrize("preset", sorted((Path(__file__).parents[2] / "configs").glob("*.toml")))
+def test_presets_parse_into_valid_runs(preset: Path) -> None:
+    from flows.config import load_preset
+
+    cfg = RunConfig.from_mapping(load_preset(preset))
+    assert cfg.attack_configs() and cfg.defender_configs()
+
+
+def test_demo_preset_is_the_default_run() -> None:
+    from flows.config import load_preset
+
+    preset = Path(__file__).parents[2] / "configs" / "demo.toml"
+    assert RunConfig.from_mapping(load_preset(preset)) == RunConfig()
