@@ -16,8 +16,12 @@ The network ``h`` is the FCN of Table 3 (3x3 convs, padding 1, ReLU after every 
 last, sigmoid output because images are in [0, 1], dropout at the ticked layers).
 
 Each image gets its own network, optimiser, noise and dropout masks, all drawn from one
-generator seeded with that image's seed, so a defended image does not depend on which other
-images share the batch, and a rerun with the same seed on the same device is bit-identical.
+generator seeded with that image's seed (stream layout: ``_defend_one``), so a defended image
+does not depend on which other images share the batch, and a rerun with the same seed and batch
+on the same device is bit-identical. The default batched engine (``_defend_batched``) fits all
+B networks at once as one grouped convolution; it matches the one-by-one reference engine
+(``_defend_one``) up to floating-point rounding (the grouped convolution sums in another
+order, so in float32 a result may also differ in the last bits with the batch's size).
 """
 
 from __future__ import annotations
@@ -188,26 +192,106 @@ class ReconstructionFCN(nn.Module):
         assert isinstance(first, nn.Conv2d)
         return int(first.in_channels)
 
-    def forward(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """z: (n, C, H, W) -> (n, C, H, W) in (0, 1). Training mode needs ``generator``."""
+    def forward(
+        self,
+        z: Tensor,
+        generator: torch.Generator | None = None,
+        masks: Sequence[Tensor] | None = None,
+    ) -> Tensor:
+        """z: (n, C, H, W) -> (n, C, H, W) in (0, 1).
+
+        Training mode with dropout needs either ``generator`` (masks drawn here) or ``masks``,
+        one ready-made scaled keep mask per dropout layer (see ``_keep_masks``).
+        """
         use_dropout = self.training and self.dropout > 0.0
-        if use_dropout and generator is None:
+        if use_dropout and generator is None and masks is None:
             raise ValueError("dropout in training mode needs a generator for its masks")
         h = z
         last = len(self.convs) - 1
+        drop_index = 0
         for i, conv in enumerate(self.convs):
             h = conv(h)
             if i == last:
                 return torch.sigmoid(h)
             h = F.relu(h)
             if use_dropout and i in self.dropout_layers:
-                keep = torch.rand(h.shape, generator=generator, device=h.device, dtype=h.dtype)
-                h = h * (keep >= self.dropout).to(h.dtype) / (1.0 - self.dropout)
+                if masks is not None:
+                    h = h * masks[drop_index]
+                    drop_index += 1
+                else:
+                    keep = torch.rand(h.shape, generator=generator, device=h.device, dtype=h.dtype)
+                    h = h * _keep_masks(keep, self.dropout)
         raise AssertionError("unreachable")
+
+
+def _keep_masks(uniform: Tensor, p: float) -> Tensor:
+    """Scaled dropout keep mask ``1[u >= p] / (1 - p)`` from uniforms ``u`` (any shape)."""
+    return (uniform >= p).to(uniform.dtype) / (1.0 - p)
 
 
 def _loss(out: Tensor, target: Tensor, kind: str) -> Tensor:
     return F.mse_loss(out, target) if kind == "mse" else F.l1_loss(out, target)
+
+
+#: Most random numbers drawn per image and block (2**23 elements: 32 MiB in float32).
+BLOCK_ELEMENTS = 2**23
+
+
+def _dropout_channels(arch: str) -> list[int]:
+    """Channels of the activations that dropout acts on, in layer order."""
+    channels, dropout_layers = ARCHS[arch]
+    return [channels[i + 1] for i in sorted(dropout_layers)]
+
+
+def _block_len(cfg: RideConfig, image_shape: Sequence[int]) -> int:
+    """Steps per random block: as many of the K steps as fit in ``BLOCK_ELEMENTS`` per image."""
+    c, h, w = image_shape
+    per_step = 0
+    if cfg.variant in ("ride", "dae"):
+        per_step += c * h * w * (2 if cfg.noisy_target else 1)
+    if cfg.dropout > 0.0:
+        per_step += sum(_dropout_channels(cfg.arch)) * h * w
+    per_step *= cfg.batch
+    if per_step == 0:
+        return cfg.iters
+    return max(1, min(cfg.iters, BLOCK_ELEMENTS // per_step))
+
+
+@dataclass
+class _Block:
+    """One image's random numbers for ``steps`` consecutive training steps."""
+
+    inp: Tensor | None  # (L, n, C, H, W) noisy inputs target + sigma * eps (None for DIP)
+    s: Tensor | None  # (L, n, C, H, W) noisy targets (None for DIP or noise-free target)
+    masks: list[Tensor]  # per dropout layer (L, n, C_l, H, W) scaled keep masks
+
+
+def _draw_block(gen: torch.Generator, cfg: RideConfig, target: Tensor, steps: int) -> _Block:
+    """Draw the next block of ``steps`` training steps from ``gen``; target is (1, C, H, W).
+
+    Order: input noise, target noise (if ``noisy_target``), then the dropout uniforms of each
+    dropout layer; DIP/I-DIP draw no noise.
+    """
+    device, dtype = target.device, target.dtype
+    c, h, w = target.shape[1:]
+    shape = (steps, cfg.batch, c, h, w)
+    inp = s = None
+    if cfg.variant in ("ride", "dae"):
+        inp = target + cfg.sigma * torch.randn(shape, generator=gen, device=device, dtype=dtype)
+        if cfg.noisy_target:
+            s = target + cfg.sigma * torch.randn(shape, generator=gen, device=device, dtype=dtype)
+    masks: list[Tensor] = []
+    if cfg.dropout > 0.0:
+        for ch in _dropout_channels(cfg.arch):
+            u = torch.rand((steps, cfg.batch, ch, h, w), generator=gen, device=device, dtype=dtype)
+            masks.append(_keep_masks(u, cfg.dropout))
+    return _Block(inp, s, masks)
+
+
+def _blocks(cfg: RideConfig, image_shape: Sequence[int]) -> list[int]:
+    """Lengths of the consecutive random blocks that cover one checkpoint's K steps."""
+    size = _block_len(cfg, image_shape)
+    return [min(size, cfg.iters - start) for start in range(0, cfg.iters, size)]
 
 
 def _defend_one(
@@ -216,7 +300,19 @@ def _defend_one(
     seed: int,
     progress: Callable[[int], None] | None = None,
 ) -> Tensor:
-    """Run ``cfg.variant`` on one image x_adv (1, C, H, W); returns (1, C, H, W) detached."""
+    """Reference: run ``cfg.variant`` on one image x_adv (1, C, H, W); returns it detached.
+
+    RNG stream of ``generator_for(seed)`` (the batched engine draws exactly the same):
+
+    1. network init, conv by conv: weight (Kaiming uniform) then bias;
+    2. ``z0 ~ U(0, DIP_INPUT_SCALE)`` of shape (1, C, H, W) (drawn for every variant);
+    3. per checkpoint t = 1..T:
+       a. per block of L steps (``_blocks``: L = ``_block_len``, the last block shorter), see
+          ``_draw_block``: input noise (L, n, C, H, W), target noise (L, n, C, H, W) if
+          ``noisy_target``, dropout uniforms (L, n, C_l, H, W) per dropout layer; DIP draws no
+          noise, step j of the block uses index j;
+       b. estimate noise (m, C, H, W), m = ``estimate_samples`` (not for DIP).
+    """
     device, dtype = x_adv.device, x_adv.dtype
     gen = generator_for(seed, device)
     net = ReconstructionFCN(cfg.arch, cfg.dropout, gen, device=device, dtype=dtype)
@@ -238,24 +334,16 @@ def _defend_one(
             opt = new_optimizer()
         target = x_t  # x^(t-1)
         net.train()
-        for _ in range(cfg.iters):
-            if dip:
-                inp = z0.expand(shape)
-                s = target.expand(shape)
-            else:
-                inp = target + cfg.sigma * torch.randn(
-                    shape, generator=gen, device=device, dtype=dtype
-                )
-                if cfg.noisy_target:
-                    s = target + cfg.sigma * torch.randn(
-                        shape, generator=gen, device=device, dtype=dtype
-                    )
-                else:
-                    s = target.expand(shape)
-            loss = _loss(net(inp, gen), s, cfg.loss)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        for steps in _blocks(cfg, x_adv.shape[1:]):
+            block = _draw_block(gen, cfg, target, steps)
+            for j in range(steps):
+                inp = z0.expand(shape) if block.inp is None else block.inp[j]
+                s = target.expand(shape) if block.s is None else block.s[j]
+                out = net(inp, masks=[m[j] for m in block.masks])
+                loss = _loss(out, s, cfg.loss)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
         net.eval()
         with torch.no_grad():
             if dip:
@@ -274,11 +362,147 @@ def _defend_one(
     return out.detach().clamp(0.0, 1.0)
 
 
+def _grouped(per_image: Sequence[Tensor]) -> Tensor:
+    """Stack per-image tensors (..., n, C, H, W) into the grouped layout (..., n, B*C, H, W).
+
+    The result is stored channels-last (memory order ..., n, H, W, B*C), the layout the
+    batched engine's convolutions run fastest in on CPU.
+    """
+    stacked = torch.stack([t.movedim(-3, -1) for t in per_image], dim=-2)  # (..., n, H, W, B, C)
+    return stacked.flatten(-2, -1).movedim(-1, -3)
+
+
+def _grouped_or_none(per_image: Sequence[Tensor | None]) -> Tensor | None:
+    tensors = [t for t in per_image if t is not None]
+    return _grouped(tensors) if tensors else None
+
+
+def _defend_batched(
+    x: Tensor,
+    cfg: RideConfig,
+    seeds: Sequence[int],
+    progress: Callable[[int], None] | None = None,
+) -> Tensor:
+    """Fit all B images' networks at once; equals ``_defend_one`` image by image.
+
+    The B networks are one grouped convolution (weights (B*C_out, C_in, 3, 3), groups=B) over
+    activations laid out (n, B*C, H, W). The loss is the sum over images of each image's mean
+    loss, so each image's gradient is its own; one (elementwise) Adam over the stacked
+    parameters is then B independent Adams. Each image draws its random numbers from its own
+    generator in the order and blocks documented in ``_defend_one``.
+    """
+    device, dtype = x.device, x.dtype
+    b, c, height, width = x.shape
+    gens = [generator_for(seed, device) for seed in seeds]
+    nets = [ReconstructionFCN(cfg.arch, cfg.dropout, g, device=device, dtype=dtype) for g in gens]
+    z0s = [
+        DIP_INPUT_SCALE * torch.rand((1, c, height, width), generator=g, device=device, dtype=dtype)
+        for g in gens
+    ]
+    weights: list[Tensor] = []
+    biases: list[Tensor] = []
+    for layer in range(len(nets[0].convs)):
+        convs = [net.convs[layer] for net in nets]
+        ws = [conv.weight.detach() for conv in convs if isinstance(conv, nn.Conv2d)]
+        bs = [
+            conv.bias.detach()
+            for conv in convs
+            if isinstance(conv, nn.Conv2d) and conv.bias is not None
+        ]
+        assert len(ws) == len(bs) == b
+        weights.append(
+            torch.cat(ws).contiguous(memory_format=torch.channels_last).requires_grad_()
+        )  # (B*C_out, C_in, 3, 3)
+        biases.append(torch.cat(bs).requires_grad_())  # (B*C_out,)
+    params = [p for pair in zip(weights, biases, strict=True) for p in pair]
+    drop_layers = nets[0].dropout_layers
+    last = len(weights) - 1
+    n = cfg.batch
+    dip = cfg.variant in ("dip", "idip")
+    z0 = torch.cat(z0s, dim=1)  # (1, B*C, H, W)
+
+    def forward(z: Tensor, masks: Sequence[Tensor] | None) -> Tensor:
+        h = z.contiguous(memory_format=torch.channels_last)
+        drop_index = 0
+        for i, (w, bias) in enumerate(zip(weights, biases, strict=True)):
+            h = F.conv2d(h, w, bias, padding=1, groups=b)
+            if i == last:
+                return torch.sigmoid(h)
+            h = F.relu(h)
+            if masks is not None and i in drop_layers:
+                h = h * masks[drop_index]
+                drop_index += 1
+        raise AssertionError("unreachable")
+
+    def new_optimizer() -> torch.optim.Optimizer:
+        fused = device.type in ("cpu", "cuda")
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+
+    def loss_fn(out: Tensor, s: Tensor) -> Tensor:
+        diff = out - s  # (n, B*C, H, W)
+        per = diff.square() if cfg.loss == "mse" else diff.abs()
+        # sum over images of each image's mean loss; all images have n*C*H*W elements
+        return per.sum() / (n * c * height * width)
+
+    opt = new_optimizer()
+    x_t = x.reshape(1, b * c, height, width)  # x^(0), grouped layout
+    x_est = x_t
+    use_dropout = cfg.dropout > 0.0
+    for t in range(cfg.checkpoints):
+        if t > 0 and cfg.reset_optimizer_each_checkpoint:
+            opt = new_optimizer()
+        target = x_t
+        targets = x_t.view(b, 1, c, height, width)
+        for steps in _blocks(cfg, (c, height, width)):
+            blocks = [_draw_block(g, cfg, targets[i], steps) for i, g in enumerate(gens)]
+            inp_all = _grouped_or_none([blk.inp for blk in blocks])
+            s_all = _grouped_or_none([blk.s for blk in blocks])
+            masks_all = [
+                _grouped([blk.masks[k] for blk in blocks]) for k in range(len(blocks[0].masks))
+            ]
+            del blocks
+            inp_fixed = z0.expand(n, -1, -1, -1)
+            s_fixed = target.expand(n, -1, -1, -1)
+            for j in range(steps):
+                inp = inp_fixed if inp_all is None else inp_all[j]
+                s = s_fixed if s_all is None else s_all[j]
+                out = forward(inp, [m[j] for m in masks_all] if use_dropout else None)
+                loss = loss_fn(out, s)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        with torch.no_grad():
+            if dip:
+                x_est = forward(z0, None)
+            else:
+                m = cfg.estimate_samples
+                noise = torch.cat(
+                    [
+                        torch.randn((m, c, height, width), generator=g, device=device, dtype=dtype)
+                        for g in gens
+                    ],
+                    dim=1,
+                )  # (m, B*C, H, W)
+                x_est = forward(target + cfg.sigma * noise, None).mean(dim=0, keepdim=True)
+            if cfg.alpha != 1.0:
+                x_t = cfg.alpha * x_t + (1.0 - cfg.alpha) * x_est  # Eq. 9
+        if progress is not None:
+            for _ in range(b):
+                progress(cfg.iters)
+    out = x_t if cfg.return_iterate else x_est
+    return out.detach().reshape(b, c, height, width).clamp(0.0, 1.0).contiguous()
+
+
+Engine = Literal["batched", "reference"]
+
+
 def ride(
     x: Tensor,
     cfg: RideConfig,
     seeds: Sequence[int] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    engine: Engine = "batched",
 ) -> Tensor:
     """Defend a batch x (B, C, H, W) in [0, 1] with ``cfg.variant``; returns a new tensor.
 
@@ -286,9 +510,13 @@ def ride(
     they are drawn from torch's default generator. Works under ``torch.no_grad()`` and inside
     an autograd graph (the fit runs under ``enable_grad``; the result is detached).
     ``progress(steps_done, steps_total)`` is called after every checkpoint of every image.
+    ``engine="batched"`` (default) fits all B networks at once as one grouped convolution;
+    ``"reference"`` fits them one by one (slow; same result up to floating-point rounding).
     """
     check_images(x)
     check_unit_range(x)
+    if engine not in ("batched", "reference"):
+        raise ValueError(f"unknown RIDE engine {engine!r}; choose from: batched, reference")
     channels = ARCHS[cfg.arch][0][0]
     if x.shape[1] != channels:
         raise ValueError(f"RIDE arch {cfg.arch!r} expects {channels} channel(s), got {x.shape[1]}")
@@ -299,6 +527,8 @@ def ride(
         seed_list = check_seeds(seeds, b)
     if any(s < 0 for s in seed_list):
         raise ValueError(f"seeds must be >= 0, got {seed_list}")
+    if b == 0:
+        return x.detach().clone()
     total = b * cfg.checkpoints * cfg.iters
     done = 0
 
@@ -308,13 +538,11 @@ def ride(
         if progress is not None:
             progress(done, total)
 
-    out: list[Tensor] = []
     with torch.inference_mode(False), torch.enable_grad():
         x_in = x.detach().clone()
-        for i in range(b):
-            out.append(_defend_one(x_in[i : i + 1], cfg, seed_list[i], step_progress))
-    if not out:
-        return x.detach().clone()
+        if engine == "batched":
+            return _defend_batched(x_in, cfg, seed_list, step_progress)
+        out = [_defend_one(x_in[i : i + 1], cfg, seed_list[i], step_progress) for i in range(b)]
     return torch.cat(out, dim=0)  # (B, C, H, W)
 
 
@@ -322,14 +550,19 @@ class Ride:
     """Callable RIDE defender: ``Ride(cfg)(x_adv, seeds)`` (see ``ride``)."""
 
     def __init__(
-        self, cfg: RideConfig | None = None, progress: Callable[[int, int], None] | None = None
+        self,
+        cfg: RideConfig | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        *,
+        engine: Engine = "batched",
     ) -> None:
         self.cfg = cfg or RideConfig()
         self.progress = progress
+        self.engine: Engine = engine
 
     @property
     def id(self) -> str:
         return self.cfg.id
 
     def __call__(self, x: Tensor, seeds: Sequence[int] | None = None) -> Tensor:
-        return ride(x, self.cfg, seeds, self.progress)
+        return ride(x, self.cfg, seeds, self.progress, engine=self.engine)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from flows.config import RunConfig
@@ -34,7 +35,8 @@ def test_chunk_ranges_cover_every_image_once() -> None:
 
 
 def test_rows_of_a_chunk_equal_rows_of_its_images_one_by_one() -> None:
-    """Per-image seeds: a chunk's results do not depend on the chunk size."""
+    """Per-image seeds: a chunk's results do not depend on the chunk size (up to float32
+    rounding: the batched RIDE engine's grouped convolution rounds differently per size)."""
     torch.manual_seed(0)
     model = build_classifier("mnist-cnn").eval()
     clean = torch.rand(3, 1, 28, 28)
@@ -47,9 +49,14 @@ def test_rows_of_a_chunk_equal_rows_of_its_images_one_by_one() -> None:
         alone, row = defend_rows(
             CFG, attack, defender, i, clean[i : i + 1], labels[i : i + 1], adv[i : i + 1], model
         )
-        torch.testing.assert_close(alone[0], together[i])
-        stable = {k: v for k, v in row[0].items() if k not in VOLATILE}
-        assert stable == {k: v for k, v in rows[i].items() if k not in VOLATILE}
+        torch.testing.assert_close(alone[0], together[i], atol=1e-5, rtol=0)
+        for key, value in row[0].items():
+            if key in VOLATILE:
+                continue
+            if isinstance(value, float):
+                assert value == pytest.approx(rows[i][key], abs=1e-5), key
+            else:
+                assert value == rows[i][key], key
     assert set(rows[0]) == set(SCHEMA.names)
     assert rows[1]["index"] == 1 and rows[1]["label"] == 2
 

@@ -1,0 +1,104 @@
+"""The batched RIDE engine (one grouped conv over B networks) against the per-image reference."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+
+from ride.defenders import Ride, RideConfig, defender_config, ride
+from ride.seeding import generator_for
+
+#: float32 tolerance of batched vs reference: the grouped convolution sums in another order.
+ATOL_F32 = 1e-5
+
+SHAPES = {"mnist": (1, 28), "cifar": (3, 32)}
+
+
+def _x(b: int, arch: str, dtype: torch.dtype, seed: int = 0) -> torch.Tensor:
+    c, size = SHAPES[arch]
+    return torch.rand(b, c, size, size, generator=generator_for(seed), dtype=dtype)
+
+
+@pytest.mark.parametrize("b", [2, 5])
+@pytest.mark.parametrize("arch", ["mnist", "cifar"])
+@pytest.mark.parametrize("variant", ["ride", "dip"])
+def test_batched_equals_reference(b: int, arch: str, variant: str) -> None:
+    cfg = defender_config(variant, arch=arch, iters=3, checkpoints=2)
+    seeds = list(range(10, 10 + b))
+    x64 = _x(b, arch, torch.float64)
+    ref = ride(x64, cfg, seeds, engine="reference")
+    out = ride(x64, cfg, seeds)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, ref, rtol=0.0, atol=1e-10)
+    x32 = x64.float()
+    torch.testing.assert_close(
+        ride(x32, cfg, seeds), ride(x32, cfg, seeds, engine="reference"), rtol=0.0, atol=ATOL_F32
+    )
+
+
+@pytest.mark.parametrize("variant", ["dae", "idip"])
+def test_batched_equals_reference_all_flags(variant: str) -> None:
+    """Every RideConfig flag off its default, and several blocks of random numbers per fit."""
+    cfg = defender_config(
+        variant,
+        arch="cifar",
+        iters=5,
+        checkpoints=2,
+        batch=2,
+        dropout=0.3,
+        estimate_samples=3,
+        reset_optimizer_each_checkpoint=False,
+        noisy_target=False,
+        return_iterate=True,
+        loss="l1",
+        **({"alpha": 0.5} if variant == "idip" else {}),
+    )
+    x = _x(3, "cifar", torch.float64, seed=1)
+    ref = Ride(cfg, engine="reference")(x, [1, 2, 3])
+    torch.testing.assert_close(Ride(cfg)(x, [1, 2, 3]), ref, rtol=0.0, atol=1e-10)
+
+
+def test_batched_equals_reference_across_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    ride_module = importlib.import_module("ride.defenders.ride")  # the package shadows it
+    monkeypatch.setattr(ride_module, "BLOCK_ELEMENTS", 14000)  # 2 steps per block
+    cfg = RideConfig(iters=5, checkpoints=2, batch=2, noisy_target=True)
+    assert ride_module._blocks(cfg, (1, 10, 10)) == [2, 2, 1]
+    x = torch.rand(2, 1, 10, 10, generator=generator_for(2), dtype=torch.float64)
+    ref = ride(x, cfg, [4, 5], engine="reference")
+    torch.testing.assert_close(ride(x, cfg, [4, 5]), ref, rtol=0.0, atol=1e-10)
+
+
+def test_other_images_do_not_change_an_image() -> None:
+    cfg = RideConfig(iters=4, checkpoints=2)
+    x = _x(3, "mnist", torch.float64)
+    y = x.clone()
+    y[1] = torch.rand(y[1].shape, generator=generator_for(9), dtype=y.dtype)
+    a = ride(x, cfg, [1, 2, 3])
+    c = ride(y, cfg, [1, 2, 3])
+    assert torch.equal(a[0], c[0]) and torch.equal(a[2], c[2])
+    assert not torch.equal(a[1], c[1])
+
+
+def test_shape_range_input_untouched_and_grad_context() -> None:
+    cfg = RideConfig(arch="cifar", iters=3, checkpoints=2)
+    x = _x(2, "cifar", torch.float32)
+    keep = x.clone()
+    xg = x.clone().requires_grad_(True)
+    with torch.enable_grad():
+        out = ride(xg, cfg, [0, 1])
+        loss = (xg * 2.0).sum()  # the caller's graph keeps working
+    loss.backward()
+    assert xg.grad is not None and torch.equal(xg.grad, torch.full_like(x, 2.0))
+    assert not out.requires_grad
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    assert torch.equal(xg.detach(), keep)
+    with torch.no_grad():
+        assert torch.equal(out, ride(x, cfg, [0, 1]))
+
+
+def test_unknown_engine() -> None:
+    with pytest.raises(ValueError, match="engine"):
+        ride(_x(1, "mnist", torch.float32), RideConfig(iters=1, checkpoints=1), [0], engine="x")  # type: ignore[arg-type]
