@@ -20,7 +20,7 @@ from ride.classifiers import CLASSIFIERS
 from ride.datasets import DATASETS
 from ride.defenders import DEFENDERS, DefenderConfig, defender_config
 
-DEMO_LIMIT = 40
+DEMO_LIMIT = 60
 """Images of the digits test split the demo evaluates (the split has 450)."""
 
 
@@ -51,7 +51,7 @@ class RunConfig:
     sigma: float = 0.5
     lr: float = 1e-4
     weight_decay: float = 1e-4
-    chunk_size: int = 5
+    chunk_size: int = 10
     device: str = "cpu"
     # execution settings: may change between a run and its resume
     workers: int = 2

@@ -8,16 +8,18 @@ cluster or an existing scheduler) is chosen by :func:`make_task_runner`.
 
 from __future__ import annotations
 
+import queue
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import dask
 from distributed import LocalCluster
 from prefect import flow, get_run_logger, task
-from prefect.futures import PrefectFuture, as_completed
+from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner
 from prefect_dask import DaskTaskRunner
 
@@ -98,6 +100,26 @@ def claim_run(out: str, cfg: RunConfig) -> None:
     claim_run_dir(layout.run_toml, cfg.to_dict(), cfg.identity(), CODE_VERSION)
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One chunk task: an attack chunk (``defender is None``) or a defence chunk."""
+
+    attack: AttackConfig
+    defender: DefenderConfig | None
+    start: int
+    stop: int
+
+    @property
+    def label(self) -> str:
+        what = self.attack.id if self.defender is None else f"{self.attack.id} x {self.defender.id}"
+        return f"{what} rows {self.start}-{self.stop}"
+
+    @property
+    def where(self) -> tuple[AttackConfig, DefenderConfig, int, int]:
+        assert self.defender is not None
+        return self.attack, self.defender, self.start, self.stop
+
+
 class _Progress:
     """Logs one line per finished defence task, with the rate and an ETA."""
 
@@ -139,50 +161,53 @@ def evaluate(out: str, settings: dict[str, Any]) -> dict[str, Any]:
     attacks = cfg.attack_configs()
     defenders = cfg.defender_configs()
     progress = _Progress(total=len(attacks) * len(defenders) * len(chunks))
-    defend_jobs: dict[
-        PrefectFuture[ChunkOutcome], tuple[AttackConfig, DefenderConfig, int, int]
-    ] = {}
+    # Every submitted future reports to one queue when it ends, so defence tasks are
+    # submitted as soon as their attack chunk is stored and progress is logged as it happens.
+    finished: queue.SimpleQueue[PrefectFuture[ChunkOutcome]] = queue.SimpleQueue()
+    jobs: dict[PrefectFuture[ChunkOutcome], _Job] = {}
     failed = 0
 
-    def submit_defences(attack: AttackConfig, start: int, stop: int) -> None:
-        for defender in defenders:
-            with _placement(cfg):
-                future = defend_chunk.submit(out, cfg, attack, defender, start, stop)
-            defend_jobs[future] = (attack, defender, start, stop)
+    def submit(job: _Job) -> None:
+        with _placement(cfg):
+            if job.defender is None:
+                future = attack_chunk.submit(out, cfg, job.attack, job.start, job.stop)
+            else:
+                future = defend_chunk.submit(
+                    out, cfg, job.attack, job.defender, job.start, job.stop
+                )
+        jobs[future] = job
+        future.add_done_callback(finished.put)
 
-    attack_jobs: dict[PrefectFuture[ChunkOutcome], tuple[AttackConfig, int, int]] = {}
     for attack in attacks:
         for start, stop in chunks:
-            if attack.name == "none":
-                submit_defences(attack, start, stop)
+            if attack.name == "none":  # nothing to attack: defend the clean images
+                for defender in defenders:
+                    submit(_Job(attack, defender, start, stop))
+            else:
+                submit(_Job(attack, None, start, stop))
+
+    while jobs:
+        future = finished.get()
+        job = jobs.pop(future)
+        error = _failure(future)
+        if job.defender is None:  # an attack chunk
+            if error is None:
+                for defender in defenders:
+                    submit(_Job(job.attack, defender, job.start, job.stop))
                 continue
-            with _placement(cfg):
-                future = attack_chunk.submit(out, cfg, attack, start, stop)
-            attack_jobs[future] = (attack, start, stop)
-
-    for future in as_completed(list(attack_jobs)):
-        attack, start, stop = attack_jobs[future]
-        error = _failure(future)
-        if error is None:
-            submit_defences(attack, start, stop)
-            continue
-        logger.error("attack %s rows %d-%d failed: %s", attack.id, start, stop, error)
-        for defender in defenders:
-            record_failure(out, cfg, attack, defender, start, stop, f"attack failed: {error}")
+            logger.error("%s failed: %s", job.label, error)
+            for defender in defenders:
+                dependent = _Job(job.attack, defender, job.start, job.stop)
+                record_failure(out, cfg, *dependent.where, f"attack failed: {error}")
+                failed += 1
+                logger.info(progress.line(dependent.label, None))
+        elif error is None:
+            logger.info(progress.line(job.label, future.result()))
+        else:
+            logger.error("%s failed: %s", job.label, error)
+            record_failure(out, cfg, *job.where, error)
             failed += 1
-            logger.info(progress.line(f"{attack.id} x {defender.id} rows {start}-{stop}", None))
-
-    for future in as_completed(list(defend_jobs)):
-        attack, defender, start, stop = defend_jobs[future]
-        label = f"{attack.id} x {defender.id} rows {start}-{stop}"
-        error = _failure(future)
-        if error is None:
-            logger.info(progress.line(label, future.result()))
-            continue
-        logger.error("%s failed: %s", label, error)
-        record_failure(out, cfg, attack, defender, start, stop, error)
-        failed += 1
-        logger.info(progress.line(label, None))
+            logger.info(progress.line(job.label, None))
 
     markdown = report(out)
     if failed:
