@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from tasks.evaluate import (
     report,
 )
 
-CODE_VERSION = "0.1.0"
+CODE_VERSION = version("ride-pipeline")
 WORKER_MALLOC_TRIM_THRESHOLD = 256 * 2**20
 
 
@@ -48,9 +49,8 @@ def make_task_runner(cfg: RunConfig) -> TaskRunner[Any]:
 
     Local workers are single-threaded processes (two single-thread processes beat one
     two-thread process for these small convolutions); with ``--device cuda`` each declares
-    one ``GPU`` resource, which every attack and defence task asks for.
-
-    Local workers are tuned by :func:`local_cluster`.
+    one ``GPU`` resource, which every attack and defence task asks for. See
+    :func:`local_cluster` for how the local workers are tuned.
     """
     if cfg.scheduler:
         return DaskTaskRunner(address=cfg.scheduler)
@@ -121,7 +121,7 @@ class _Job:
 
 
 class _Progress:
-    """Logs one line per finished defence task, with the rate and an ETA."""
+    """Logs one line per finished defence task, with the elapsed time and an ETA."""
 
     def __init__(self, total: int) -> None:
         self.total = total

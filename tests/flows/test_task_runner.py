@@ -1,0 +1,43 @@
+"""The task runner: an existing scheduler, or a local cluster tuned for RIDE's workers."""
+
+from __future__ import annotations
+
+import os
+
+import dask
+from distributed import Client
+from prefect_dask import DaskTaskRunner
+
+from flows.config import RunConfig
+from flows.evaluate import WORKER_MALLOC_TRIM_THRESHOLD, local_cluster, make_task_runner
+
+
+def test_scheduler_address_means_no_local_cluster() -> None:
+    runner = make_task_runner(RunConfig(scheduler="tcp://10.1.2.3:8786"))
+    assert isinstance(runner, DaskTaskRunner) and runner.address == "tcp://10.1.2.3:8786"
+
+
+def test_local_cluster_settings_follow_the_config() -> None:
+    runner = make_task_runner(RunConfig(workers=3))
+    assert isinstance(runner, DaskTaskRunner)
+    assert runner.cluster_kwargs["n_workers"] == 3
+    assert runner.cluster_kwargs["threads_per_worker"] == 1
+    assert "resources" not in runner.cluster_kwargs
+
+
+def worker_settings() -> tuple[bool, str | None]:
+    return dask.config.get("distributed.worker.profile.enabled"), os.environ.get(
+        "MALLOC_TRIM_THRESHOLD_"
+    )
+
+
+def test_local_workers_run_without_profiler_and_malloc_trimming() -> None:
+    with (
+        local_cluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        settings = list(client.run(worker_settings).values())
+    assert settings == [(False, str(WORKER_MALLOC_TRIM_THRESHOLD))]
+    assert dask.config.get("distributed.worker.profile.enabled")  # the caller's config is untouched
