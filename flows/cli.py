@@ -194,11 +194,13 @@ def preflight(out: Path, settings: dict[str, Any]) -> None:
     from flows.config import RunConfig
     from ride.classifiers import load_classifier
     from storage.layout import RunLayout
+    from storage.lock import check_unlocked
     from storage.runconfig import check_same_run
 
     cfg = RunConfig.from_mapping(settings)
     check_out_dir(out)
     layout = RunLayout(out)
+    check_unlocked(out)
     check_same_run(layout.run_toml, cfg.to_dict(), cfg.identity())
     if cfg.device == "cuda" and not torch.cuda.is_available() and not cfg.scheduler:
         raise CliError("--device cuda: no CUDA device is visible on this machine")
@@ -258,11 +260,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     from flows.config import ConfigError
     from ride.classifiers import CheckpointError
     from storage.images import StorageError
+    from storage.lock import RunDirBusy
     from storage.runconfig import RunConfigMismatch
 
     try:
         return int(args.handler(args))
-    except (CliError, ConfigError, CheckpointError, RunConfigMismatch, StorageError) as error:
+    except (
+        CliError,
+        ConfigError,
+        CheckpointError,
+        RunConfigMismatch,
+        RunDirBusy,
+        StorageError,
+    ) as error:
         print(f"ride: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -28,6 +28,7 @@ from flows.config import RunConfig
 from ride.attacks import AttackConfig
 from ride.defenders import DefenderConfig
 from storage.layout import RunLayout
+from storage.lock import run_lock
 from storage.runconfig import claim_run_dir
 from tasks.evaluate import (
     ChunkOutcome,
@@ -94,9 +95,8 @@ def _placement(cfg: RunConfig) -> Iterator[None]:
 
 @task(name="claim-run-dir")
 def claim_run(out: str, cfg: RunConfig) -> None:
-    """Create ``out`` and write ``run.toml``, or check that it holds this same run."""
+    """Write ``run.toml``, or check that ``out`` holds this same run."""
     layout = RunLayout(Path(out))
-    layout.root.mkdir(parents=True, exist_ok=True)
     claim_run_dir(layout.run_toml, cfg.to_dict(), cfg.identity(), CODE_VERSION)
 
 
@@ -150,8 +150,15 @@ def evaluate(out: str, settings: dict[str, Any]) -> dict[str, Any]:
     Returns a summary: images, chunk tasks, failed chunk tasks, the classifier's clean test
     accuracy and the markdown report.
     """
-    logger = get_run_logger()
     cfg = RunConfig.from_mapping(settings)
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    with run_lock(root):  # one run per directory; released when this process ends
+        return _evaluate_locked(out, cfg)
+
+
+def _evaluate_locked(out: str, cfg: RunConfig) -> dict[str, Any]:
+    logger = get_run_logger()
     claim_run(out, cfg)
     n_images = prepare_images(out, cfg)
     test_accuracy = prepare_classifier(out, cfg)

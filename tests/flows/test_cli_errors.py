@@ -110,3 +110,16 @@ def test_missing_preset_and_unknown_preset_key(
 def test_report_of_a_missing_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", str(tmp_path / "nothing")]) == 1
     assert "has no results/ folder" in capsys.readouterr().err
+
+
+def test_out_in_use_by_another_run_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from storage.lock import run_lock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with run_lock(out):
+        code, err = run_cli(capsys, "--out", str(out), *FAST)
+    assert code == 1 and "is in use by ride run pid" in err and len(err.splitlines()) == 1
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]
