@@ -26,6 +26,19 @@ PGD = "pgd-eps0.1-step0.02-it10"
 RIDE = "ride-K3-T2-a0.9-s0.5"
 
 
+def latest_artifact_markdown(key: str) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+        )
+    assert artifacts, f"no artifact {key!r}"
+    latest = max(artifacts, key=lambda artifact: str(artifact.created))
+    return str(latest.data)
+
+
 def snapshot(results: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(results.glob("*.parquet"))}
 
@@ -66,6 +79,7 @@ def test_run_resume_and_failed_chunk(prefect_server: str, tmp_path: Path) -> Non
     assert (out / "classifier.pt").exists() and (out / "run.toml").exists()
     report = (out / "report.md").read_text()
     assert "| attack | none | median-k3 | ride-K3-T2-a0.9-s0.5 |" in report
+    assert latest_artifact_markdown("ride-accuracy") == report  # attached to the flow run
 
     # Resume: the same command writes nothing new.
     assert main(["run", "--out", str(out), *ARGS]) == 0
