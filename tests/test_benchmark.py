@@ -1,0 +1,25 @@
+"""The throughput benchmark runs and reports the figures the README quotes."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.ride_throughput import forward_flops_per_image, main
+
+
+def test_flops_of_the_mnist_fcn() -> None:
+    # 1-16-16-16-1 with 3x3 convs on 28x28: (16 + 256 + 256 + 16) x 9 x 784 multiply-adds.
+    assert forward_flops_per_image("mnist", 28) == 2 * (16 + 256 + 256 + 16) * 9 * 784
+
+
+def test_benchmark_prints_a_table_and_a_json_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    summary = main(
+        ["--size", "mnist", "--steps", "2", "--batch", "1", "3", "--reference-images", "2"]
+    )
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[1].split()[:2] == ["engine", "B"] and len(lines) == 2 + 1 + 2 + 1
+    assert set(summary) >= {
+        "size", "device", "batch", "reference_images_per_s", "batched_images_per_s",
+        "speedup", "seconds_per_image_paper_settings", "gflops",
+    }  # fmt: skip
+    assert summary["batch"] in (1, 3) and summary["seconds_per_image_paper_settings"] > 0  # type: ignore[operator]
