@@ -212,7 +212,7 @@ def preflight(out: Path, settings: dict[str, Any]) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     settings = resolve_settings(args)
-    preflight(args.out if isinstance(args.out, Path) else Path(args.out), settings)
+    preflight(Path(args.out), settings)
 
     from flows.config import RunConfig
     from flows.evaluate import evaluate, make_task_runner
