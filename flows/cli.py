@@ -13,7 +13,7 @@ DEFAULTS_NOTE = "Defaults are the embedded digits demo; --config FILE loads a TO
 
 
 def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from flows.config import RunConfig
+    from tasks.config import RunConfig
 
     d = RunConfig()
     p = sub.add_parser(
@@ -160,7 +160,7 @@ class CliError(Exception):
 
 def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     """Preset (if any) overridden by the options given on the command line."""
-    from flows.config import RunConfig, load_preset
+    from tasks.config import RunConfig, load_preset
 
     settings: dict[str, Any] = load_preset(args.config) if args.config else {}
     option_keys = set(RunConfig().to_dict())
@@ -191,11 +191,11 @@ def preflight(out: Path, settings: dict[str, Any]) -> None:
     """Every check that can fail before any work starts, so nothing is half-written."""
     import torch
 
-    from flows.config import RunConfig
     from ride.classifiers import load_classifier
     from storage.layout import RunLayout
     from storage.lock import check_unlocked
     from storage.runconfig import check_same_run
+    from tasks.config import RunConfig
 
     cfg = RunConfig.from_mapping(settings)
     check_out_dir(out)
@@ -214,9 +214,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     settings = resolve_settings(args)
     preflight(Path(args.out), settings)
 
-    from flows.config import RunConfig
     from flows.evaluate import evaluate, make_task_runner
     from flows.server import prefect_api
+    from tasks.config import RunConfig
 
     cfg = RunConfig.from_mapping(settings)
     with prefect_api():
@@ -257,11 +257,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     args = build_parser().parse_args(argv)
-    from flows.config import ConfigError
     from ride.classifiers import CheckpointError
     from storage.images import StorageError
     from storage.lock import RunDirBusy
     from storage.runconfig import RunConfigMismatch
+    from tasks.config import ConfigError
 
     try:
         return int(args.handler(args))

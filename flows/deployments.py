@@ -11,8 +11,8 @@ from typing import Any
 
 from prefect import flow
 
-from flows.config import RunConfig
 from flows.evaluate import evaluate, make_task_runner
+from tasks.config import RunConfig
 
 
 @flow(name="ride-evaluate-deployment")

@@ -24,12 +24,12 @@ from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner
 from prefect_dask import DaskTaskRunner
 
-from flows.config import RunConfig
 from ride.attacks import AttackConfig
 from ride.defenders import DefenderConfig
 from storage.layout import RunLayout
 from storage.lock import run_lock
 from storage.runconfig import claim_run_dir
+from tasks.config import RunConfig
 from tasks.evaluate import (
     ChunkOutcome,
     attack_chunk,

@@ -22,7 +22,6 @@ import torch
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from flows.config import RunConfig
 from ride.attacks import AttackConfig, run_attack
 from ride.classifiers import accuracy as classifier_accuracy
 from ride.classifiers import (
@@ -41,6 +40,7 @@ from storage.images import ImageStore, adv_name, defended_name
 from storage.layout import RunLayout
 from storage.report import accuracy_report
 from storage.results import SCHEMA, is_finished, read_results, result_key, write_results
+from tasks.config import RunConfig
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from flows.cli import build_parser, resolve_settings
-from flows.config import ConfigError, RunConfig
+from tasks.config import ConfigError, RunConfig
 
 
 def parse(*args: str) -> argparse.Namespace:
@@ -59,14 +59,14 @@ def test_scheduler_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("preset", sorted((Path(__file__).parents[2] / "configs").glob("*.toml")))
 def test_presets_parse_into_valid_runs(preset: Path) -> None:
-    from flows.config import load_preset
+    from tasks.config import load_preset
 
     cfg = RunConfig.from_mapping(load_preset(preset))
     assert cfg.attack_configs() and cfg.defender_configs()
 
 
 def test_demo_preset_is_the_default_run() -> None:
-    from flows.config import load_preset
+    from tasks.config import load_preset
 
     preset = Path(__file__).parents[2] / "configs" / "demo.toml"
     assert RunConfig.from_mapping(load_preset(preset)) == RunConfig()

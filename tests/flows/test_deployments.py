@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from flows.config import RunConfig
+from tasks.config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 

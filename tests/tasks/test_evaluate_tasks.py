@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-from flows.config import RunConfig
 from ride.classifiers import build_classifier, save_classifier
 from storage.images import ImageStore, adv_name
 from storage.layout import RunLayout
 from storage.results import SCHEMA
+from tasks.config import RunConfig
 from tasks.evaluate import (
     attack_chunk,
     chunk_ranges,
