@@ -1,9 +1,15 @@
-"""Gray-box L-infinity attacks in [0, 1] pixel space: FGSM and PGD.
+"""L-infinity attacks in [0, 1] pixel space: gray-box FGSM and PGD, white-box BPDA (+EOT).
 
 FGSM: Goodfellow, Shlens and Szegedy, "Explaining and harnessing adversarial examples" (2014).
 PGD: Madry et al., "Towards deep learning models resistant to adversarial attacks" (2017).
-The paper evaluates PGD with 10 iterations (MNIST eps 0.1, step 0.02; CIFAR and ImageNet
-eps 0.05, step 0.01) and FGSM with step 0.015 on ImageNet ("Defense Against White-Box Attack").
+BPDA and EOT: Athalye, Carlini and Wagner, "Obfuscated gradients give a false sense of
+security" (2018). The paper evaluates PGD with 10 iterations (MNIST eps 0.1, step 0.02; CIFAR
+and ImageNet eps 0.05, step 0.01), FGSM with step 0.015 on ImageNet, and its white-box claim
+(Table 2) under BPDA ("Defense Against White-Box Attack").
+
+Every attack is one walk of projected sign steps (``_sign_steps``); they differ only in the
+gradient they follow. BPDA is PGD whose classifier sees the defended image: the defender is
+wrapped so that its forward pass is the defender and its backward pass the identity.
 
 Invariants (enforced here, once): the result lies in the eps-ball around ``x`` and in [0, 1]
 after every step, the classifier runs in eval mode (its mode is restored afterwards), inputs are
@@ -12,18 +18,39 @@ never mutated and no gradient reaches the classifier's parameters.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ride._checks import check_finite_number, check_images, check_unit_range, fmt_number
+from ride._checks import (
+    check_finite_number,
+    check_images,
+    check_seeds,
+    check_unit_range,
+    fmt_number,
+)
+from ride.seeding import derive_seed
 
-ATTACKS: tuple[str, ...] = ("none", "fgsm", "pgd")
+ATTACKS: tuple[str, ...] = ("none", "fgsm", "pgd", "bpda", "bpda-eot")
 
-AttackName = Literal["none", "fgsm", "pgd"]
+#: Attacks whose adversarial image depends on the defender (white-box, adaptive).
+ADAPTIVE_ATTACKS: tuple[str, ...] = ("bpda", "bpda-eot")
+
+AttackName = Literal["none", "fgsm", "pgd", "bpda", "bpda-eot"]
+
+#: The gradient an attack follows: (current iterate x^(k), k) -> d loss / d x^(k).
+GradientFn = Callable[[Tensor, int], Tensor]
+
+
+class DefenderFn(Protocol):
+    """What BPDA needs of a defender: (B, C, H, W) in [0, 1] and one seed per image."""
+
+    def __call__(self, x: Tensor, seeds: Sequence[int] | None = None) -> Tensor: ...
 
 
 def _check_eps(eps: float) -> float:
@@ -49,31 +76,56 @@ def _input_gradient(model: nn.Module, x_adv: Tensor, y: Tensor) -> Tensor:
     return grad
 
 
+def bpda_identity(x: Tensor, defended: Tensor) -> Tensor:
+    """BPDA's wrapper: the value of ``defended``, the gradient of the identity in ``x``.
+
+    ``x + (defended - x).detach()`` equals ``defended`` in the forward pass, and the
+    backward pass sends the gradient at the defended image unchanged to ``x`` (the
+    Backward Pass Differentiable Approximation with g(x) = x, Athalye et al. 2018).
+    """
+    return x + (defended - x).detach()
+
+
 def _project(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:
     """Clip ``x_adv`` to the L-infinity eps-ball around ``x`` and to [0, 1]."""
     return torch.minimum(torch.maximum(x_adv, x - eps), x + eps).clamp(0.0, 1.0)
 
 
-def _sign_steps(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    eps: float,
-    step: float,
-    iters: int,
-    start: Tensor,
-) -> Tensor:
-    """``iters`` projected sign-gradient ascent steps of the cross-entropy from ``start``."""
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """The classifier in eval mode for the attack; its mode restored afterwards."""
     was_training = model.training
     model.eval()
     try:
-        x_adv = start
-        for _ in range(iters):
-            grad = _input_gradient(model, x_adv, y)
-            x_adv = _project(x_adv + step * grad.sign(), x, eps)
+        yield
     finally:
         model.train(was_training)
+
+
+def _sign_steps(
+    gradient: GradientFn, x: Tensor, eps: float, step: float, iters: int, start: Tensor
+) -> Tensor:
+    """``iters`` projected sign-gradient ascent steps from ``start`` (the one attack walk)."""
+    x_adv = start
+    for k in range(iters):
+        grad = gradient(x_adv, k)
+        x_adv = _project(x_adv + step * grad.sign(), x, eps)
     return x_adv.detach()
+
+
+def _check_walk(eps: float, step: float, iters: int) -> tuple[float, float]:
+    eps = _check_eps(eps)
+    step = check_finite_number(step, "step")
+    if step <= 0:
+        raise ValueError(f"step must be > 0, got {step}")
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
+        raise ValueError(f"iters must be an int >= 1, got {iters!r}")
+    return eps, step
+
+
+def _random_start(x0: Tensor, eps: float, generator: torch.Generator | None) -> Tensor:
+    noise = torch.rand(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    return _project(x0 + (2.0 * noise - 1.0) * eps, x0, eps)
 
 
 def fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
@@ -84,7 +136,8 @@ def fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
     eps = _check_eps(eps)
     _check_inputs(x, y)
     x0 = x.detach().clone()
-    return _sign_steps(model, x0, y, eps, eps, 1, x0)
+    with _eval_mode(model):
+        return _sign_steps(lambda xk, _: _input_gradient(model, xk, y), x0, eps, eps, 1, x0)
 
 
 def pgd(
@@ -104,50 +157,134 @@ def pgd(
     ``x + U(-eps, eps)`` drawn from ``generator``. With ``iters=1, step=eps`` and no random
     start this is exactly FGSM.
     """
-    eps = _check_eps(eps)
-    step = check_finite_number(step, "step")
-    if step <= 0:
-        raise ValueError(f"step must be > 0, got {step}")
-    if iters < 1:
-        raise ValueError(f"iters must be >= 1, got {iters}")
+    eps, step = _check_walk(eps, step, iters)
     _check_inputs(x, y)
     x0 = x.detach().clone()
-    start = x0
-    if random_start:
-        noise = torch.rand(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        start = _project(x0 + (2.0 * noise - 1.0) * eps, x0, eps)
-    return _sign_steps(model, x0, y, eps, step, iters, start)
+    start = _random_start(x0, eps, generator) if random_start else x0
+    with _eval_mode(model):
+        return _sign_steps(lambda xk, _: _input_gradient(model, xk, y), x0, eps, step, iters, start)
+
+
+@dataclass(frozen=True, eq=False)
+class BPDAStep:
+    """What BPDA saw at iterate ``iteration`` (0 = the start, before any step).
+
+    ``adversarial`` is x^(k), ``defended`` the first defender draw on it (the one whose
+    classifier output the gradient was taken at); predictions are (B,) class indices.
+    """
+
+    iteration: int
+    adversarial: Tensor  # (B, C, H, W)
+    defended: Tensor  # (B, C, H, W)
+    pred_adversarial: Tensor  # (B,)
+    pred_defended: Tensor  # (B,)
+
+
+def draw_seeds(seeds: Sequence[int], *stage: str | int) -> list[int]:
+    """One seed per image for one defender draw, derived from the images' seeds and ``stage``."""
+    return [derive_seed(int(s), *stage) for s in seeds]
+
+
+def bpda(
+    model: nn.Module,
+    defender: DefenderFn,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    step: float,
+    iters: int,
+    eot: int = 1,
+    random_start: bool = False,
+    *,
+    seeds: Sequence[int] | None = None,
+    generator: torch.Generator | None = None,
+    on_step: Callable[[BPDAStep], None] | None = None,
+) -> Tensor:
+    """BPDA, optionally with Expectation over Transformation (Athalye et al., 2018).
+
+    PGD (see :func:`pgd`) whose forward pass classifies the defended image and whose
+    backward pass treats the defender as the identity (:func:`bpda_identity`). With
+    ``eot > 1`` the gradient is the mean over ``eot`` independent defender draws before the
+    sign step, the standard attack on randomised defenders (DiffPure's evaluation used 15).
+
+    ``seeds`` (one per image) seed the defender: draw j at iterate k uses
+    ``draw_seeds(seeds, "bpda", k, j)``. ``on_step`` is called once per iterate
+    k = 0..iters-1 with what the attack saw there (x^(k), its first defended draw and both
+    predictions); the final iterate is returned, not defended. The defender runs with
+    gradients enabled inside where it needs them (RIDE fits a network); none of its
+    gradients reach ``x``.
+    """
+    eps, step = _check_walk(eps, step, iters)
+    if isinstance(eot, bool) or not isinstance(eot, int) or eot < 1:
+        raise ValueError(f"eot must be an int >= 1, got {eot!r}")
+    _check_inputs(x, y)
+    image_seeds = check_seeds(seeds if seeds is not None else range(len(x)), len(x))
+    x0 = x.detach().clone()
+    start = _random_start(x0, eps, generator) if random_start else x0
+
+    def gradient(x_adv: Tensor, k: int) -> Tensor:
+        total = torch.zeros_like(x_adv)
+        for j in range(eot):
+            defended = defender(x_adv, draw_seeds(image_seeds, "bpda", k, j)).detach()
+            with torch.enable_grad():
+                x_req = x_adv.detach().requires_grad_(True)
+                logits = model(bpda_identity(x_req, defended))
+                loss = F.cross_entropy(logits, y, reduction="sum")
+                (grad,) = torch.autograd.grad(loss, [x_req])
+            total += grad
+            if j == 0 and on_step is not None:
+                with torch.no_grad():
+                    pred_adversarial = model(x_adv).argmax(dim=1)
+                on_step(
+                    BPDAStep(k, x_adv.detach(), defended, pred_adversarial, logits.argmax(dim=1))
+                )
+        return total / eot
+
+    with _eval_mode(model):
+        return _sign_steps(gradient, x0, eps, step, iters, start)
 
 
 @dataclass(frozen=True)
 class AttackConfig:
-    """Settings of one attack; ``id`` names it in storage, e.g. ``pgd-eps0.1-step0.02-it10``."""
+    """Settings of one attack; ``id`` names it in storage, e.g. ``pgd-eps0.1-step0.02-it10``.
+
+    ``eot`` is the number of defender draws per gradient of ``bpda-eot`` (1 for ``bpda``,
+    unused by the gray-box attacks).
+    """
 
     name: AttackName
     eps: float = 0.1
     step: float = 0.02
     iters: int = 10
     random_start: bool = False
+    eot: int = 1
 
     def __post_init__(self) -> None:
         if self.name not in ATTACKS:
             raise ValueError(f"unknown attack {self.name!r}; choose from: {', '.join(ATTACKS)}")
-        _check_eps(self.eps)
-        if not check_finite_number(self.step, "step") > 0:
-            raise ValueError(f"step must be > 0, got {self.step}")
-        if isinstance(self.iters, bool) or not isinstance(self.iters, int) or self.iters < 1:
-            raise ValueError(f"iters must be an int >= 1, got {self.iters!r}")
+        _check_walk(self.eps, self.step, self.iters)
+        if isinstance(self.eot, bool) or not isinstance(self.eot, int) or self.eot < 1:
+            raise ValueError(f"eot must be an int >= 1, got {self.eot!r}")
+        if self.name == "bpda" and self.eot != 1:
+            raise ValueError(f"bpda draws the defender once per step (eot 1), got eot {self.eot}")
+
+    @property
+    def adaptive(self) -> bool:
+        """True when the adversarial image depends on the defender (BPDA, BPDA+EOT)."""
+        return self.name in ADAPTIVE_ATTACKS
 
     @property
     def id(self) -> str:
-        """Stable readable id: ``none``, ``fgsm-eps0.1``, ``pgd-eps0.1-step0.02-it10[-rs]``."""
+        """Stable readable id: ``none``, ``fgsm-eps0.1``, ``pgd-eps0.1-step0.02-it10[-rs]``,
+        ``bpda-eps0.1-step0.02-it10``, ``bpda-eot15-eps0.1-step0.02-it10``."""
         if self.name == "none":
             return "none"
         if self.name == "fgsm":
             return f"fgsm-eps{fmt_number(self.eps)}"
         rs = "-rs" if self.random_start else ""
+        prefix = f"bpda-eot{self.eot}" if self.name == "bpda-eot" else self.name
         return (
-            f"pgd-eps{fmt_number(self.eps)}-step{fmt_number(self.step)}"
+            f"{prefix}-eps{fmt_number(self.eps)}-step{fmt_number(self.step)}"
             f"-it{fmt_number(self.iters)}{rs}"
         )
 
@@ -157,13 +294,16 @@ class AttackConfig:
             return {"name": "none"}
         if self.name == "fgsm":
             return {"name": "fgsm", "eps": self.eps}
-        return {
-            "name": "pgd",
+        walk: dict[str, float | int | bool | str] = {
+            "name": self.name,
             "eps": self.eps,
             "step": self.step,
             "iters": self.iters,
             "random_start": self.random_start,
         }
+        if self.name == "bpda-eot":
+            walk["eot"] = self.eot
+        return walk
 
 
 def run_attack(
@@ -172,11 +312,36 @@ def run_attack(
     x: Tensor,
     y: Tensor,
     generator: torch.Generator | None = None,
+    *,
+    defender: DefenderFn | None = None,
+    seeds: Sequence[int] | None = None,
+    on_step: Callable[[BPDAStep], None] | None = None,
 ) -> Tensor:
-    """Run the attack described by ``cfg``; ``none`` returns a copy of ``x``."""
+    """Run the attack described by ``cfg``; ``none`` returns a copy of ``x``.
+
+    The adaptive attacks (``cfg.adaptive``) need the ``defender`` they attack and its
+    per-image ``seeds``; ``on_step`` sees each of their iterates (see :func:`bpda`).
+    """
     if cfg.name == "none":
         _check_inputs(x, y)
         return x.detach().clone()
     if cfg.name == "fgsm":
         return fgsm(model, x, y, cfg.eps)
-    return pgd(model, x, y, cfg.eps, cfg.step, cfg.iters, cfg.random_start, generator)
+    if cfg.name == "pgd":
+        return pgd(model, x, y, cfg.eps, cfg.step, cfg.iters, cfg.random_start, generator)
+    if defender is None:
+        raise ValueError(f"attack {cfg.name!r} is adaptive: give the defender it attacks")
+    return bpda(
+        model,
+        defender,
+        x,
+        y,
+        cfg.eps,
+        cfg.step,
+        cfg.iters,
+        cfg.eot,
+        cfg.random_start,
+        seeds=seeds,
+        generator=generator,
+        on_step=on_step,
+    )

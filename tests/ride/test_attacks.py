@@ -90,7 +90,7 @@ def test_random_start_is_seeded(
 
 
 def test_attack_config_ids_and_params() -> None:
-    assert ATTACKS == ("none", "fgsm", "pgd")
+    assert ATTACKS == ("none", "fgsm", "pgd", "bpda", "bpda-eot")
     assert AttackConfig("none").id == "none"
     assert AttackConfig("fgsm").id == "fgsm-eps0.1"
     assert AttackConfig("fgsm", eps=0.015).id == "fgsm-eps0.015"
@@ -151,7 +151,7 @@ def test_bad_inputs(trained_cnn: nn.Module) -> None:
         pgd(trained_cnn, bad, y, EPS, 0.02, 1)
     with pytest.raises(ValueError, match="step must be > 0"):
         pgd(trained_cnn, x, y, EPS, -0.1, 1)
-    with pytest.raises(ValueError, match="iters must be >= 1"):
+    with pytest.raises(ValueError, match="iters must be an int >= 1"):
         pgd(trained_cnn, x, y, EPS, 0.02, 0)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         fgsm(trained_cnn, x + 1.0, y, EPS)

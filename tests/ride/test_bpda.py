@@ -1,0 +1,213 @@
+"""BPDA and BPDA+EOT: PGD through a defender whose backward pass is the identity."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from ride.attacks import (
+    AttackConfig,
+    BPDAStep,
+    bpda,
+    bpda_identity,
+    draw_seeds,
+    pgd,
+    run_attack,
+)
+from ride.classifiers import accuracy
+from ride.datasets import ImageSet
+from ride.defenders import NoDefence, Ride, RideConfig, build_defender, defender_config
+from ride.seeding import generator_for
+
+EPS, STEP = 0.1, 0.02
+
+
+class NoisyDefender:
+    """A cheap randomised defender: adds seeded Gaussian noise per image and clamps."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[int]] = []
+
+    def __call__(self, x: Tensor, seeds: Sequence[int] | None = None) -> Tensor:
+        assert seeds is not None
+        self.calls.append(list(seeds))
+        noise = torch.stack(
+            [torch.randn(x.shape[1:], generator=generator_for(int(s))) for s in seeds]
+        )
+        return (x + 0.2 * noise).clamp(0.0, 1.0)
+
+
+@pytest.fixture()
+def batch(digits_test: ImageSet) -> tuple[Tensor, Tensor]:
+    return digits_test.images[:32], digits_test.labels[:32]
+
+
+def test_identity_wrapper_forward_is_defended_and_backward_is_identity() -> None:
+    x = torch.rand(2, 1, 4, 4, requires_grad=True)
+    defended = torch.rand(2, 1, 4, 4)
+    out = bpda_identity(x, defended)
+    assert torch.equal(out, defended)
+    (out * torch.arange(32.0).view(2, 1, 4, 4)).sum().backward()
+    assert x.grad is not None
+    assert torch.equal(x.grad, torch.arange(32.0).view(2, 1, 4, 4))
+
+
+def test_bpda_through_the_identity_defender_is_pgd(
+    trained_cnn: nn.Module, batch: tuple[Tensor, Tensor]
+) -> None:
+    x, y = batch
+    assert torch.equal(
+        bpda(trained_cnn, NoDefence(), x, y, EPS, STEP, 5), pgd(trained_cnn, x, y, EPS, STEP, 5)
+    )
+    with_start = bpda(
+        trained_cnn, NoDefence(), x, y, EPS, STEP, 3, random_start=True, generator=generator_for(4)
+    )
+    assert torch.equal(
+        with_start,
+        pgd(trained_cnn, x, y, EPS, STEP, 3, random_start=True, generator=generator_for(4)),
+    )
+
+
+def test_bpda_eot_with_one_draw_is_bpda(
+    trained_cnn: nn.Module, batch: tuple[Tensor, Tensor]
+) -> None:
+    x, y = batch
+    seeds = list(range(100, 100 + len(x)))
+    plain = run_attack(
+        AttackConfig("bpda", iters=3), trained_cnn, x, y, defender=NoisyDefender(), seeds=seeds
+    )
+    eot1 = run_attack(
+        AttackConfig("bpda-eot", iters=3, eot=1),
+        trained_cnn,
+        x,
+        y,
+        defender=NoisyDefender(),
+        seeds=seeds,
+    )
+    assert torch.equal(plain, eot1)
+
+
+def test_eot_over_a_deterministic_defender_is_bpda(
+    trained_cnn: nn.Module, batch: tuple[Tensor, Tensor]
+) -> None:
+    x, y = batch
+    median = build_defender(defender_config("median", kernel=3))
+    once = bpda(trained_cnn, median, x, y, EPS, STEP, 4)
+    averaged = bpda(trained_cnn, median, x, y, EPS, STEP, 4, eot=3)
+    assert torch.equal(once, averaged)
+
+
+def test_every_iterate_stays_in_the_eps_ball_and_unit_range(
+    trained_cnn: nn.Module, batch: tuple[Tensor, Tensor]
+) -> None:
+    x, y = batch
+    steps: list[BPDAStep] = []
+    final = bpda(
+        trained_cnn,
+        NoisyDefender(),
+        x,
+        y,
+        EPS,
+        0.05,
+        6,
+        eot=2,
+        random_start=True,
+        seeds=range(len(x)),
+        generator=generator_for(0),
+        on_step=steps.append,
+    )
+    assert [s.iteration for s in steps] == list(range(6))
+    for image in [*(s.adversarial for s in steps), final]:
+        assert float((image - x).abs().max()) <= EPS + 1e-6
+        assert float(image.min()) >= 0.0 and float(image.max()) <= 1.0
+    for s in steps:
+        assert s.pred_adversarial.shape == s.pred_defended.shape == y.shape
+        assert float(s.defended.min()) >= 0.0 and float(s.defended.max()) <= 1.0
+
+
+def test_steps_report_what_the_attack_saw(
+    trained_cnn: nn.Module, batch: tuple[Tensor, Tensor]
+) -> None:
+    x, y = batch
+    steps: list[BPDAStep] = []
+    median = build_defender(defender_config("median", kernel=3))
+    bpda(trained_cnn, median, x, y, EPS, STEP, 3, on_step=steps.append)
+    assert torch.equal(steps[0].adversarial, x)  # no random start: x^(0) is the clean image
+    assert torch.equal(steps[0].defended, median(x))
+    with torch.no_grad():
+        assert torch.equal(steps[0].pred_adversarial, trained_cnn(x).argmax(1))
+        assert torch.equal(steps[0].pred_defended, trained_cnn(median(x)).argmax(1))
+
+
+def test_each_draw_gets_its_own_seeds_and_reruns_repeat_them(
+    trained_cnn: nn.Module, batch: tuple[Tensor, Tensor]
+) -> None:
+    x, y = batch
+    x, y = x[:3], y[:3]
+    first, second = NoisyDefender(), NoisyDefender()
+    a = bpda(trained_cnn, first, x, y, EPS, STEP, 2, eot=3, seeds=[7, 8, 9])
+    b = bpda(trained_cnn, second, x, y, EPS, STEP, 2, eot=3, seeds=[7, 8, 9])
+    assert torch.equal(a, b)
+    assert first.calls == second.calls
+    assert len(first.calls) == 2 * 3  # iters x eot draws
+    assert first.calls[0] == draw_seeds([7, 8, 9], "bpda", 0, 0)
+    all_seeds = [seed for call in first.calls for seed in call]
+    assert len(set(all_seeds)) == len(all_seeds)
+
+
+def test_the_adaptive_attack_beats_the_gray_box_attack_on_a_filter(
+    trained_cnn: nn.Module, digits_test: ImageSet
+) -> None:
+    x, y = digits_test.images[:96], digits_test.labels[:96]
+    median = build_defender(defender_config("median", kernel=3))
+    gray_box = accuracy(trained_cnn, median(pgd(trained_cnn, x, y, EPS, STEP, 10)), y)
+    white_box = accuracy(trained_cnn, median(bpda(trained_cnn, median, x, y, EPS, STEP, 10)), y)
+    assert white_box < gray_box, (white_box, gray_box)
+
+
+def test_bpda_through_ride_keeps_the_invariants(
+    trained_cnn: nn.Module, batch: tuple[Tensor, Tensor]
+) -> None:
+    x, y = batch
+    x, y = x[:2], y[:2]
+    x_before = x.clone()
+    trained_cnn.train()
+    ride = Ride(RideConfig(iters=3, checkpoints=1))
+    with torch.no_grad():  # RIDE fits its networks even when the caller disabled gradients
+        adv = bpda(trained_cnn, ride, x, y, EPS, STEP, 2, seeds=[1, 2])
+    assert torch.equal(x, x_before)
+    assert trained_cnn.training  # mode restored
+    assert all(p.grad is None for p in trained_cnn.parameters())
+    assert float((adv - x).abs().max()) <= EPS + 1e-6
+    assert not adv.requires_grad
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda m, x, y: bpda(m, NoDefence(), x, y, EPS, STEP, 2, eot=0), "eot must be an int"),
+        (lambda m, x, y: bpda(m, NoDefence(), x, y, EPS, STEP, 0), "iters must be an int"),
+        (lambda m, x, y: bpda(m, NoDefence(), x, y, EPS, STEP, 2, seeds=[1]), "one seed per"),
+        (lambda m, x, y: run_attack(AttackConfig("bpda"), m, x, y), "give the defender"),
+        (lambda m, x, y: AttackConfig("bpda", eot=3), "bpda draws the defender once"),
+        (lambda m, x, y: AttackConfig("bpda-eot", eot=0), "eot must be an int"),
+    ],
+)
+def test_errors(
+    trained_cnn: nn.Module, batch: tuple[Tensor, Tensor], call: object, message: str
+) -> None:
+    x, y = batch
+    with pytest.raises(ValueError, match=message):
+        call(trained_cnn, x[:2], y[:2])  # type: ignore[operator]
+
+
+def test_ids_and_params() -> None:
+    assert AttackConfig("bpda").id == "bpda-eps0.1-step0.02-it10"
+    assert AttackConfig("bpda-eot", eot=15).id == "bpda-eot15-eps0.1-step0.02-it10"
+    assert AttackConfig("bpda-eot", eot=15).params()["eot"] == 15
+    assert "eot" not in AttackConfig("bpda").params()
+    assert AttackConfig("bpda").adaptive and AttackConfig("bpda-eot", eot=2).adaptive
+    assert not AttackConfig("pgd").adaptive
