@@ -3,7 +3,8 @@
 Arrays (all ``(N, C, H, W)`` float32 in [0, 1], chunked along N by one task's images):
 
 - ``clean`` and ``labels`` (``(N,)`` int64),
-- ``adv/<attack_id>``,
+- ``adv/<attack_id>`` (gray-box) or ``adv/<attack_id>/<defender_id>`` (BPDA: the
+  adversarial image depends on the defender),
 - ``defended/<attack_id>/<defender_id>``.
 
 Every array is created once, by one process, before any task writes; a task then writes
@@ -31,6 +32,11 @@ class StorageError(RuntimeError):
 
 def adv_name(attack_id: str) -> str:
     return f"adv/{attack_id}"
+
+
+def adaptive_adv_name(attack_id: str, defender_id: str) -> str:
+    """Adversarial images of an adaptive attack, which depend on the defender attacked."""
+    return f"adv/{attack_id}/{defender_id}"
 
 
 def defended_name(attack_id: str, defender_id: str) -> str:

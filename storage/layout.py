@@ -25,6 +25,15 @@ class RunLayout:
         return self.root / "results"
 
     @property
+    def steps(self) -> Path:
+        """Per-iteration rows of the adaptive attacks (``storage.steps``)."""
+        return self.root / "steps"
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
+
+    @property
     def classifier(self) -> Path:
         return self.root / "classifier.pt"
 

@@ -44,6 +44,9 @@ SCHEMA = pa.schema(
         pa.field("correct_clean", pa.bool_()),
         pa.field("correct_adv", pa.bool_()),
         pa.field("correct_defended", pa.bool_()),
+        pa.field("recheck_draws", pa.int64()),
+        pa.field("recheck_correct", pa.float64()),
+        pa.field("correct_worst", pa.bool_()),
         *[pa.field(f"{pair}_{norm}", pa.float64()) for pair in DISTANCE_PAIRS for norm in NORMS],
         pa.field("seconds", pa.float64()),
         pa.field("worker", pa.string()),
@@ -52,7 +55,14 @@ SCHEMA = pa.schema(
         pa.field("error", pa.string()),
     ]
 )
-"""The fixed schema of every result file; ``status`` is ``ok`` or ``failed``."""
+"""The fixed schema of every result file; ``status`` is ``ok`` or ``failed``.
+
+``correct_defended`` is the single-draw result on the final adversarial image (draw 0 of the
+re-check); ``recheck_correct`` the fraction of the ``recheck_draws`` defender draws on it
+classified correctly; ``correct_worst`` the honest count for randomised defenders: correct at
+every tracked attack iterate (adaptive attacks, see ``storage.steps``) and at every re-check
+draw.
+"""
 
 STATUSES = ("ok", "failed")
 
@@ -71,6 +81,25 @@ def is_finished(results_dir: Path, key: str) -> bool:
     return result_path(results_dir, key).exists()
 
 
+def write_table(path: Path, rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> Path:
+    """Write ``rows`` (exactly ``schema``'s columns) to ``path`` atomically (temp + rename)."""
+    if not rows:
+        raise ValueError(f"no rows to write to {path.name}")
+    for row in rows:
+        if set(row) != set(schema.names):
+            missing = set(schema.names) - set(row)
+            extra = set(row) - set(schema.names)
+            raise ValueError(
+                f"rows of {path.name} do not match the schema: missing {missing}, extra {extra}"
+            )
+    table = pa.Table.from_pylist([dict(row) for row in rows], schema=schema)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_sibling(path)
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+    return path
+
+
 def write_results(results_dir: Path, key: str, rows: Sequence[Mapping[str, Any]]) -> Path:
     """Write one task's rows atomically; ``failed`` rows go to ``<key>.failed.parquet``.
 
@@ -82,20 +111,8 @@ def write_results(results_dir: Path, key: str, rows: Sequence[Mapping[str, Any]]
     statuses = {row["status"] for row in rows}
     if len(statuses) != 1 or not statuses <= set(STATUSES):
         raise ValueError(f"rows of {key} must share one status out of {STATUSES}: {statuses}")
-    for row in rows:
-        if set(row) != set(SCHEMA.names):
-            missing = set(SCHEMA.names) - set(row)
-            extra = set(row) - set(SCHEMA.names)
-            raise ValueError(
-                f"rows of {key} do not match the schema: missing {missing}, extra {extra}"
-            )
     failed = statuses == {"failed"}
-    table = pa.Table.from_pylist([dict(row) for row in rows], schema=SCHEMA)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    path = result_path(results_dir, key, failed=failed)
-    tmp = temporary_sibling(path)
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    path = write_table(result_path(results_dir, key, failed=failed), rows, SCHEMA)
     if not failed:
         result_path(results_dir, key, failed=True).unlink(missing_ok=True)
     return path

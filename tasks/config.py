@@ -41,6 +41,8 @@ class RunConfig:
     eps: float = 0.1
     step: float = 0.02
     attack_iters: int = 10
+    eot: int = 15
+    recheck: int = 1
     defenders: tuple[str, ...] = ("none", "median", "tv-bregman", "ride")
     median_kernel: int = 3
     bregman_weight: float = 2.0
@@ -84,6 +86,8 @@ class RunConfig:
         _check(self.step > 0, f"--step must be positive, got {self.step}")
         for key in (
             "attack_iters",
+            "eot",
+            "recheck",
             "ride_iters",
             "ride_checkpoints",
             "chunk_size",
@@ -104,7 +108,13 @@ class RunConfig:
 
     def attack_configs(self) -> list[AttackConfig]:
         return [
-            AttackConfig(name=name, eps=self.eps, step=self.step, iters=self.attack_iters)  # type: ignore[arg-type]
+            AttackConfig(
+                name=name,  # type: ignore[arg-type]
+                eps=self.eps,
+                step=self.step,
+                iters=self.attack_iters,
+                eot=self.eot if name == "bpda-eot" else 1,
+            )
             for name in self.attacks
         ]
 

@@ -9,6 +9,7 @@ transient; a bug is not, and ends in ``failed`` rows after the retries.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import sys
@@ -19,10 +20,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.exceptions import MissingContextError
 
-from ride.attacks import AttackConfig, run_attack
+from ride.attacks import AttackConfig, BPDAStep, run_attack
 from ride.classifiers import accuracy as classifier_accuracy
 from ride.classifiers import (
     build_classifier,
@@ -31,15 +33,24 @@ from ride.classifiers import (
     save_classifier,
 )
 from ride.datasets import load_dataset
-from ride.defenders import DefenderConfig, build_defender
+from ride.defenders import DefenderConfig, build_defender, defend_draws
 from ride.metrics import distances
 from ride.seeding import derive_seed, generator_for
 from ride.training import TrainConfig, train_classifier
+from storage.figures import draw_figures
 from storage.files import atomic_write_bytes
-from storage.images import ImageStore, adv_name, defended_name
+from storage.images import ImageStore, adaptive_adv_name, adv_name, defended_name
 from storage.layout import RunLayout
 from storage.report import accuracy_report
-from storage.results import SCHEMA, is_finished, read_results, result_key, write_results
+from storage.results import (
+    DISTANCE_PAIRS,
+    SCHEMA,
+    is_finished,
+    read_results,
+    result_key,
+    write_results,
+)
+from storage.steps import read_steps, steps_path, write_steps
 from tasks.config import RunConfig
 
 
@@ -93,7 +104,16 @@ def prepare_images(out: str, cfg: RunConfig) -> int:
     for attack in cfg.attack_configs():
         if attack.name == "none":
             continue
-        store.ensure_array(adv_name(attack.id), shape, cfg.chunk_size, attrs=attack.params())
+        if not attack.adaptive:
+            store.ensure_array(adv_name(attack.id), shape, cfg.chunk_size, attrs=attack.params())
+            continue
+        for defender in cfg.defender_configs():  # white-box: one adversarial set per defender
+            store.ensure_array(
+                adaptive_adv_name(attack.id, defender.id),
+                shape,
+                cfg.chunk_size,
+                attrs={"attack": attack.params(), "defender": defender.params()},
+            )
     for attack in cfg.attack_configs():
         for defender in cfg.defender_configs():
             if defender.id == "none":
@@ -178,6 +198,76 @@ def _base_row(
     }
 
 
+def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """The task run's Prefect logger; a plain logger when called outside a run (``.fn``)."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
+
+
+def _defender_seeds(
+    cfg: RunConfig, attack: AttackConfig, defender: DefenderConfig, start: int, count: int
+) -> list[int]:
+    """One seed per image for this (attack, defender); the attack's draws derive from it."""
+    return [
+        derive_seed(cfg.seed, cfg.dataset, start + i, attack.id, defender.id) for i in range(count)
+    ]
+
+
+def _distance_columns(
+    clean: torch.Tensor, adversarial: torch.Tensor, defended: torch.Tensor
+) -> list[dict[str, float]]:
+    """Per image: the three distances of Fig. 7a in the three norms, as row columns."""
+    pairs = {
+        "adv_clean": distances(adversarial, clean),
+        "defended_clean": distances(defended, clean),
+        "defended_adv": distances(defended, adversarial),
+    }
+    assert tuple(pairs) == DISTANCE_PAIRS
+    return [
+        {
+            f"{pair}_{norm}": float(value[i])
+            for pair, values in pairs.items()
+            for norm, value in values.items()
+        }
+        for i in range(len(clean))
+    ]
+
+
+def step_rows(
+    cfg: RunConfig,
+    attack: AttackConfig,
+    defender: DefenderConfig,
+    start: int,
+    clean: torch.Tensor,
+    labels: torch.Tensor,
+    step: BPDAStep,
+) -> list[dict[str, Any]]:
+    """The ``steps/`` rows of one attack iterate, one per image."""
+    columns = _distance_columns(clean, step.adversarial, step.defended)
+    rows = []
+    for i in range(len(clean)):
+        label = int(labels[i])
+        rows.append(
+            {
+                "run_id": cfg.run_id,
+                "dataset": cfg.dataset,
+                "index": start + i,
+                "label": label,
+                "attack_id": attack.id,
+                "defender_id": defender.id,
+                "iteration": step.iteration,
+                "pred_adv": int(step.pred_adversarial[i]),
+                "pred_defended": int(step.pred_defended[i]),
+                "correct_adv": int(step.pred_adversarial[i]) == label,
+                "correct_defended": int(step.pred_defended[i]) == label,
+                **columns[i],
+            }
+        )
+    return rows
+
+
 def defend_rows(
     cfg: RunConfig,
     attack: AttackConfig,
@@ -187,25 +277,31 @@ def defend_rows(
     labels: torch.Tensor,
     adversarial: torch.Tensor,
     model: torch.nn.Module,
+    *,
+    robust_so_far: list[bool] | None = None,
+    seconds: float = 0.0,
 ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
-    """Defend a chunk's adversarial images, classify all three versions, build the rows."""
+    """Defend a chunk's final adversarial images ``cfg.recheck`` times, classify, build rows.
+
+    The stored defended image is draw 0. ``robust_so_far`` (adaptive attacks) says, per
+    image, whether the defended iterate was classified correctly at every attack step;
+    ``correct_worst`` also needs every re-check draw correct. ``seconds`` is time already
+    spent on these images (the attack, for adaptive attacks).
+    """
     began = time.perf_counter()
-    seeds = [
-        derive_seed(cfg.seed, cfg.dataset, start + i, attack.id, defender.id)
-        for i in range(len(clean))
-    ]
-    defended = build_defender(defender)(adversarial, seeds)
+    seeds = _defender_seeds(cfg, attack, defender, start, len(clean))
+    draws = defend_draws(build_defender(defender), adversarial, seeds, cfg.recheck)
+    defended = draws[0]
     predictions = {
         "clean": predict(model, clean),
         "adv": predict(model, adversarial),
         "defended": predict(model, defended),
     }
-    pairs = {
-        "adv_clean": distances(adversarial, clean),
-        "defended_clean": distances(defended, clean),
-        "defended_adv": distances(defended, adversarial),
-    }
-    seconds = (time.perf_counter() - began) / len(clean)
+    draw_correct = torch.stack(
+        [predictions["defended"], *(predict(model, d) for d in draws[1:])]
+    ) == labels.view(1, -1)  # (draws, B)
+    columns = _distance_columns(clean, adversarial, defended)
+    seconds += time.perf_counter() - began
     worker = f"{socket.gethostname()}:{os.getpid()}"
     rows = []
     for i in range(len(clean)):
@@ -215,14 +311,76 @@ def defend_rows(
         for kind, predicted in predictions.items():
             row[f"pred_{kind}"] = int(predicted[i])
             row[f"correct_{kind}"] = int(predicted[i]) == label
-        for pair, values in pairs.items():
-            for norm, value in values.items():
-                row[f"{pair}_{norm}"] = float(value[i])
+        all_draws = bool(draw_correct[:, i].all())
         row.update(
-            seconds=seconds, worker=worker, device=str(clean.device), status="ok", error=None
+            recheck_draws=cfg.recheck,
+            recheck_correct=float(draw_correct[:, i].float().mean()),
+            correct_worst=all_draws and (robust_so_far is None or robust_so_far[i]),
+            **columns[i],
+            seconds=seconds / len(clean),
+            worker=worker,
+            device=str(clean.device),
+            status="ok",
+            error=None,
         )
         rows.append(row)
     return defended, rows
+
+
+def _adaptive_attack(
+    layout: RunLayout,
+    cfg: RunConfig,
+    attack: AttackConfig,
+    defender: DefenderConfig,
+    start: int,
+    clean: torch.Tensor,
+    labels: torch.Tensor,
+    model: torch.nn.Module,
+    key: str,
+) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    """BPDA(+EOT) against ``defender``: the final adversarial images and the step rows of
+    iterates 0..iters-1. Reuses a stored attack (its images and step file) on resume."""
+    store = ImageStore(layout)
+    name = adaptive_adv_name(attack.id, defender.id)
+    if store.has_rows(name, start) and steps_path(layout.steps, key).exists():
+        stored = read_steps(layout.steps, key)
+        stored = stored[stored["iteration"] < attack.iters]
+        adversarial = torch.from_numpy(store.read_rows(name, start, start + len(clean)))
+        return adversarial.to(clean.device), stored.to_dict("records")
+    logger = _logger()
+    rows: list[dict[str, Any]] = []
+
+    def track(step: BPDAStep) -> None:
+        rows.extend(step_rows(cfg, attack, defender, start, clean, labels, step))
+        correct = int((step.pred_defended == labels).sum())
+        logger.info(
+            "%s x %s rows %d-%d: iterate %d/%d, %d/%d defended correctly",
+            attack.id,
+            defender.id,
+            start,
+            start + len(clean),
+            step.iteration,
+            attack.iters,
+            correct,
+            len(clean),
+        )
+
+    seeds = _defender_seeds(cfg, attack, defender, start, len(clean))
+    generator = generator_for(
+        derive_seed(cfg.seed, cfg.dataset, start, attack.id, defender.id), clean.device
+    )
+    adversarial = run_attack(
+        attack,
+        model,
+        clean,
+        labels,
+        generator,
+        defender=build_defender(defender),
+        seeds=seeds,
+        on_step=track,
+    )
+    store.write_rows(name, start, adversarial.detach().cpu().numpy())
+    return adversarial, rows
 
 
 @task(name="defend-chunk", retries=2, retry_delay_seconds=2)
@@ -234,7 +392,11 @@ def defend_chunk(
     start: int,
     stop: int,
 ) -> ChunkOutcome:
-    """Defend rows ``[start, stop)`` against one attack, classify, store images and rows."""
+    """Defend rows ``[start, stop)`` against one attack, classify, store images and rows.
+
+    Adaptive attacks (BPDA, BPDA+EOT) are run here, against this defender, and also store
+    their adversarial images per defender and one ``steps/`` row per image and iterate.
+    """
     began = time.perf_counter()
     layout = RunLayout(Path(out))
     key = result_key(attack.id, defender.id, start, stop)
@@ -243,11 +405,39 @@ def defend_chunk(
     device = _device(cfg)
     store = ImageStore(layout)
     clean, labels, model = _load_chunk(layout, cfg, start, stop, device)
+    tracked: list[dict[str, Any]] | None = None
     if attack.name == "none":
         adversarial = clean
+    elif attack.adaptive:
+        adversarial, tracked = _adaptive_attack(
+            layout, cfg, attack, defender, start, clean, labels, model, key
+        )
     else:
         adversarial = torch.from_numpy(store.read_rows(adv_name(attack.id), start, stop)).to(device)
-    defended, rows = defend_rows(cfg, attack, defender, start, clean, labels, adversarial, model)
+    robust_so_far = None
+    if tracked is not None:
+        robust_so_far = [
+            all(r["correct_defended"] for r in tracked if r["index"] == start + i)
+            for i in range(stop - start)
+        ]
+    defended, rows = defend_rows(
+        cfg,
+        attack,
+        defender,
+        start,
+        clean,
+        labels,
+        adversarial,
+        model,
+        robust_so_far=robust_so_far,
+        seconds=time.perf_counter() - began,
+    )
+    if tracked is not None:  # the final iterate: draw 0 of the re-check
+        final = [
+            {k: row[k] for k in tracked[0] if k in row} | {"iteration": attack.iters}
+            for row in rows
+        ]
+        write_steps(layout.steps, key, tracked + final)
     if defender.id != "none":
         store.write_rows(
             defended_name(attack.id, defender.id), start, defended.detach().cpu().numpy()
@@ -284,9 +474,11 @@ def record_failure(
 
 @task(name="report")
 def report(out: str) -> str:
-    """The accuracy table of the run as markdown; also a Prefect artifact and ``report.md``."""
+    """The accuracy tables of the run as markdown, also a Prefect artifact and ``report.md``;
+    the figures under ``figures/``."""
     layout = RunLayout(Path(out))
     markdown = accuracy_report(read_results(layout.results))
     atomic_write_bytes(layout.report, markdown.encode())
+    draw_figures(layout)
     create_markdown_artifact(markdown=markdown, key="ride-accuracy", description=f"ride run {out}")
     return markdown

@@ -29,6 +29,7 @@ from ride.defenders.filters import (
     tv_chambolle,
 )
 from ride.defenders.ride import ReconstructionFCN, Ride, RideConfig, ride
+from ride.seeding import derive_seed
 
 __all__ = [
     "DEFENDERS",
@@ -46,6 +47,7 @@ __all__ = [
     "TVChambolle",
     "TVChambolleConfig",
     "build_defender",
+    "defend_draws",
     "defender_config",
     "median",
     "ride",
@@ -93,6 +95,21 @@ def build_defender(cfg: DefenderConfig) -> Defender:
     if isinstance(cfg, RideConfig):
         return Ride(cfg)
     raise ValueError(f"not a defender config: {type(cfg).__name__}")
+
+
+def defend_draws(defender: Defender, x: Tensor, seeds: Sequence[int], draws: int) -> list[Tensor]:
+    """``draws`` independent defences of ``x``: draw 0 uses ``seeds``, draw m the seeds
+    derived from them and m (a deterministic defender gives the same image every time).
+
+    The re-check of a final adversarial image (DiffPure's practice): a randomised defender
+    can undo an attack by chance, so one draw flatters it.
+    """
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise ValueError(f"draws must be an int >= 1, got {draws!r}")
+    return [
+        defender(x, seeds if m == 0 else [derive_seed(int(s), "recheck", m) for s in seeds])
+        for m in range(draws)
+    ]
 
 
 _CONFIG_TYPES: dict[str, type[Any]] = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from storage.report import accuracy_report, accuracy_table, clean_accuracy
+from storage.report import accuracy_report, accuracy_table, clean_accuracy, whitebox_rows
 
 
 def frame() -> pd.DataFrame:
@@ -59,3 +59,54 @@ def test_markdown_report_lists_cells_and_failures() -> None:
     assert "Clean accuracy (no attack, no defence): 0.750 (n=4)" in text
     assert "| pgd | 0.250 (n=4) | 0.500 (n=4) |" in text
     assert "1 rows failed" in text and "RuntimeError: boom" in text
+
+
+def whitebox_frame() -> pd.DataFrame:
+    """BPDA+EOT over 4 images: ride correct on the final draw for 3, robust throughout for 1."""
+    rows = []
+    for defender, final, worst in (("none", [0, 0, 0, 0], [0, 0, 0, 0]),
+                                   ("ride-K10", [1, 1, 1, 0], [1, 0, 0, 0])):  # fmt: skip
+        for index in range(4):
+            rows.append(
+                {
+                    "dataset": "digits",
+                    "attack": "bpda-eot",
+                    "attack_id": "bpda-eot15-eps0.1-step0.02-it10",
+                    "attack_params": '{"eps": 0.1, "eot": 15, "name": "bpda-eot"}',
+                    "defender_id": defender,
+                    "index": index,
+                    "correct_clean": True,
+                    "correct_defended": bool(final[index]),
+                    "recheck_correct": 0.5 * final[index],
+                    "correct_worst": bool(worst[index]),
+                    "status": "ok",
+                    "error": None,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_whitebox_rows_give_final_recheck_and_worst_case_per_defence() -> None:
+    table = whitebox_rows(whitebox_frame())
+    assert list(table["defence"]) == ["none", "ride-K10"]
+    ride = table.set_index("defence").loc["ride-K10"]
+    assert (ride["final"], ride["recheck"], ride["worst"], ride["n"]) == (0.75, 0.375, 0.25, 4)
+    assert ride["distance"] == "Linf 0.1" and ride["dataset"] == "digits"
+    assert (table["worst"] <= table["final"]).all()
+
+
+def test_report_headline_is_the_worst_case_under_bpda_eot() -> None:
+    text = accuracy_report(whitebox_frame())
+    assert "## White-box attacks (BPDA, BPDA+EOT)" in text
+    assert "| ride-K10 | digits | bpda-eot15-eps0.1-step0.02-it10 | Linf 0.1 | 0.750 |" in text
+    assert "Headline (worst case under BPDA+EOT): none 0.000, ride-K10 0.250." in text
+
+
+def test_worst_case_table_counts_correct_worst() -> None:
+    table = accuracy_table(whitebox_frame(), column="correct_worst")
+    assert table.loc["bpda-eot15-eps0.1-step0.02-it10", "ride-K10"] == (0.25, 4)
+
+
+def test_gray_box_runs_have_no_white_box_section() -> None:
+    assert "White-box" not in accuracy_report(frame())
+    assert whitebox_rows(frame()).empty

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+import tasks.evaluate
 from ride.classifiers import build_classifier, save_classifier
-from storage.images import ImageStore, adv_name
+from storage.images import ImageStore, adaptive_adv_name, adv_name
 from storage.layout import RunLayout
-from storage.results import SCHEMA
+from storage.results import SCHEMA, read_results, result_key
+from storage.steps import STEPS_SCHEMA, read_steps, robust_at_every_step, steps_path
 from tasks.config import RunConfig
 from tasks.evaluate import (
     attack_chunk,
@@ -79,3 +82,91 @@ def test_attack_then_defend_tasks_store_images_and_rows(tmp_path: Path) -> None:
     frame = pd.read_parquet(layout.results)
     assert list(frame["index"]) == [2] and frame["status"].item() == "ok"
     assert frame["adv_clean_linf"].item() <= attack.eps + 1e-6
+
+
+WHITE_BOX = RunConfig(
+    limit=3, chunk_size=3, attacks=("bpda-eot",), eot=2, attack_iters=3, recheck=3,
+    defenders=("none", "ride"), ride_iters=3, ride_checkpoints=1,
+)  # fmt: skip
+
+
+def _white_box_run(tmp_path: Path) -> tuple[str, RunLayout]:
+    out = str(tmp_path)
+    layout = RunLayout(tmp_path)
+    save_classifier(build_classifier("mnist-cnn", seed=1), layout.classifier, "mnist-cnn")
+    assert prepare_images.fn(out, WHITE_BOX) == 3
+    attack = WHITE_BOX.attack_configs()[0]
+    for defender in WHITE_BOX.defender_configs():
+        assert defend_chunk.fn(out, WHITE_BOX, attack, defender, 0, 3).action == "ran"
+    return out, layout
+
+
+def test_bpda_chunks_store_adversarials_per_defender_and_one_step_row_per_iteration(
+    tmp_path: Path,
+) -> None:
+    _, layout = _white_box_run(tmp_path)
+    attack = WHITE_BOX.attack_configs()[0]
+    store = ImageStore(layout)
+    clean = store.read_rows("clean", 0, 3)
+    adversarials = {}
+    for defender in WHITE_BOX.defender_configs():
+        adv = store.read_rows(adaptive_adv_name(attack.id, defender.id), 0, 3)
+        assert np.abs(adv - clean).max() <= attack.eps + 1e-6
+        assert adv.min() >= 0.0 and adv.max() <= 1.0
+        adversarials[defender.id] = adv
+    assert not np.array_equal(adversarials["none"], adversarials["ride-K3-T1-a0.9-s0.5"])
+
+    steps = read_steps(layout.steps)
+    assert set(steps.columns) == set(STEPS_SCHEMA.names)
+    per_image = steps.groupby(["defender_id", "index"])["iteration"].apply(sorted)
+    assert len(per_image) == 2 * 3
+    assert all(its == [0, 1, 2, 3] for its in per_image)  # iterates 0..iters, once each
+
+    results = read_results(layout.results).set_index(["defender_id", "index"])
+    assert (results["recheck_draws"] == 3).all()
+    every_step = robust_at_every_step(steps).droplevel("attack_id")
+    for key, row in results.iterrows():
+        assert row["correct_worst"] == (every_step[key] and row["recheck_correct"] == 1.0)
+        assert row["correct_worst"] <= row["correct_defended"]  # worst case never flatters
+    final = steps[steps["iteration"] == 3].set_index(["defender_id", "index"])
+    assert (final["pred_defended"] == results.loc[final.index, "pred_defended"]).all()
+    assert (final["pred_adv"] == results.loc[final.index, "pred_adv"]).all()
+
+
+def test_a_resumed_bpda_chunk_reuses_its_stored_attack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, layout = _white_box_run(tmp_path)
+    attack = WHITE_BOX.attack_configs()[0]
+    defender = WHITE_BOX.defender_configs()[1]
+    key = result_key(attack.id, defender.id, 0, 3)
+    before = read_results(layout.results)
+    steps_before = read_steps(layout.steps, key)
+    adv_before = ImageStore(layout).read_rows(adaptive_adv_name(attack.id, defender.id), 0, 3)
+
+    # Killed after the attack was stored, before the results: the attack is not rerun.
+    (layout.results / f"{key}.parquet").unlink()
+    calls: list[str] = []
+    real_attack = tasks.evaluate.run_attack
+
+    def counting_attack(*args: Any, **kwargs: Any) -> torch.Tensor:
+        calls.append("attack")
+        return real_attack(*args, **kwargs)
+
+    monkeypatch.setattr(tasks.evaluate, "run_attack", counting_attack)
+    assert defend_chunk.fn(out, WHITE_BOX, attack, defender, 0, 3).action == "ran"
+    assert calls == []
+    after = read_results(layout.results)
+    pd.testing.assert_frame_equal(
+        before.drop(columns=sorted(VOLATILE)), after.drop(columns=sorted(VOLATILE))
+    )
+    pd.testing.assert_frame_equal(steps_before, read_steps(layout.steps, key))
+
+    # Killed before the step file was written: the attack runs again, to the same images.
+    (layout.results / f"{key}.parquet").unlink()
+    steps_path(layout.steps, key).unlink()
+    assert defend_chunk.fn(out, WHITE_BOX, attack, defender, 0, 3).action == "ran"
+    assert calls == ["attack"]
+    adv_after = ImageStore(layout).read_rows(adaptive_adv_name(attack.id, defender.id), 0, 3)
+    np.testing.assert_array_equal(adv_before, adv_after)
+    pd.testing.assert_frame_equal(steps_before, read_steps(layout.steps, key))
