@@ -56,7 +56,8 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         dest="attacks",
         action="append",
         default=None,
-        help="attack, repeatable: none, fgsm, pgd (default: none, fgsm, pgd)",
+        help="attack, repeatable: none, fgsm, pgd (gray-box); bpda, bpda-eot (white-box, "
+        "through each defender) (default: none, fgsm, pgd)",
     )
     add(
         "--eps",
@@ -65,7 +66,25 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help=f"Linf budget in [0, 1] pixel units (default {d.eps})",
     )
     add("--step", type=float, default=None, help=f"PGD step size (default {d.step})")
-    add("--attack-iters", type=int, default=None, help=f"PGD iterations (default {d.attack_iters})")
+    add(
+        "--attack-iters",
+        type=int,
+        default=None,
+        help=f"PGD and BPDA iterations (default {d.attack_iters})",
+    )
+    add(
+        "--eot",
+        type=int,
+        default=None,
+        help=f"bpda-eot: defender draws averaged per gradient (default {d.eot})",
+    )
+    add(
+        "--recheck",
+        type=int,
+        default=None,
+        help="defender draws on each final adversarial image; rows record the fraction "
+        f"classified correctly (default {d.recheck})",
+    )
     add(
         "--defender",
         dest="defenders",
@@ -134,9 +153,10 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 def _report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "report",
-        help="print the accuracy table of a run and write its report.md",
-        description="Read DIR/results (Parquet only), print the accuracy table and write "
-        "DIR/report.md.",
+        help="print the accuracy tables of a run, write its report.md and figures",
+        description="Read DIR/results and DIR/steps (Parquet) and the images (Zarr), print "
+        "the accuracy tables, write DIR/report.md and draw DIR/figures/*.png (accuracy per "
+        "attack iteration, distance distributions, example images).",
     )
     p.add_argument("run_dir", type=Path, help="a run directory made by `ride run`")
     p.set_defaults(handler=_cmd_report)
@@ -204,6 +224,10 @@ def preflight(out: Path, settings: dict[str, Any]) -> None:
     check_same_run(layout.run_toml, cfg.to_dict(), cfg.identity())
     if cfg.device == "cuda" and not torch.cuda.is_available() and not cfg.scheduler:
         raise CliError("--device cuda: no CUDA device is visible on this machine")
+    if cfg.scheduler:  # the cluster's workers, not this machine, must offer the GPUs
+        from flows.cluster import check_cluster, required_resources
+
+        check_cluster(cfg.scheduler, required_resources(cfg))
     if layout.classifier.exists():
         load_classifier(layout.classifier, cfg.classifier)
     elif cfg.weights is not None:
@@ -238,6 +262,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from storage.figures import draw_figures
     from storage.files import atomic_write_bytes
     from storage.layout import RunLayout
     from storage.report import accuracy_report
@@ -249,6 +274,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     markdown = accuracy_report(read_results(layout.results))
     atomic_write_bytes(layout.report, markdown.encode())
     print(markdown, end="")
+    for figure in draw_figures(layout):
+        print(f"figure: {figure}")
     return 0
 
 
@@ -257,6 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     args = build_parser().parse_args(argv)
+    from flows.cluster import ClusterError
     from ride.classifiers import CheckpointError
     from storage.images import StorageError
     from storage.lock import RunDirBusy
@@ -267,6 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args))
     except (
         CliError,
+        ClusterError,
         ConfigError,
         CheckpointError,
         RunConfigMismatch,

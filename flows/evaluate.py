@@ -24,6 +24,7 @@ from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner
 from prefect_dask import DaskTaskRunner
 
+from flows.cluster import required_resources
 from ride.attacks import AttackConfig
 from ride.defenders import DefenderConfig
 from storage.layout import RunLayout
@@ -86,8 +87,9 @@ def local_cluster(**cluster_kwargs: Any) -> LocalCluster:
 @contextmanager
 def _placement(cfg: RunConfig) -> Iterator[None]:
     """Pin tasks to GPU workers when the run uses CUDA (the one place GPUs are declared)."""
-    if cfg.device == "cuda":
-        with dask.annotate(resources={"GPU": 1}):
+    resources = required_resources(cfg)
+    if resources:
+        with dask.annotate(resources=resources):
             yield
     else:
         yield
@@ -175,7 +177,8 @@ def _evaluate_locked(out: str, cfg: RunConfig) -> dict[str, Any]:
     failed = 0
 
     def submit(job: _Job) -> None:
-        with _placement(cfg):
+        # Costly tasks first, so the last minutes are not one long task on one worker.
+        with _placement(cfg), dask.annotate(priority=_priority(job)):
             if job.defender is None:
                 future = attack_chunk.submit(out, cfg, job.attack, job.start, job.stop)
             else:
@@ -187,7 +190,9 @@ def _evaluate_locked(out: str, cfg: RunConfig) -> dict[str, Any]:
 
     for attack in attacks:
         for start, stop in chunks:
-            if attack.name == "none":  # nothing to attack: defend the clean images
+            # Nothing to attack (defend the clean images), or an adaptive attack, which
+            # runs inside each defence task because it attacks that defender.
+            if attack.name == "none" or attack.adaptive:
                 for defender in defenders:
                     submit(_Job(attack, defender, start, stop))
             else:
@@ -228,6 +233,22 @@ def _evaluate_locked(out: str, cfg: RunConfig) -> dict[str, Any]:
         "classifier_test_accuracy": test_accuracy,
         "report": markdown,
     }
+
+
+def _priority(job: _Job) -> int:
+    """Dask priority of a chunk task (higher runs first): its cost in defender fits.
+
+    An adaptive attack runs the defender ``iters * eot`` times plus the re-check; a RIDE
+    fit costs ``iters * checkpoints`` Adam steps, a filter about one.
+    """
+    fits = 1
+    if job.attack.adaptive:
+        fits = job.attack.iters * job.attack.eot + 1
+    if job.defender is None:  # a gray-box attack chunk: cheap, and defence tasks wait on it
+        return 10**9
+    settings = job.defender.params()
+    steps = int(settings.get("iters", 1)) * int(settings.get("checkpoints", 1))
+    return fits * steps
 
 
 def _failure(future: PrefectFuture[Any]) -> str | None:

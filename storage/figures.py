@@ -86,14 +86,19 @@ def distance_distributions(steps: pd.DataFrame, path: Path) -> Path:
     }
     figure = Figure(figsize=(15, 3.8))
     axes = figure.subplots(1, 3, squeeze=False)
+    defenders = sorted(final["defender_id"].unique())
+    colors = {defender: f"C{i}" for i, defender in enumerate(defenders)}
     for ax, (column, title) in zip(axes[0], pairs.items(), strict=True):
-        for i, (defender, group) in enumerate(final.groupby("defender_id")):
+        # Without a defence the defended image is the adversarial one: nothing to show.
+        shown = final if column == "adv_clean_l1" else final[final["defender_id"] != "none"]
+        bins = np.histogram_bin_edges(shown[column].to_numpy(dtype=float), bins=20)
+        for defender, group in shown.groupby("defender_id"):
             values = group[column].to_numpy(dtype=float)
-            ax.hist(values, bins=20, alpha=0.5, color=f"C{i}", label=defender)
+            ax.hist(values, bins=bins, alpha=0.5, color=colors[str(defender)], label=defender)
         ax.set_title(f"{title} ({attack})", fontsize=9)
         ax.set_xlabel("mean absolute difference per pixel")
     axes[0][0].set_ylabel("images")
-    axes[0][-1].legend(fontsize=8)
+    axes[0][0].legend(fontsize=8)
     return _save(figure, path)
 
 

@@ -70,3 +70,20 @@ def test_demo_preset_is_the_default_run() -> None:
 
     preset = Path(__file__).parents[2] / "configs" / "demo.toml"
     assert RunConfig.from_mapping(load_preset(preset)) == RunConfig()
+
+
+def test_white_box_presets_expand_to_the_documented_runs() -> None:
+    from tasks.config import load_preset
+
+    configs = Path(__file__).parents[2] / "configs"
+    demo = RunConfig.from_mapping(load_preset(configs / "whitebox-demo.toml"))
+    assert [a.id for a in demo.attack_configs()] == [
+        "none",
+        "bpda-eps0.1-step0.02-it10",
+        "bpda-eot5-eps0.1-step0.02-it10",
+    ]
+    assert [d.id for d in demo.defender_configs()][-1].startswith("ride-K50-T2-a0.9-s0.5")
+    assert (demo.recheck, demo.limit) == (4, 30)
+    paper = RunConfig.from_mapping(load_preset(configs / "paper-mnist-whitebox.toml"))
+    assert [a.id for a in paper.attack_configs()][-1] == "bpda-eot15-eps0.1-step0.02-it10"
+    assert [d.id for d in paper.defender_configs()][-1] == "ride-K2000-T5-a0.9-s0.5"
