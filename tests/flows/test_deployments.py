@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from tasks.config import RunConfig
+from tasks.config import RunConfig, load_preset
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_every_deployment_points_at_a_flow_with_matching_parameters() -> None:
     document = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     deployments = document["deployments"]
-    assert {d["name"] for d in deployments} >= {"digits-demo-nightly", "evaluate"}
+    assert {d["name"] for d in deployments} >= {"digits-demo-nightly", "evaluate", "whitebox"}
     assert any(d.get("schedules") for d in deployments)
     for deployment in deployments:
         path, name = deployment["entrypoint"].split(":")
@@ -24,5 +24,7 @@ def test_every_deployment_points_at_a_flow_with_matching_parameters() -> None:
         flow = getattr(module, name)
         signature = inspect.signature(flow.fn)
         assert set(deployment["parameters"]) <= set(signature.parameters)
-        RunConfig.from_mapping(deployment["parameters"]["settings"])  # valid settings
+        parameters = deployment["parameters"]
+        preset = load_preset(ROOT / parameters["preset"]) if "preset" in parameters else {}
+        RunConfig.from_mapping({**preset, **parameters["settings"]})  # valid settings
         assert deployment["work_pool"]["name"] == "ride-process"
