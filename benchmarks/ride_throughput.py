@@ -1,11 +1,20 @@
-"""RIDE defender throughput: the one-by-one reference against the batched engine.
+"""RIDE defender throughput: a paper-style one-by-one fit against the batched engine.
 
-Both run in this one process on the same images and settings; the reference fits one
-image at a time (one network, one Adam, the way the paper's code works), the batched engine
-fits B images at once. Time is measured over ``--steps`` Adam steps per image and
-extrapolated to the paper's K x T = 2000 x 5 steps. Prints a table, then one JSON line.
+Everything runs in this one invocation on the same images and settings:
 
-    python benchmarks/ride_throughput.py --size mnist --device cpu
+- ``paper-style`` (the baseline of every speedup): one image at a time, a plain
+  ``nn.Sequential`` of the Table 3 FCN with ``nn.Dropout``, ``torch.optim.Adam`` and fresh
+  ``torch.randn`` noise per step, the way the paper's public code works;
+- ``reference``: this package's one-by-one engine (``engine="reference"``);
+- ``batched``: the batched engine fitting B images at once, for each ``--batch``;
+- ``pipeline``: ``--processes`` single-thread processes each running the batched engine at
+  the best B at the same time, as the local Dask workers of ``ride run`` do.
+
+Time is measured over ``--steps`` Adam steps per image and extrapolated to the paper's
+K x T = 2000 x 5 steps. Memory is the growth of the process's peak resident set (CPU) or
+the peak of allocated CUDA memory during the fit. Prints a table, then one JSON line.
+
+    python -m benchmarks.ride_throughput --size mnist --device cpu
 """
 
 from __future__ import annotations
@@ -13,15 +22,21 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import multiprocessing as mp
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from ride.defenders.ride import ARCHS, RideConfig, ride
 
 SIZES = {"mnist": ("mnist", 28), "cifar": ("cifar", 32), "imagenet": ("imagenet", 224)}
 PAPER_STEPS = 2000 * 5
+_STATUS = Path("/proc/self/status")
 
 
 def forward_flops_per_image(arch: str, side: int) -> float:
@@ -32,27 +47,127 @@ def forward_flops_per_image(arch: str, side: int) -> float:
     )
 
 
-def seconds_per_step_image(
+def paper_style_network(arch: str, dropout: float = 0.5) -> nn.Sequential:
+    """The Table 3 FCN as a plain ``nn.Sequential`` (conv, ReLU, ``nn.Dropout``, sigmoid)."""
+    channels, dropout_layers = ARCHS[arch]
+    layers: list[nn.Module] = []
+    for i, (c_in, c_out) in enumerate(itertools.pairwise(channels)):
+        layers.append(nn.Conv2d(c_in, c_out, 3, padding=1))
+        if i == len(channels) - 2:
+            layers.append(nn.Sigmoid())
+            break
+        layers.append(nn.ReLU())
+        if i in dropout_layers:
+            layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+def paper_style_fit(x: torch.Tensor, arch: str, steps: int, cfg: RideConfig) -> None:
+    """``steps`` DAE steps on one image (1, C, H, W): fresh noise, ``F.mse_loss``, Adam."""
+    net = paper_style_network(arch, cfg.dropout).to(x.device).train()
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    for _ in range(steps):
+        z = x + cfg.sigma * torch.randn_like(x)
+        s = x + cfg.sigma * torch.randn_like(x)
+        loss = F.mse_loss(net(z), s)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def _peak_rss_kib() -> int:
+    for line in _STATUS.read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _reset_peak(device: torch.device) -> int:
+    """Reset the peak-memory counter; returns the baseline to subtract (bytes)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return int(torch.cuda.memory_allocated(device))
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # Linux: reset the peak RSS
+    except OSError:
+        return -1
+    return _peak_rss_kib() * 1024
+
+
+def _peak_since(device: torch.device, baseline: int) -> float:
+    """MiB of memory the fit added at its peak (NaN where it cannot be measured)."""
+    if device.type == "cuda":
+        return (torch.cuda.max_memory_allocated(device) - baseline) / 2**20
+    if baseline < 0:
+        return float("nan")
+    return max(0, _peak_rss_kib() * 1024 - baseline) / 2**20
+
+
+def measure(
     arch: str, side: int, batch: int, steps: int, engine: str, device: torch.device
-) -> float:
-    """Wall seconds per (Adam step x image) for ``batch`` images fitted by ``engine``."""
+) -> tuple[float, float]:
+    """(wall seconds per Adam step x image, MiB peak memory) for ``batch`` images."""
     cfg = RideConfig(arch=arch, iters=steps, checkpoints=1)  # type: ignore[arg-type]
     channels = ARCHS[arch][0][0]
     x = torch.rand(batch, channels, side, side, generator=torch.Generator().manual_seed(0))
     x = x.to(device)
     seeds = list(range(batch))
-    ride(x[:1], RideConfig(arch=arch, iters=2, checkpoints=1), seeds[:1], engine=engine)  # type: ignore[arg-type]  # warm-up
+    warm = RideConfig(arch=arch, iters=2, checkpoints=1)  # type: ignore[arg-type]
+    if engine == "paper-style":
+        paper_style_fit(x[:1], arch, 2, warm)
+    else:
+        ride(x[:1], warm, seeds[:1], engine="reference" if engine == "reference" else "batched")
     if device.type == "cuda":
         torch.cuda.synchronize()
+    baseline = _reset_peak(device)
     began = time.perf_counter()
-    if engine == "reference":
+    if engine == "paper-style":
+        for i in range(batch):
+            paper_style_fit(x[i : i + 1], arch, steps, cfg)
+    elif engine == "reference":
         for i in range(batch):  # one image at a time
             ride(x[i : i + 1], cfg, seeds[i : i + 1], engine="reference")
     else:
         ride(x, cfg, seeds, engine="batched")
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return (time.perf_counter() - began) / (steps * batch)
+    seconds = (time.perf_counter() - began) / (steps * batch)
+    return seconds, _peak_since(device, baseline)
+
+
+def _pipeline_worker(args: tuple[str, int, int, int, str, Any]) -> float:
+    """One pipeline process: warm up, wait for the others, time one batched fit."""
+    arch, side, batch, steps, device, barrier = args
+    torch.set_num_threads(1)
+    cfg = RideConfig(arch=arch, iters=steps, checkpoints=1)  # type: ignore[arg-type]
+    channels = ARCHS[arch][0][0]
+    x = torch.rand(batch, channels, side, side).to(device)
+    ride(x[:1], RideConfig(arch=arch, iters=2, checkpoints=1), [0])  # type: ignore[arg-type]
+    barrier.wait()
+    began = time.perf_counter()
+    ride(x, cfg, list(range(batch)))
+    return time.perf_counter() - began
+
+
+def measure_pipeline(
+    arch: str, side: int, batch: int, steps: int, device: str, processes: int
+) -> float:
+    """Seconds per (step x image) of ``processes`` batched fits running at the same time."""
+    ctx = mp.get_context("spawn")
+    with ctx.Manager() as manager:
+        barrier = manager.Barrier(processes)
+        with ctx.Pool(processes) as pool:
+            walls = pool.map(
+                _pipeline_worker, [(arch, side, batch, steps, device, barrier)] * processes
+            )
+    return max(walls) / (steps * batch * processes)
+
+
+def _row(name: str, batch: int, per: float, mib: float, flops: float, base: float) -> str:
+    return (
+        f"{name:>12} {batch:>4} {per * batch:>13.5f} {1 / (per * PAPER_STEPS):>9.4f} "
+        f"{per * PAPER_STEPS:>14.2f} {flops / per / 1e9:>8.2f} {mib:>9.1f} {base / per:>8.2f}"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, object]:
@@ -63,49 +178,60 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     parser.add_argument("--reference-images", type=int, default=3)
     parser.add_argument("--steps", type=int, default=50, help="Adam steps measured per image")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=2,
+        help="concurrent batched processes of the pipeline row (0: skip it)",
+    )
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is visible")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     arch, side = SIZES[args.size]
-    flops_step = 3 * forward_flops_per_image(arch, side)  # forward + backward ~ 3x forward
+    flops = 3 * forward_flops_per_image(arch, side)  # forward + backward ~ 3x forward
 
-    reference = seconds_per_step_image(
-        arch, side, args.reference_images, args.steps, "reference", device
-    )
+    n_ref = args.reference_images
+    baseline, baseline_mib = measure(arch, side, n_ref, args.steps, "paper-style", device)
+    reference, reference_mib = measure(arch, side, n_ref, args.steps, "reference", device)
     print(
         f"RIDE throughput, size {args.size} ({side}x{side}), device {args.device}, "
         f"{args.steps} steps measured, extrapolated to K x T = {PAPER_STEPS}"
     )
     print(
-        f"{'engine':>10} {'B':>4} {'s/batch-step':>13} {'images/s':>9} {'s/image paper':>14} "
-        f"{'GFLOP/s':>8} {'speedup':>8}"
+        f"{'engine':>12} {'B':>4} {'s/batch-step':>13} {'images/s':>9} {'s/image paper':>14} "
+        f"{'GFLOP/s':>8} {'peak MiB':>9} {'speedup':>8}"
     )
-    print(
-        f"{'reference':>10} {1:>4} {reference:>13.5f} {1 / (reference * PAPER_STEPS):>9.4f} "
-        f"{reference * PAPER_STEPS:>14.2f} {flops_step / reference / 1e9:>8.2f} {1.0:>8.2f}"
-    )
+    print(_row("paper-style", 1, baseline, baseline_mib, flops, baseline))
+    print(_row("reference", 1, reference, reference_mib, flops, baseline))
     best: tuple[float, int] = (float("inf"), 0)
     for batch in args.batch:
-        per = seconds_per_step_image(arch, side, batch, args.steps, "batched", device)
+        per, mib = measure(arch, side, batch, args.steps, "batched", device)
         best = min(best, (per, batch))
-        print(
-            f"{'batched':>10} {batch:>4} {per * batch:>13.5f} {1 / (per * PAPER_STEPS):>9.4f} "
-            f"{per * PAPER_STEPS:>14.2f} {flops_step / per / 1e9:>8.2f} {reference / per:>8.2f}"
-        )
+        print(_row("batched", batch, per, mib, flops, baseline))
     per, batch = best
     summary: dict[str, object] = {
         "size": args.size,
         "device": args.device,
         "batch": batch,
         "steps_measured": args.steps,
-        "reference_images_per_s": 1 / (reference * PAPER_STEPS),
+        "reference_images_per_s": 1 / (baseline * PAPER_STEPS),
+        "reference_engine_images_per_s": 1 / (reference * PAPER_STEPS),
         "batched_images_per_s": 1 / (per * PAPER_STEPS),
-        "speedup": reference / per,
+        "speedup": baseline / per,
         "seconds_per_image_paper_settings": per * PAPER_STEPS,
-        "gflops": flops_step / per / 1e9,
+        "gflops": flops / per / 1e9,
     }
+    if args.processes > 0:
+        pipe = measure_pipeline(arch, side, batch, args.steps, args.device, args.processes)
+        print(_row(f"pipeline x{args.processes}", batch, pipe, float("nan"), flops, baseline))
+        summary.update(
+            processes=args.processes,
+            pipeline_images_per_s=1 / (pipe * PAPER_STEPS),
+            pipeline_speedup=baseline / pipe,
+            pipeline_seconds_per_image_paper_settings=pipe * PAPER_STEPS,
+        )
     print(json.dumps(summary))
     return summary
 

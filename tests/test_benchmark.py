@@ -14,12 +14,33 @@ def test_flops_of_the_mnist_fcn() -> None:
 
 def test_benchmark_prints_a_table_and_a_json_summary(capsys: pytest.CaptureFixture[str]) -> None:
     summary = main(
-        ["--size", "mnist", "--steps", "2", "--batch", "1", "3", "--reference-images", "2"]
-    )
+        ["--size", "mnist", "--steps", "2", "--batch", "1", "3", "--reference-images", "2",
+         "--processes", "2"]
+    )  # fmt: skip
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[1].split()[:2] == ["engine", "B"] and len(lines) == 2 + 1 + 2 + 1
+    assert lines[1].split()[:2] == ["engine", "B"]
+    assert [line.split()[0] for line in lines[2:-1]] == [
+        "paper-style", "reference", "batched", "batched", "pipeline",
+    ]  # fmt: skip
     assert set(summary) >= {
         "size", "device", "batch", "reference_images_per_s", "batched_images_per_s",
-        "speedup", "seconds_per_image_paper_settings", "gflops",
+        "speedup", "seconds_per_image_paper_settings", "gflops", "pipeline_speedup",
     }  # fmt: skip
     assert summary["batch"] in (1, 3) and summary["seconds_per_image_paper_settings"] > 0  # type: ignore[operator]
+
+
+def test_the_paper_style_network_is_table_3() -> None:
+    from torch import nn
+
+    from benchmarks.ride_throughput import paper_style_network
+
+    net = paper_style_network("mnist")
+    convs = [m for m in net if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [
+        (1, 16),
+        (16, 16),
+        (16, 16),
+        (16, 1),
+    ]
+    assert sum(isinstance(m, nn.Dropout) for m in net) == 2  # after conv2 and conv3
+    assert isinstance(net[-1], nn.Sigmoid)

@@ -102,3 +102,28 @@ def test_shape_range_input_untouched_and_grad_context() -> None:
 def test_unknown_engine() -> None:
     with pytest.raises(ValueError, match="engine"):
         ride(_x(1, "mnist", torch.float32), RideConfig(iters=1, checkpoints=1), [0], engine="x")  # type: ignore[arg-type]
+
+
+def test_packed_dropout_masks_have_the_dropout_distribution() -> None:
+    """Rate 0.5 masks from random bits: values {0, 2}, half kept, no pattern, seeded."""
+    from ride.defenders.ride import _packed_dropout_bits, _unpack_keep_masks
+
+    cpu = torch.device("cpu")
+    shape = (7, 1, 28, 28, 2)  # (L, n, H, W, C/8): 16 channels, numel not a multiple of 8
+    packed = _packed_dropout_bits(generator_for(3), shape, cpu)
+    assert packed.shape == shape and packed.dtype == torch.uint8
+    masks = _unpack_keep_masks(packed, torch.float32)
+    assert masks.shape == (7, 1, 28, 28, 16)
+    assert set(masks.unique().tolist()) == {0.0, 2.0}
+    flat = masks.flatten() / 2
+    n = flat.numel()
+    assert abs(float(flat.mean()) - 0.5) < 4 * 0.5 / n**0.5  # within 4 sigma
+    for lag in (1, 8, 16, 64):  # neighbours, across byte and word boundaries: uncorrelated
+        corr = torch.corrcoef(torch.stack([flat[:-lag], flat[lag:]]))[0, 1]
+        assert abs(float(corr)) < 4 / n**0.5, lag
+    assert torch.equal(packed, _packed_dropout_bits(generator_for(3), shape, cpu))
+    assert not torch.equal(packed, _packed_dropout_bits(generator_for(4), shape, cpu))
+    # bit b of byte j is element 8j + b
+    byte = torch.tensor([[0b10000001, 0b00000010]], dtype=torch.uint8)
+    expected = [*[2, 0, 0, 0, 0, 0, 0, 2], *[0, 2, 0, 0, 0, 0, 0, 0]]
+    assert _unpack_keep_masks(byte, torch.float64).tolist() == [expected]
