@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -279,7 +281,19 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch scheduler's preemption, ``kill PID``): stop like Ctrl-C does."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if threading.current_thread() is threading.main_thread():
+        # Unwind on SIGTERM so the temporary Prefect server and the local Dask cluster are
+        # stopped by their context managers instead of outliving this process.
+        signal.signal(signal.SIGTERM, _terminate)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
@@ -304,9 +318,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ) as error:
         print(f"ride: error: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("ride: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        what = "terminated" if isinstance(stop, Terminated) else "interrupted"
+        print(f"ride: {what}; rerun the same command to resume", file=sys.stderr)
+        return 143 if isinstance(stop, Terminated) else 130
 
 
 if __name__ == "__main__":

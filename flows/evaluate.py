@@ -256,7 +256,10 @@ def _failure(future: PrefectFuture[Any]) -> str | None:
 
     Waits on the task's own result: the state reported by the API can lag behind it.
     """
-    result = future.result(raise_on_failure=False)
+    try:
+        result = future.result(raise_on_failure=False)
+    except Exception as error:  # the Dask future itself failed (KilledWorker): no Prefect state
+        result = error
     if isinstance(result, BaseException):
         return (f"{type(result).__name__}: {result}".splitlines() or ["unknown error"])[0]
     return None

@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogWorker
 from prefect.server.api.server import SubprocessASGIServer
 from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -28,8 +29,14 @@ def prefect_api(start_timeout: int = 120) -> Iterator[str]:
     os.environ["PREFECT_API_URL"] = server.api_url
     try:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-            yield server.api_url
-            APILogWorker.drain_all(timeout=10)
+            try:
+                yield server.api_url
+            finally:
+                # Send what is queued for the API while it is still up, also when stopped by
+                # Ctrl-C or SIGTERM: a log or event left queued for a stopped server makes the
+                # interpreter wait at exit for it forever.
+                APILogWorker.drain_all(timeout=10)
+                EventsWorker.drain_all(timeout=10)
     finally:
         os.environ.pop("PREFECT_API_URL", None)
         server.stop()
