@@ -566,6 +566,38 @@ def _defend_batched(
 Engine = Literal["batched", "reference"]
 
 
+def estimate_memory_bytes(
+    cfg: RideConfig, image_shape: Sequence[int], batch: int, element_bytes: int = 4
+) -> int:
+    """Working set of the batched engine fitting ``batch`` images of ``image_shape`` (C, H, W).
+
+    A linear model, per image: parameters with their gradients and two Adam moments
+    (4 x params); the activations a training step keeps for backward and their gradients
+    (3 tensors per conv layer: output, ReLU/dropout output, their gradient; n samples);
+    one random block (``_block_len`` steps of noise, with dropout bits packed 8 per byte)
+    held twice while it is regrouped; one step's unpacked dropout masks. It is meant to pick
+    ``max_batch`` with a margin, not to be exact to the byte.
+    """
+    c, h, w = (int(v) for v in image_shape)
+    channels, dropout_layers = ARCHS[cfg.arch]
+    params = sum(ci * co * 9 + co for ci, co in itertools.pairwise(channels))
+    hw = h * w
+    activations = 3 * sum(channels[1:]) * hw * cfg.batch
+    dropout_channels = sum(channels[i + 1] for i in dropout_layers) if cfg.dropout > 0 else 0
+    noise = (2 if cfg.noisy_target else 1) * c * hw * cfg.batch
+    packed = dropout_channels * hw * cfg.batch / 8 / element_bytes  # in elements
+    block = _block_len(cfg, (c, h, w)) * (noise + packed) * 2
+    step_masks = dropout_channels * hw * cfg.batch
+    per_image = 4 * params + activations + block + step_masks + 4 * c * hw
+    return int(batch * per_image * element_bytes)
+
+
+def max_batch_for(cfg: RideConfig, image_shape: Sequence[int], budget_bytes: int) -> int:
+    """The most images the batched engine should fit at once within ``budget_bytes`` (>= 1)."""
+    per_image = estimate_memory_bytes(cfg, image_shape, 1)
+    return max(1, int(budget_bytes // per_image))
+
+
 def ride(
     x: Tensor,
     cfg: RideConfig,
@@ -573,6 +605,7 @@ def ride(
     progress: Callable[[int, int], None] | None = None,
     *,
     engine: Engine = "batched",
+    max_batch: int | None = None,
 ) -> Tensor:
     """Defend a batch x (B, C, H, W) in [0, 1] with ``cfg.variant``; returns a new tensor.
 
@@ -582,6 +615,8 @@ def ride(
     ``progress(steps_done, steps_total)`` is called after every checkpoint of every image.
     ``engine="batched"`` (default) fits all B networks at once as one grouped convolution;
     ``"reference"`` fits them one by one (slow; same result up to floating-point rounding).
+    ``max_batch`` caps how many images the batched engine fits at once (the rest follow in
+    further groups); :func:`max_batch_for` picks it from a memory budget.
     """
     check_images(x)
     check_unit_range(x)
@@ -608,10 +643,17 @@ def ride(
         if progress is not None:
             progress(done, total)
 
+    if max_batch is not None and (isinstance(max_batch, bool) or max_batch < 1):
+        raise ValueError(f"max_batch must be an int >= 1, got {max_batch!r}")
     with torch.inference_mode(False), torch.enable_grad():
         x_in = x.detach().clone()
         if engine == "batched":
-            return _defend_batched(x_in, cfg, seed_list, step_progress)
+            group = b if max_batch is None else max_batch
+            parts = [
+                _defend_batched(x_in[i : i + group], cfg, seed_list[i : i + group], step_progress)
+                for i in range(0, b, group)
+            ]
+            return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
         out = [_defend_one(x_in[i : i + 1], cfg, seed_list[i], step_progress) for i in range(b)]
     return torch.cat(out, dim=0)  # (B, C, H, W)
 

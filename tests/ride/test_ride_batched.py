@@ -127,3 +127,33 @@ def test_packed_dropout_masks_have_the_dropout_distribution() -> None:
     byte = torch.tensor([[0b10000001, 0b00000010]], dtype=torch.uint8)
     expected = [*[2, 0, 0, 0, 0, 0, 0, 2], *[0, 2, 0, 0, 0, 0, 0, 0]]
     assert _unpack_keep_masks(byte, torch.float64).tolist() == [expected]
+
+
+def test_memory_estimate_is_linear_in_the_batch_and_picks_max_batch() -> None:
+    from ride.defenders.ride import estimate_memory_bytes, max_batch_for
+
+    for arch, shape in (
+        ("mnist", (1, 28, 28)),
+        ("cifar", (3, 32, 32)),
+        ("imagenet", (3, 224, 224)),
+    ):
+        cfg = RideConfig(arch=arch)  # type: ignore[arg-type]
+        one = estimate_memory_bytes(cfg, shape, 1)
+        assert one > 0
+        assert estimate_memory_bytes(cfg, shape, 8) == pytest.approx(8 * one, rel=1e-6)
+        assert max_batch_for(cfg, shape, 7 * one) == 7
+        assert max_batch_for(cfg, shape, one // 2) == 1  # never zero
+    small = estimate_memory_bytes(RideConfig(arch="mnist"), (1, 28, 28), 1)
+    large = estimate_memory_bytes(RideConfig(arch="imagenet"), (3, 224, 224), 1)
+    assert large > 10 * small
+
+
+def test_max_batch_fits_the_images_in_groups() -> None:
+    x = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    cfg = RideConfig(iters=3, checkpoints=2)
+    seeds = [11, 12, 13, 14, 15]
+    grouped = ride(x, cfg, seeds, max_batch=2)
+    expected = torch.cat([ride(x[i : i + 2], cfg, seeds[i : i + 2]) for i in (0, 2, 4)])
+    assert torch.equal(grouped, expected)
+    with pytest.raises(ValueError, match="max_batch must be an int >= 1"):
+        ride(x, cfg, seeds, max_batch=0)
