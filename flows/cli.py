@@ -1,4 +1,5 @@
-"""The ``ride`` command line: ``ride run`` evaluates, ``ride report`` prints the table."""
+"""The ``ride`` command line: ``ride run`` evaluates, ``ride train`` trains a classifier,
+``ride report`` prints the tables."""
 
 from __future__ import annotations
 
@@ -9,9 +10,35 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tasks.config import RunConfig
 
 DEFAULTS_NOTE = "Defaults are the embedded digits demo; --config FILE loads a TOML preset."
+DATASET_HELP = (
+    "digits (bundled with scikit-learn), mnist, cifar10 or imagenet (files under --data-dir)"
+)
+DATA_DIR_HELP = (
+    "folder of the dataset's files: mnist: MNIST/raw/{train,t10k}-*-ubyte[.gz]; cifar10: "
+    "cifar-10-batches-py/; imagenet: the validation images in class folders (or a flat folder "
+    "with labels.txt)"
+)
+
+
+def _sweep(kind: type) -> Any:
+    """argparse type of a sweep option: ``3`` or ``3,5,7``."""
+
+    def parse(text: str) -> Any:
+        from tasks.config import ConfigError, parse_sweep
+
+        try:
+            return parse_sweep(text, kind)
+        except ConfigError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    parse.__name__ = f"{kind.__name__} list"
+    return parse
 
 
 def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,7 +61,12 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     add(
         "--config", type=Path, default=None, help="TOML preset with keys as below (e.g. ride_iters)"
     )
-    add("--dataset", default=None, help=f"dataset: digits (default {d.dataset})")
+    add("--dataset", default=None, help=f"dataset: {DATASET_HELP} (default {d.dataset})")
+    add(
+        "--data-dir",
+        default=None,
+        help=f"{DATA_DIR_HELP}; may change between a run and its resume",
+    )
     add(
         "--limit",
         type=int,
@@ -47,11 +79,20 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         default=None,
         help=f"seed of sampling, attacks and defenders (default {d.seed})",
     )
-    add("--classifier", default=None, help=f"classifier network (default {d.classifier})")
+    add(
+        "--classifier",
+        default=None,
+        help="classifier network: mnist-cnn (digits, mnist), cifar-resnet18 (cifar10), "
+        "resnet50, vgg19, inception_v3 (imagenet) (default: the dataset's, as listed)",
+    )
     add(
         "--weights",
         default=None,
-        help="classifier weights file; trained on the train split when absent",
+        help="classifier weights: a classifier.pt of `ride train` or of a run, or for "
+        "resnet50, vgg19, inception_v3 a torchvision .pth file. Without it mnist-cnn and "
+        "cifar-resnet18 are trained on the train split, and the torchvision networks load "
+        "torchvision's file from torch's hub cache (~/.cache/torch/hub/checkpoints or "
+        "$TORCH_HOME/hub/checkpoints; never downloaded)",
     )
     add(
         "--attack",
@@ -66,6 +107,12 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         type=float,
         default=None,
         help=f"Linf budget in [0, 1] pixel units (default {d.eps})",
+    )
+    add(
+        "--fgsm-eps",
+        type=float,
+        default=None,
+        help="FGSM's eps when it differs from --eps (paper Table 1: 0.015) (default --eps)",
     )
     add("--step", type=float, default=None, help=f"PGD step size (default {d.step})")
     add(
@@ -97,21 +144,24 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     add(
         "--median-kernel",
-        type=int,
+        type=_sweep(int),
         default=None,
-        help=f"median filter size (default {d.median_kernel})",
+        help="median filter size, odd; a comma list sweeps it, one defender per value "
+        f"(Table 4: 3,5,7,9,11) (default {d.median_kernel})",
     )
     add(
         "--bregman-weight",
-        type=float,
+        type=_sweep(float),
         default=None,
-        help=f"TV split-Bregman weight, smaller = smoother (default {d.bregman_weight})",
+        help="TV split-Bregman weight, smaller = smoother; a comma list sweeps it "
+        f"(Table 5: 0.075,0.125,0.25,0.5,0.75) (default {d.bregman_weight})",
     )
     add(
         "--chambolle-weight",
-        type=float,
+        type=_sweep(float),
         default=None,
-        help=f"TV Chambolle weight, larger = smoother (default {d.chambolle_weight})",
+        help="TV Chambolle weight, larger = smoother; a comma list sweeps it "
+        f"(Table 6: 0.25,0.5,...,1.75) (default {d.chambolle_weight})",
     )
     add(
         "--ride-iters",
@@ -125,8 +175,20 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         default=None,
         help=f"RIDE T: checkpoints (default {d.ride_checkpoints}; paper 5)",
     )
-    add("--alpha", type=float, default=None, help=f"RIDE interpolation alpha (default {d.alpha})")
-    add("--sigma", type=float, default=None, help=f"DAE Gaussian std sigma (default {d.sigma})")
+    add(
+        "--alpha",
+        type=_sweep(float),
+        default=None,
+        help="RIDE and I-DIP interpolation alpha; a comma list sweeps it "
+        f"(Fig. 5c: 0.7,0.8,0.9,0.95) (default {d.alpha})",
+    )
+    add(
+        "--sigma",
+        type=_sweep(float),
+        default=None,
+        help="RIDE and DAE Gaussian std sigma; a comma list sweeps it (Fig. 5d); RIDE gets "
+        f"every (alpha, sigma) pair (default {d.sigma})",
+    )
     add("--lr", type=float, default=None, help=f"RIDE Adam learning rate (default {d.lr})")
     add(
         "--weight-decay",
@@ -152,6 +214,37 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.set_defaults(handler=_cmd_run)
 
 
+def _train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from ride.training import TrainConfig
+
+    t = TrainConfig()
+    p = sub.add_parser(
+        "train",
+        help="train the MNIST or CIFAR-10 classifier; rerun to resume",
+        description="Train the paper's small classifier (mnist-cnn on digits or mnist, "
+        "cifar-resnet18 on cifar10) on the train split with Adam, writing a checkpoint after "
+        "every epoch. Rerunning on the same --out continues after the last finished epoch "
+        "(give a larger --epochs to train longer). Writes OUT/classifier.pt (use it as `ride "
+        "run --weights OUT/classifier.pt`) and OUT/classifier.json (test accuracy, per-epoch "
+        "losses).",
+    )
+    add = p.add_argument
+    add("--dataset", required=True, help="digits, mnist or cifar10")
+    add("--data-dir", default=None, help=DATA_DIR_HELP)
+    add(
+        "--classifier",
+        default=None,
+        help="mnist-cnn (digits, mnist) or cifar-resnet18 (cifar10) (default: the dataset's)",
+    )
+    add("--out", required=True, help="training directory, created if needed; rerun to resume")
+    add("--epochs", type=int, default=None, help=f"epochs in total (default {t.epochs})")
+    add("--seed", type=int, default=None, help="seed of the initial weights and batch order (0)")
+    add("--batch-size", type=int, default=None, help=f"mini-batch size (default {t.batch_size})")
+    add("--lr", type=float, default=None, help=f"Adam learning rate (default {t.lr})")
+    add("--device", default=None, help="cpu or cuda (default cpu)")
+    p.set_defaults(handler=_cmd_train)
+
+
 def _report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "report",
@@ -172,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _run_parser(sub)
+    _train_parser(sub)
     _report_parser(sub)
     return parser
 
@@ -209,12 +303,105 @@ def check_out_dir(out: Path) -> None:
         raise CliError(f"--out {out}: {existing} is not writable")
 
 
+def _shape(shape: tuple[int, ...]) -> str:
+    return "(" + ",".join(str(v) for v in shape) + ")"
+
+
+def check_shapes(classifier: str, dataset: str) -> None:
+    """The classifier takes the dataset's images (channels and size)."""
+    from ride.classifiers import classifier_input
+    from ride.datasets import dataset_shape
+
+    expects, has = classifier_input(classifier), dataset_shape(dataset)
+    if expects != has:
+        raise CliError(
+            f"classifier {classifier} expects {_shape(expects)} inputs but dataset {dataset} "
+            f"has {_shape(has)}"
+        )
+
+
+def classifier_file(out: Path, cfg: RunConfig) -> Path | None:
+    """The weights a run will use: its classifier.pt, --weights, or torchvision's file for
+    the ImageNet networks (CliError when none is there); None when it will be trained."""
+    from ride.classifiers import (
+        TORCHVISION_CLASSIFIERS,
+        find_torchvision_weights,
+        torchvision_weight_files,
+        torchvision_weights_dir,
+    )
+    from storage.layout import RunLayout
+
+    layout = RunLayout(out)
+    if layout.classifier.exists():
+        return layout.classifier
+    if cfg.weights is not None:
+        return Path(cfg.weights)
+    if cfg.classifier not in TORCHVISION_CLASSIFIERS:
+        return None
+    found = find_torchvision_weights(cfg.classifier)
+    if found is None:
+        files = " or ".join(torchvision_weight_files(cfg.classifier))
+        raise CliError(
+            f"classifier {cfg.classifier} needs ImageNet weights: give --weights FILE or put "
+            f"{files} in {torchvision_weights_dir()}"
+        )
+    return found
+
+
+def check_classes(cfg: RunConfig, outputs: int) -> None:
+    """The classifier has one output per class of the dataset (ImageNet: of the folder)."""
+    from ride.datasets import LABELS_FILE, dataset_num_classes, imagenet_files
+
+    if cfg.dataset != "imagenet":
+        classes = dataset_num_classes(cfg.dataset)
+        if outputs != classes:
+            raise CliError(
+                f"classifier {cfg.classifier} has {outputs} classes but dataset {cfg.dataset} "
+                f"has {classes}"
+            )
+        return
+    root = Path(str(cfg.data_dir))
+    top = max(label for _, label in imagenet_files(root))
+    if (root / LABELS_FILE).is_file():
+        if top >= outputs:
+            raise CliError(
+                f"classifier {cfg.classifier} has {outputs} classes but {root / LABELS_FILE} "
+                f"uses class index {top}"
+            )
+    elif top + 1 != outputs:
+        raise CliError(
+            f"classifier {cfg.classifier} has {outputs} classes but dataset imagenet in {root} "
+            f"has {top + 1} class folders (labels are folder indices: give all {outputs} "
+            f"folders, or a flat folder with {LABELS_FILE})"
+        )
+
+
+def check_inputs(out: Path, cfg: RunConfig) -> None:
+    """The dataset's files, then the classifier's input shape, then its number of classes."""
+    from ride.classifiers import load_classifier, model_num_classes
+    from ride.datasets import check_dataset
+    from storage.layout import RunLayout
+    from storage.sources import read_sources
+
+    layout = RunLayout(out)
+    data_dir = None if cfg.data_dir is None else Path(cfg.data_dir)
+    recorded = None
+    if cfg.dataset == "imagenet" and layout.sources.exists():
+        recorded = read_sources(layout.sources)  # a resumed run evaluates the same files
+    check_dataset(cfg.dataset, data_dir, "test", cfg.seed, files=recorded)
+    check_shapes(cfg.classifier, cfg.dataset)
+    weights = classifier_file(out, cfg)
+    if weights is None:  # trained on the train split
+        check_dataset(cfg.dataset, data_dir, "train", cfg.seed)
+        return
+    check_classes(cfg, model_num_classes(load_classifier(weights, cfg.classifier)))
+
+
 def preflight(out: Path, settings: dict[str, Any]) -> None:
     """Every check that can fail before any work starts, so nothing is half-written."""
     import torch
 
-    from ride.classifiers import load_classifier
-    from storage.layout import RunLayout
+    from storage.layout import RunLayout, TrainLayout
     from storage.lock import check_unlocked
     from storage.runconfig import check_same_run
     from tasks.config import RunConfig
@@ -222,18 +409,19 @@ def preflight(out: Path, settings: dict[str, Any]) -> None:
     cfg = RunConfig.from_mapping(settings)
     check_out_dir(out)
     layout = RunLayout(out)
+    if TrainLayout(out).train_toml.exists():
+        raise CliError(
+            f"--out {out} holds a `ride train` output; use --weights {out / 'classifier.pt'}"
+        )
     check_unlocked(out)
     check_same_run(layout.run_toml, cfg.to_dict(), cfg.identity())
+    check_inputs(out, cfg)
     if cfg.device == "cuda" and not torch.cuda.is_available() and not cfg.scheduler:
         raise CliError("--device cuda: no CUDA device is visible on this machine")
     if cfg.scheduler:  # the cluster's workers, not this machine, must offer the GPUs
         from flows.cluster import check_cluster, required_resources
 
         check_cluster(cfg.scheduler, required_resources(cfg))
-    if layout.classifier.exists():
-        load_classifier(layout.classifier, cfg.classifier)
-    elif cfg.weights is not None:
-        load_classifier(Path(cfg.weights), cfg.classifier)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -263,6 +451,63 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def preflight_train(out: Path, settings: dict[str, Any]) -> None:
+    """The checks of ``ride train`` before any work: settings, directory, data, resume point."""
+    import torch
+
+    from ride.datasets import check_dataset
+    from storage.layout import RunLayout, TrainLayout
+    from storage.lock import check_unlocked
+    from storage.runconfig import check_same_run
+    from tasks.train import TrainSettings, trained_epochs_in
+
+    cfg = TrainSettings.from_mapping(settings)
+    check_out_dir(out)
+    layout = TrainLayout(out)
+    if RunLayout(out).run_toml.exists():
+        raise CliError(f"--out {out} holds a `ride run` directory; use another --out")
+    check_unlocked(out)
+    check_same_run(layout.train_toml, cfg.to_dict(), cfg.identity())
+    check_shapes(cfg.classifier, cfg.dataset)
+    check_dataset(cfg.dataset, cfg.data_path, "train", cfg.seed)
+    check_dataset(cfg.dataset, cfg.data_path, "test", cfg.seed)
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise CliError("--device cuda: no CUDA device is visible on this machine")
+    done = trained_epochs_in(layout, cfg.classifier)
+    if done > cfg.epochs:
+        raise CliError(
+            f"--out {out} already holds {done} trained epochs, more than --epochs {cfg.epochs}; "
+            "use another --out"
+        )
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    keys = ("dataset", "data_dir", "classifier", "epochs", "seed", "batch_size", "lr", "device")
+    settings = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
+    out = Path(args.out)
+    preflight_train(out, settings)
+
+    from flows.server import prefect_api
+    from flows.train import train
+
+    with prefect_api():
+        summary = train(out=str(out), settings=settings)
+    trained = summary["trained"]
+    if not trained:
+        what = "nothing left to train"
+    elif len(trained) == 1:
+        what = f"trained epoch {trained[0]}"
+    else:
+        what = f"trained epochs {trained[0]}-{trained[-1]}"
+    print()
+    print(
+        f"{what}; {summary['classifier']} after {summary['epochs']} epochs: test accuracy "
+        f"{summary['test_accuracy']:.4f} on {summary['test_images']} {summary['dataset']} images"
+    )
+    print(f"weights: {out / 'classifier.pt'} (ride run --weights {out / 'classifier.pt'})")
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from storage.figures import draw_figures
     from storage.files import atomic_write_bytes
@@ -276,8 +521,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
     markdown = accuracy_report(read_results(layout.results))
     atomic_write_bytes(layout.report, markdown.encode())
     print(markdown, end="")
-    for figure in draw_figures(layout):
+    figures, problems = draw_figures(layout)
+    for figure in figures:
         print(f"figure: {figure}")
+    for problem in problems:
+        print(f"ride: figure not drawn: {problem}", file=sys.stderr)
     return 0
 
 
@@ -300,6 +548,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from flows.cluster import ClusterError
     from ride.classifiers import CheckpointError
+    from ride.datasets import DatasetError
     from storage.images import StorageError
     from storage.lock import RunDirBusy
     from storage.runconfig import RunConfigMismatch
@@ -312,6 +561,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ClusterError,
         ConfigError,
         CheckpointError,
+        DatasetError,
         RunConfigMismatch,
         RunDirBusy,
         StorageError,

@@ -15,6 +15,7 @@ Drawn with matplotlib's object API (``Figure``, no pyplot), so no global backend
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -147,16 +148,43 @@ def examples_grid(layout: RunLayout, results: pd.DataFrame, path: Path) -> Path 
     return _save(figure, path)
 
 
-def draw_figures(layout: RunLayout) -> list[Path]:
-    """Every figure the run's tables allow, under ``figures/``; returns their paths."""
-    written: list[Path] = []
+def draw_figures(layout: RunLayout) -> tuple[list[Path], list[str]]:
+    """Every figure the run's tables allow, under ``figures/``.
+
+    Returns the paths written and one line per figure that could not be drawn (an
+    unreadable image chunk, say): a figure never fails the report it illustrates.
+    """
+    drawers: list[tuple[str, Callable[[], Path | None]]] = []
     steps = read_steps(layout.steps) if layout.steps.is_dir() else pd.DataFrame()
     if not steps.empty:
-        written.append(accuracy_by_iteration(steps, layout.figures / "accuracy_by_iteration.png"))
-        written.append(distance_distributions(steps, layout.figures / "distances.png"))
+        drawers.append(
+            (
+                "accuracy_by_iteration.png",
+                lambda: accuracy_by_iteration(steps, layout.figures / "accuracy_by_iteration.png"),
+            )
+        )
+        drawers.append(
+            (
+                "distances.png",
+                lambda: distance_distributions(steps, layout.figures / "distances.png"),
+            )
+        )
     results = read_results(layout.results)
     if not results.empty:
-        examples = examples_grid(layout, results, layout.figures / "examples.png")
-        if examples is not None:
-            written.append(examples)
-    return written
+        drawers.append(
+            (
+                "examples.png",
+                lambda: examples_grid(layout, results, layout.figures / "examples.png"),
+            )
+        )
+    written: list[Path] = []
+    problems: list[str] = []
+    for name, draw in drawers:
+        try:
+            path = draw()
+        except Exception as error:  # reported below; the report goes on
+            problems.append(f"{name}: {type(error).__name__}: {error}".splitlines()[0])
+            continue
+        if path is not None:
+            written.append(path)
+    return written, problems

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 
 def temporary_sibling(path: Path) -> Path:
@@ -16,3 +18,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = temporary_sibling(path)
     tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, value: Any) -> None:
+    """Write ``value`` as indented JSON to ``path``, atomically (see ``atomic_write_bytes``)."""
+    atomic_write_bytes(path, (json.dumps(value, indent=2) + "\n").encode())

@@ -46,6 +46,38 @@ class RunLayout:
         return self.root / "report.md"
 
     @property
+    def sources(self) -> Path:
+        """The evaluated image files ``(relative path, label)``, in row order (ImageNet)."""
+        return self.root / "sources.json"
+
+    @property
     def done(self) -> Path:
         """Completion markers of image chunks (written after the chunk itself)."""
         return self.root / ".done"
+
+
+@dataclass(frozen=True)
+class TrainLayout:
+    """Paths of one ``ride train --out`` directory."""
+
+    root: Path
+
+    @property
+    def train_toml(self) -> Path:
+        """The training's settings, code version and start time."""
+        return self.root / "train.toml"
+
+    @property
+    def classifier(self) -> Path:
+        """The weights after the last finished epoch (``ride run --weights``)."""
+        return self.root / "classifier.pt"
+
+    @property
+    def classifier_info(self) -> Path:
+        """Test accuracy and per-epoch history, written when the training ends."""
+        return self.root / "classifier.json"
+
+    @property
+    def state(self) -> Path:
+        """Weights, optimizer and batch-order state after the last finished epoch (resume)."""
+        return self.root / "train_state.pt"

@@ -7,6 +7,8 @@ here can be recomputed by a reader of the results alone.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -63,6 +65,7 @@ def accuracy_report(frame: pd.DataFrame) -> str:
             "" if not isinstance(cell, tuple) else f"{cell[0]:.3f} (n={cell[1]})" for cell in row
         ]
         lines.append(f"| {attack} | " + " | ".join(cells) + " |")
+    lines += sweep_section(frame)
     lines += whitebox_section(frame)
     failed = frame[frame["status"] == "failed"]
     if len(failed):
@@ -137,4 +140,123 @@ def whitebox_section(frame: pd.DataFrame) -> list[str]:
         + ", ".join(f"{r.defence} {r.worst:.3f}" for r in headline.itertuples(index=False))
         + ".",
     ]
+    return lines
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Defenders of one family evaluated at several values of their settings.
+
+    ``settings`` names what varies (``("kernel",)`` for a median sweep); ``columns`` maps
+    each defender id to its column label, in ascending order of the values.
+    """
+
+    family: str
+    settings: tuple[str, ...]
+    columns: dict[str, str]
+
+
+def _label(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _order(value: Any) -> tuple[int, float, str]:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (0, float(value), "")
+    return (1, 0.0, str(value))
+
+
+def find_sweeps(frame: pd.DataFrame) -> list[Sweep]:
+    """The swept defender families of ``frame``: those with several ids over ``ok`` rows,
+    and the settings (from ``defender_params``) in which their ids differ."""
+    if frame.empty or not {"defender", "defender_params"} <= set(frame.columns):
+        return []
+    ok = frame[frame["status"] == "ok"].drop_duplicates("defender_id")
+    sweeps = []
+    for family, group in ok.groupby("defender", sort=True):
+        if len(group) < 2:
+            continue
+        params = {
+            str(row.defender_id): json.loads(str(row.defender_params))
+            for row in group.itertuples(index=False)
+        }
+        keys = sorted({key for p in params.values() for key in p})
+        varying = tuple(
+            key
+            for key in keys
+            if len({json.dumps(p.get(key), sort_keys=True) for p in params.values()}) > 1
+        )
+        if not varying:
+            continue
+        ids = sorted(params, key=lambda i: tuple(_order(params[i].get(k)) for k in varying))
+        if len(varying) == 1:
+            columns = {i: _label(params[i].get(varying[0])) for i in ids}
+        else:
+            columns = {
+                i: ", ".join(f"{k}={_label(params[i].get(k))}" for k in varying) for i in ids
+            }
+        sweeps.append(Sweep(str(family), varying, columns))
+    return sweeps
+
+
+def sweep_table(
+    frame: pd.DataFrame, sweep: Sweep, column: str = "correct_defended"
+) -> pd.DataFrame:
+    """Accuracy of one sweep: rows attack ids (``none`` first), columns the sweep's labels.
+
+    Each cell is an ``(accuracy, n)`` pair over ``ok`` rows, or None when nothing was stored.
+    """
+    ok = frame[(frame["status"] == "ok") & frame["defender_id"].isin(list(sweep.columns))]
+    attacks = _none_first(ok["attack_id"])
+    grouped = ok.groupby(["attack_id", "defender_id"])[column].agg(["mean", "count"])
+    table = pd.DataFrame(
+        index=pd.Index(attacks, name="attack"), columns=list(sweep.columns.values()), dtype=object
+    )
+    for (attack, defender), values in grouped.iterrows():
+        table.loc[attack, sweep.columns[defender]] = (float(values["mean"]), int(values["count"]))
+    return table
+
+
+def sweep_section(frame: pd.DataFrame) -> list[str]:
+    """Markdown lines of the sweeps, one table per swept family as in the paper's Tables 4-6:
+    a row per attack, the accuracy at each value, the best value of the row in bold (ties
+    all bold). Empty without sweeps."""
+    sweeps = find_sweeps(frame)
+    if not sweeps:
+        return []
+    lines = [
+        "",
+        "## Sweeps",
+        "",
+        "Top-1 accuracy of the defended images at each value of a swept setting; the best "
+        "value for each attack in bold (the paper's Tables 4-6).",
+    ]
+    for sweep in sweeps:
+        table = sweep_table(frame, sweep)
+        cells = [c for row in table.itertuples(index=False) for c in row if isinstance(c, tuple)]
+        counts = sorted({n for _, n in cells})
+        n_text = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+        lines += [
+            "",
+            f"### {sweep.family}: {', '.join(sweep.settings)}",
+            "",
+            f"Images per cell: {n_text}.",
+            "",
+            "| attack | " + " | ".join(table.columns) + " |",
+            "|---" * (len(table.columns) + 1) + "|",
+        ]
+        for attack, row in table.iterrows():
+            values = [cell[0] for cell in row if isinstance(cell, tuple)]
+            best = max(values) if values else None
+            texts = []
+            for cell in row:
+                if not isinstance(cell, tuple):
+                    texts.append("")
+                elif cell[0] == best:
+                    texts.append(f"**{cell[0]:.3f}**")
+                else:
+                    texts.append(f"{cell[0]:.3f}")
+            lines.append(f"| {attack} | " + " | ".join(texts) + " |")
     return lines

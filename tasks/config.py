@@ -8,6 +8,7 @@ is validated once here, at the flow boundary, into a frozen :class:`RunConfig`.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import tomllib
 from collections.abc import Mapping
@@ -22,6 +23,50 @@ from ride.defenders import DEFENDERS, DefenderConfig, defender_config
 
 DEMO_LIMIT = 60
 """Images of the digits test split the demo evaluates (the split has 450)."""
+
+DEFAULT_CLASSIFIERS: dict[str, str] = {
+    "digits": "mnist-cnn",
+    "mnist": "mnist-cnn",
+    "cifar10": "cifar-resnet18",
+    "imagenet": "resnet50",
+}
+"""The paper's classifier of each dataset: what ``from_mapping`` picks when none is given."""
+
+RIDE_ARCHS: dict[str, str] = {
+    "digits": "mnist",
+    "mnist": "mnist",
+    "cifar10": "cifar",
+    "imagenet": "imagenet",
+}
+"""The reconstruction network of RIDE and its variants per dataset (paper, Table 3)."""
+
+SWEEP_KEYS: dict[str, type] = {
+    "median_kernel": int,
+    "bregman_weight": float,
+    "chambolle_weight": float,
+    "alpha": float,
+    "sigma": float,
+}
+"""Settings that take one value or a list of values (a sweep: one defender id per value)."""
+
+#: Per defender name, its settings that a sweep key feeds (setting name -> sweep key).
+_SWEPT: dict[str, dict[str, str]] = {
+    "none": {},
+    "median": {"kernel": "median_kernel"},
+    "tv-bregman": {"weight": "bregman_weight"},
+    "tv-chambolle": {"weight": "chambolle_weight"},
+    "ride": {"alpha": "alpha", "sigma": "sigma"},
+    "dae": {"sigma": "sigma"},
+    "dip": {},
+    "idip": {"alpha": "alpha"},
+}
+
+#: Identity keys added after runs were already being made: left out of ``run_id`` while
+#: unset, so an existing run keeps its id.
+_ADDED_KEYS = frozenset({"fgsm_eps"})
+
+Number = int | float
+Sweep = Number | tuple[Number, ...]
 
 
 class ConfigError(ValueError):
@@ -39,18 +84,20 @@ class RunConfig:
     weights: str | None = None
     attacks: tuple[str, ...] = ("none", "fgsm", "pgd")
     eps: float = 0.1
+    fgsm_eps: float | None = None  # FGSM's eps when it differs from eps (paper, Table 1)
     step: float = 0.02
     attack_iters: int = 10
     eot: int = 15
     recheck: int = 1
     defenders: tuple[str, ...] = ("none", "median", "tv-bregman", "ride")
-    median_kernel: int = 3
-    bregman_weight: float = 2.0
-    chambolle_weight: float = 0.3
+    # one value, or a tuple of values to sweep (SWEEP_KEYS)
+    median_kernel: int | tuple[int, ...] = 3
+    bregman_weight: Sweep = 2.0
+    chambolle_weight: Sweep = 0.3
     ride_iters: int = 200
     ride_checkpoints: int = 5
-    alpha: float = 0.9
-    sigma: float = 0.5
+    alpha: Sweep = 0.9
+    sigma: Sweep = 0.5
     lr: float = 1e-4
     weight_decay: float = 1e-4
     chunk_size: int = 10
@@ -59,10 +106,18 @@ class RunConfig:
     workers: int = 2
     threads: int = 1
     scheduler: str | None = None
+    # Where the dataset's files are. An execution setting: the same files may be mounted at
+    # another path on a cluster node or after a move. What the results depend on is pinned
+    # elsewhere: the evaluated images and labels are copied into images.zarr on the first
+    # run and every task reads them from there, and ImageNet's sampled file list is recorded
+    # in sources.json and reused (and checked against the folder) on resume.
+    data_dir: str | None = None
 
-    EXECUTION_KEYS = frozenset({"workers", "threads", "scheduler"})
+    EXECUTION_KEYS = frozenset({"workers", "threads", "scheduler", "data_dir"})
 
     def __post_init__(self) -> None:
+        for key in SWEEP_KEYS:  # a list of one value is that value; lists become tuples
+            object.__setattr__(self, key, _sweep_value(key, getattr(self, key)))
         _check(
             self.dataset in DATASETS,
             f"unknown dataset '{self.dataset}'; choose from: " + ", ".join(DATASETS),
@@ -93,11 +148,15 @@ class RunConfig:
             "chunk_size",
             "workers",
             "threads",
-            "median_kernel",
         ):
             value = getattr(self, key)
             _check(value > 0, f"--{key.replace('_', '-')} must be positive, got {value}")
+        for kernel in self.sweep_values("median_kernel"):
+            _check(kernel > 0, f"--median-kernel must be positive, got {kernel}")
         _check(self.limit is None or self.limit > 0, f"--limit must be positive, got {self.limit}")
+        if self.fgsm_eps is not None:
+            _check(0 < self.fgsm_eps <= 1, f"--fgsm-eps must be in (0, 1], got {self.fgsm_eps}")
+        _check(self.data_dir is None or bool(str(self.data_dir)), "--data-dir is empty")
         _check(self.device in ("cpu", "cuda"), f"--device must be cpu or cuda, got {self.device}")
         # Building the per-name settings validates them (kernel parity, alpha range...).
         try:
@@ -106,11 +165,16 @@ class RunConfig:
         except ValueError as error:
             raise ConfigError(str(error)) from None
 
+    def sweep_values(self, key: str) -> tuple[Number, ...]:
+        """The values of sweep key ``key`` as a tuple (one item when it is not swept)."""
+        value = getattr(self, key)
+        return value if isinstance(value, tuple) else (value,)
+
     def attack_configs(self) -> list[AttackConfig]:
         return [
             AttackConfig(
                 name=name,  # type: ignore[arg-type]
-                eps=self.eps,
+                eps=self.fgsm_eps if name == "fgsm" and self.fgsm_eps is not None else self.eps,
                 step=self.step,
                 iters=self.attack_iters,
                 eot=self.eot if name == "bpda-eot" else 1,
@@ -119,25 +183,31 @@ class RunConfig:
         ]
 
     def defender_configs(self) -> list[DefenderConfig]:
-        ride_settings = {
+        """One config per defender name and per combination of its swept settings.
+
+        A defender gets the product of the sweeps it uses (``ride``: alpha x sigma; ``dae``:
+        sigma; ``idip``: alpha; ``median``: kernel; the TVs: their weight), in the order the
+        values are given. RIDE and its variants get the network of the dataset (Table 3).
+        """
+        ride_settings: dict[str, Any] = {
+            "arch": RIDE_ARCHS.get(self.dataset, "mnist"),
             "iters": self.ride_iters,
             "checkpoints": self.ride_checkpoints,
-            "alpha": self.alpha,
-            "sigma": self.sigma,
             "lr": self.lr,
             "weight_decay": self.weight_decay,
         }
-        per_name: dict[str, dict[str, Any]] = {
-            "none": {},
-            "median": {"kernel": self.median_kernel},
-            "tv-bregman": {"weight": self.bregman_weight},
-            "tv-chambolle": {"weight": self.chambolle_weight},
-            "ride": ride_settings,
-            "dae": {k: v for k, v in ride_settings.items() if k != "alpha"},
-            "dip": {k: v for k, v in ride_settings.items() if k not in ("alpha", "sigma")},
-            "idip": {k: v for k, v in ride_settings.items() if k != "sigma"},
-        }
-        return [defender_config(name, **per_name[name]) for name in self.defenders]
+        fixed = {name: ride_settings for name in ("ride", "dae", "dip", "idip")}
+        out: list[DefenderConfig] = []
+        for name in self.defenders:
+            swept = _SWEPT[name]
+            grids = [self.sweep_values(key) for key in swept.values()]
+            for combo in itertools.product(*grids):
+                settings = {**fixed.get(name, {}), **dict(zip(swept, combo, strict=True))}
+                out.append(defender_config(name, **settings))
+        ids = [d.id for d in out]
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        _check(not twice, f"defender id {', '.join(twice)} would be evaluated twice")
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """The flat mapping this config was built from (lists for tuples)."""
@@ -147,7 +217,11 @@ class RunConfig:
     @property
     def run_id(self) -> str:
         """A short stable id of what the results depend on (same across resumes)."""
-        identity = {k: v for k, v in self.to_dict().items() if k in self.identity()}
+        identity = {
+            k: v
+            for k, v in self.to_dict().items()
+            if k in self.identity() and not (k in _ADDED_KEYS and v is None)
+        }
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         return f"{self.dataset}-{digest[:10]}"
 
@@ -166,6 +240,9 @@ class RunConfig:
             if key in values:
                 raw = values[key]
                 values[key] = (raw,) if isinstance(raw, str) else tuple(raw)
+        if "classifier" not in values or values["classifier"] is None:
+            dataset = values.get("dataset", cls.dataset)
+            values["classifier"] = DEFAULT_CLASSIFIERS.get(str(dataset), cls.classifier)
         try:
             return cls(**values)
         except TypeError as error:
@@ -180,6 +257,39 @@ def load_preset(path: Path) -> dict[str, Any]:
         return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"--config {path}: not valid TOML ({error})") from None
+
+
+def parse_sweep(text: str, kind: type) -> Sweep:
+    """``"3"`` -> 3, ``"3,5,7"`` -> (3, 5, 7): the command line's spelling of a sweep key."""
+    parts = [part.strip() for part in str(text).split(",")]
+    try:
+        values = tuple(kind(part) for part in parts)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise ConfigError(f"expected {what} or a comma list of them, got {text!r}") from None
+    return values[0] if len(values) == 1 else values
+
+
+def _sweep_value(key: str, raw: object) -> Sweep:
+    """Check one sweep key's value: a number or a non-empty list of distinct numbers."""
+    option = "--" + key.replace("_", "-")
+    kind = SWEEP_KEYS[key]
+    if isinstance(raw, str):
+        try:
+            raw = parse_sweep(raw, kind)
+        except ConfigError as error:
+            raise ConfigError(f"{option}: {error}") from None
+    items = tuple(raw) if isinstance(raw, list | tuple) else (raw,)
+    _check(len(items) > 0, f"{option} lists no values")
+    for item in items:
+        ok = isinstance(item, int) if kind is int else isinstance(item, int | float)
+        _check(
+            ok and not isinstance(item, bool),
+            f"{option} takes {'integers' if kind is int else 'numbers'}, got {item!r}",
+        )
+    for i, item in enumerate(items):
+        _check(item not in items[:i], f"{option} lists {item} twice")
+    return items[0] if len(items) == 1 else items
 
 
 def _check(condition: bool, message: str) -> None:

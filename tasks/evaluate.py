@@ -14,6 +14,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,14 +26,23 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.exceptions import MissingContextError
 
 from ride.attacks import AttackConfig, BPDAStep, run_attack
-from ride.classifiers import accuracy as classifier_accuracy
 from ride.classifiers import (
+    TORCHVISION_CLASSIFIERS,
     build_classifier,
     load_classifier,
+    load_torchvision_weights,
     predict,
     save_classifier,
 )
-from ride.datasets import load_dataset
+from ride.classifiers import accuracy as classifier_accuracy
+from ride.datasets import (
+    IMAGENET_PER_CLASS,
+    dataset_shape,
+    imagenet_files,
+    load_dataset,
+    load_imagenet_images,
+    sample_per_class,
+)
 from ride.defenders import DefenderConfig, build_defender, defend_draws
 from ride.metrics import distances
 from ride.seeding import derive_seed, generator_for
@@ -50,6 +60,7 @@ from storage.results import (
     result_key,
     write_results,
 )
+from storage.sources import read_sources, write_sources
 from storage.steps import read_steps, steps_path, write_steps
 from tasks.config import RunConfig
 
@@ -82,25 +93,75 @@ def _device(cfg: RunConfig) -> torch.device:
     return torch.device(cfg.device)
 
 
+def _data_dir(cfg: RunConfig) -> Path | None:
+    return None if cfg.data_dir is None else Path(cfg.data_dir)
+
+
+def _imagenet_sources(layout: RunLayout, cfg: RunConfig) -> list[tuple[str, int]]:
+    """The run's ImageNet files: recorded in ``sources.json``, or sampled and recorded now."""
+    if layout.sources.exists():
+        return read_sources(layout.sources)
+    root = _data_dir(cfg)
+    if root is None:
+        raise ValueError("dataset imagenet needs --data-dir")
+    files = sample_per_class(imagenet_files(root), IMAGENET_PER_CLASS, cfg.seed)[: cfg.limit]
+    write_sources(layout.sources, cfg.dataset, files)
+    return files
+
+
+def _test_rows(
+    layout: RunLayout, cfg: RunConfig
+) -> tuple[int, Callable[[int, int], tuple[np.ndarray, np.ndarray]]]:
+    """How many images the run evaluates, and a reader of rows ``[start, stop)`` of them.
+
+    ImageNet decodes only the rows asked for (a chunk at a time); the small datasets load
+    their first ``limit`` test images once.
+    """
+    if cfg.dataset == "imagenet":
+        files = _imagenet_sources(layout, cfg)
+
+        def decode(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+            root = _data_dir(cfg)
+            if root is None:
+                raise ValueError("dataset imagenet needs --data-dir")
+            images = load_imagenet_images(root, files[start:stop])  # (B, 3, 224, 224)
+            labels = np.array([label for _, label in files[start:stop]], dtype=np.int64)
+            return images.numpy(), labels
+
+        return len(files), decode
+    data = load_dataset(
+        cfg.dataset, "test", seed=cfg.seed, data_dir=_data_dir(cfg), limit=cfg.limit
+    )
+
+    def rows(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        images = data.images[start:stop].numpy().astype(np.float32)  # (B, C, H, W)
+        return images, data.labels[start:stop].numpy().astype(np.int64)
+
+    return len(data), rows
+
+
 @task(name="prepare-images", retries=2, retry_delay_seconds=2)
 def prepare_images(out: str, cfg: RunConfig) -> int:
     """Sample the evaluated images, write ``clean`` / ``labels`` and create every array.
 
-    Idempotent: a resumed run finds the arrays and checks their shapes.
+    Images are decoded and written one chunk at a time (a chunk's ``labels`` are written
+    last and mark it complete), so memory stays bounded by a chunk for ImageNet. ImageNet's
+    file list is recorded in ``sources.json`` first and reused by every later run.
+    Idempotent: a resumed run finds the arrays, checks their shapes and skips stored chunks.
     """
     layout = RunLayout(Path(out))
     store = ImageStore(layout)
-    data = load_dataset(cfg.dataset, "test", seed=cfg.seed)
-    n = len(data) if cfg.limit is None else min(cfg.limit, len(data))
-    images = data.images[:n].numpy().astype(np.float32)  # (N, C, H, W)
-    labels = data.labels[:n].numpy().astype(np.int64)  # (N,)
-    shape = tuple(images.shape)
+    n, rows = _test_rows(layout, cfg)
+    shape = (n, *dataset_shape(cfg.dataset))
     attrs = {"dataset": cfg.dataset, "seed": cfg.seed, "split": "test"}
     store.ensure_array("clean", shape, cfg.chunk_size, attrs=attrs)
     store.ensure_array("labels", (n,), cfg.chunk_size, dtype="int64", attrs=attrs)
-    if not store.has_rows("labels", 0):
-        store.write_rows("clean", 0, images)
-        store.write_rows("labels", 0, labels)
+    for start, stop in chunk_ranges(n, cfg.chunk_size):
+        if store.has_rows("labels", start):
+            continue
+        images, labels = rows(start, stop)
+        store.write_rows("clean", start, images)
+        store.write_rows("labels", start, labels)
     for attack in cfg.attack_configs():
         if attack.name == "none":
             continue
@@ -128,25 +189,59 @@ def prepare_images(out: str, cfg: RunConfig) -> int:
     return n
 
 
+def _obtain_classifier(cfg: RunConfig, device: torch.device) -> torch.nn.Module:
+    """``--weights``; else torchvision's weight file for the ImageNet networks (never
+    trained here); else the small networks trained on the train split."""
+    if cfg.weights is not None:
+        return load_classifier(Path(cfg.weights), cfg.classifier, device=device)
+    if cfg.classifier in TORCHVISION_CLASSIFIERS:
+        return load_torchvision_weights(cfg.classifier, None, device=device)
+    train = load_dataset(cfg.dataset, "train", seed=cfg.seed, data_dir=_data_dir(cfg))
+    model = build_classifier(cfg.classifier, num_classes=train.num_classes, seed=cfg.seed)
+    return train_classifier(model.to(device), train, TrainConfig(seed=cfg.seed))
+
+
+def _run_images_accuracy(
+    layout: RunLayout, model: torch.nn.Module, chunk_size: int, device: torch.device
+) -> tuple[float, int]:
+    """Accuracy of ``model`` on the run's stored clean images, read a chunk at a time."""
+    store = ImageStore(layout)
+    n = int(store.array("labels").shape[0])
+    correct = 0
+    for start, stop in chunk_ranges(n, chunk_size):
+        images = torch.from_numpy(store.read_rows("clean", start, stop)).to(device)
+        labels = torch.from_numpy(store.read_rows("labels", start, stop)).to(device)
+        correct += int((predict(model, images) == labels).sum())
+    return (correct / n if n else 0.0), n
+
+
 @task(name="prepare-classifier", retries=1)
 def prepare_classifier(out: str, cfg: RunConfig) -> float:
-    """Load ``classifier.pt`` (or ``--weights``), or train it on the train split; returns its
-    clean top-1 accuracy on the whole test split, also written to ``classifier.json``."""
+    """Load ``classifier.pt``, ``--weights`` or torchvision's weights, or train the small
+    networks on the train split; returns the clean top-1 accuracy, also written to
+    ``classifier.json``: on the whole test split, or for ImageNet on the run's images (the
+    paper's 2-per-class subset; decoding all 50,000 validation images is not needed)."""
     layout = RunLayout(Path(out))
     device = _device(cfg)
     if layout.classifier.exists():
         model = load_classifier(layout.classifier, cfg.classifier, device=device)
-    elif cfg.weights is not None:
-        model = load_classifier(Path(cfg.weights), cfg.classifier, device=device)
-        save_classifier(model, layout.classifier, cfg.classifier)
     else:
-        train = load_dataset(cfg.dataset, "train", seed=cfg.seed)
-        model = build_classifier(cfg.classifier, num_classes=train.num_classes, seed=cfg.seed)
-        model = train_classifier(model, train, TrainConfig(seed=cfg.seed))
+        model = _obtain_classifier(cfg, device)
         save_classifier(model, layout.classifier, cfg.classifier)
-    test = load_dataset(cfg.dataset, "test", seed=cfg.seed)
-    accuracy = classifier_accuracy(model, test.images.to(device), test.labels.to(device))
-    info = {"classifier": cfg.classifier, "test_accuracy": accuracy, "test_images": len(test)}
+    if cfg.dataset == "imagenet":
+        accuracy, count = _run_images_accuracy(layout, model, cfg.chunk_size, device)
+        measured_on = "the run's images"
+    else:
+        test = load_dataset(cfg.dataset, "test", seed=cfg.seed, data_dir=_data_dir(cfg))
+        accuracy = classifier_accuracy(model, test.images.to(device), test.labels.to(device))
+        count, measured_on = len(test), "the test split"
+    info = {
+        "classifier": cfg.classifier,
+        "dataset": cfg.dataset,
+        "test_accuracy": accuracy,
+        "test_images": count,
+        "measured_on": measured_on,
+    }
     atomic_write_bytes(layout.classifier_info, json.dumps(info, indent=2).encode())
     return accuracy
 
@@ -479,6 +574,8 @@ def report(out: str) -> str:
     layout = RunLayout(Path(out))
     markdown = accuracy_report(read_results(layout.results))
     atomic_write_bytes(layout.report, markdown.encode())
-    draw_figures(layout)
+    _, problems = draw_figures(layout)
+    for problem in problems:
+        _logger().warning("figure not drawn: %s", problem)
     create_markdown_artifact(markdown=markdown, key="ride-accuracy", description=f"ride run {out}")
     return markdown

@@ -62,6 +62,9 @@ ARCHS: dict[str, tuple[tuple[int, ...], frozenset[int]]] = {
 DIP_INPUT_SCALE = 0.1
 
 _NAMED_FIELDS = ("variant", "iters", "checkpoints", "alpha", "sigma")
+#: Settings that never change an id: the network follows the image size (Table 3), and the
+#: dataset, which fixes it, is in every result row.
+_UNNAMED_FIELDS = ("arch",)
 
 
 @dataclass(frozen=True)
@@ -135,15 +138,15 @@ class RideConfig:
 
     @property
     def id(self) -> str:
-        """``ride-K2000-T5-a0.9-s0.5``; ``-<hash>`` appended when another setting differs."""
+        """``ride-K2000-T5-a0.9-s0.5``; ``-<hash>`` appended when another setting differs
+        (``arch`` aside: it follows the dataset)."""
         base = (
             f"{self.variant}-K{self.iters}-T{self.checkpoints}"
             f"-a{fmt_number(self.alpha)}-s{fmt_number(self.sigma)}"
         )
-        others = {
-            f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NAMED_FIELDS
-        }
-        defaults = {f.name: f.default for f in fields(self) if f.name not in _NAMED_FIELDS}
+        hashed = [f for f in fields(self) if f.name not in (*_NAMED_FIELDS, *_UNNAMED_FIELDS)]
+        others = {f.name: getattr(self, f.name) for f in hashed}
+        defaults = {f.name: f.default for f in hashed}
         if others == defaults:
             return base
         return f"{base}-{short_hash(others)}"

@@ -84,6 +84,6 @@ def test_white_box_presets_expand_to_the_documented_runs() -> None:
     ]
     assert [d.id for d in demo.defender_configs()][-1].startswith("ride-K50-T2-a0.9-s0.5")
     assert (demo.recheck, demo.limit) == (4, 30)
-    paper = RunConfig.from_mapping(load_preset(configs / "paper-mnist-whitebox.toml"))
+    paper = RunConfig.from_mapping(load_preset(configs / "table2-mnist.toml"))
     assert [a.id for a in paper.attack_configs()][-1] == "bpda-eot15-eps0.1-step0.02-it10"
     assert [d.id for d in paper.defender_configs()][-1] == "ride-K2000-T5-a0.9-s0.5"

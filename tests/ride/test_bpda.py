@@ -175,11 +175,14 @@ def test_bpda_through_ride_keeps_the_invariants(
     x, y = x[:2], y[:2]
     x_before = x.clone()
     trained_cnn.train()
-    ride = Ride(RideConfig(iters=3, checkpoints=1))
-    with torch.no_grad():  # RIDE fits its networks even when the caller disabled gradients
-        adv = bpda(trained_cnn, ride, x, y, EPS, STEP, 2, seeds=[1, 2])
+    try:
+        ride = Ride(RideConfig(iters=3, checkpoints=1))
+        with torch.no_grad():  # RIDE fits its networks even when the caller disabled gradients
+            adv = bpda(trained_cnn, ride, x, y, EPS, STEP, 2, seeds=[1, 2])
+        assert trained_cnn.training  # mode restored
+    finally:
+        trained_cnn.eval()  # the fixture is shared by the session
     assert torch.equal(x, x_before)
-    assert trained_cnn.training  # mode restored
     assert all(p.grad is None for p in trained_cnn.parameters())
     assert float((adv - x).abs().max()) <= EPS + 1e-6
     assert not adv.requires_grad

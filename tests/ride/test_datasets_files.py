@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import io
 import pickle
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from datafiles import cifar_batch, idx_bytes, noise_image, write_cifar, write_mnist
 from PIL import Image
 from torchvision import transforms
 
@@ -30,28 +30,6 @@ from ride.datasets import (
 )
 
 # ----------------------------------------------------------------------------------- MNIST files
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    """An IDX file of unsigned bytes: magic 0x0000 08 <ndim>, big-endian int32 dims, data."""
-    head = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, dtype=">i4").tobytes()
-    return head + array.astype(np.uint8).tobytes()
-
-
-def write_mnist(root: Path, prefix: str, n: int, seed: int, gz: bool) -> tuple[np.ndarray, ...]:
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-    labels = rng.integers(0, 10, size=n, dtype=np.uint8)
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
-        path = raw / f"{prefix}-{kind}-ubyte"
-        data = idx_bytes(array)
-        if gz:
-            path.with_name(path.name + ".gz").write_bytes(gzip.compress(data))
-        else:
-            path.write_bytes(data)
-    return images, labels
 
 
 @pytest.fixture
@@ -138,27 +116,10 @@ def test_mnist_wrong_magic_and_counts(mnist_dir: tuple[Path, np.ndarray, np.ndar
 # -------------------------------------------------------------------------------- CIFAR-10 files
 
 
-def cifar_batch(n: int, seed: int) -> dict[bytes, object]:
-    rng = np.random.default_rng(seed)
-    return {
-        b"batch_label": f"batch {seed}".encode(),
-        b"labels": [int(v) for v in rng.integers(0, 10, size=n)],
-        b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
-        b"filenames": [f"img_{seed}_{i}.png".encode() for i in range(n)],
-    }
-
-
 @pytest.fixture
 def cifar_dir(tmp_path: Path) -> Path:
     """``cifar-10-batches-py`` with a 4-image test batch and five 3-image train batches."""
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
-    # protocol 2 is what the original files use (Python 2's cPickle); the others too
-    (folder / "test_batch").write_bytes(pickle.dumps(cifar_batch(4, 0), protocol=2))
-    for i in range(1, 6):
-        batch = pickle.dumps(cifar_batch(3, i), protocol=2 + i % 4)
-        (folder / f"data_batch_{i}").write_bytes(batch)
-    return tmp_path
+    return write_cifar(tmp_path, test=4, train_per_batch=3)
 
 
 def test_cifar_shapes_and_exact_values(cifar_dir: Path) -> None:
@@ -239,14 +200,6 @@ def test_cifar_bad_pickles(cifar_dir: Path) -> None:
 
 
 # -------------------------------------------------------------------------------- ImageNet files
-
-
-def noise_image(
-    rng: np.random.Generator, width: int, height: int, mode: str = "RGB"
-) -> Image.Image:
-    channels = {"RGB": 3, "L": 1}[mode]
-    pixels = rng.integers(0, 256, size=(height, width, channels), dtype=np.uint8)
-    return Image.fromarray(pixels[..., 0] if channels == 1 else pixels, mode=mode)
 
 
 # class folder -> (width, height) of its images; the first class also holds a gray JPEG

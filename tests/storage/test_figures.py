@@ -60,7 +60,8 @@ def _white_box_run(root: Path) -> RunLayout:
 
 def test_a_white_box_run_gets_three_non_empty_png_figures(tmp_path: Path) -> None:
     layout = _white_box_run(tmp_path)
-    paths = draw_figures(layout)
+    paths, problems = draw_figures(layout)
+    assert problems == []
     assert [p.name for p in paths] == ["accuracy_by_iteration.png", "distances.png", "examples.png"]
     for path in paths:
         assert path.parent == layout.figures
@@ -74,4 +75,13 @@ def test_a_white_box_run_gets_three_non_empty_png_figures(tmp_path: Path) -> Non
 
 
 def test_a_run_without_results_draws_nothing(tmp_path: Path) -> None:
-    assert draw_figures(RunLayout(tmp_path)) == []
+    assert draw_figures(RunLayout(tmp_path)) == ([], [])
+
+
+def test_an_unreadable_image_chunk_costs_only_its_figure(tmp_path: Path) -> None:
+    layout = _white_box_run(tmp_path)
+    chunk = next((layout.images / "adv").rglob("c/*/*/*/*"))
+    chunk.write_bytes(b"not a zarr chunk")
+    paths, problems = draw_figures(layout)
+    assert [p.name for p in paths] == ["accuracy_by_iteration.png", "distances.png"]
+    assert len(problems) == 1 and problems[0].startswith("examples.png: ")
