@@ -211,6 +211,20 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="address of an existing Dask scheduler "
         "(default: $RIDE_SCHEDULER, else a local cluster)",
     )
+    add(
+        "--cache-dir",
+        default=None,
+        help="cache of trained classifiers and gray-box adversarial images shared by runs; "
+        "every worker must reach it (default: $RIDE_CACHE_DIR, else ~/.cache/ride-pipeline)",
+    )
+    add(
+        "--no-cache",
+        dest="cache",
+        action="store_const",
+        const=False,
+        default=None,
+        help="compute everything, neither reading nor writing the cache",
+    )
     p.set_defaults(handler=_cmd_run)
 
 

@@ -112,8 +112,15 @@ class RunConfig:
     # run and every task reads them from there, and ImageNet's sampled file list is recorded
     # in sources.json and reused (and checked against the folder) on resume.
     data_dir: str | None = None
+    # Reuse the trained classifier and gray-box adversarial chunks of earlier runs (Prefect
+    # task caching, tasks/cache.py); where the cache lives (None: $RIDE_CACHE_DIR or
+    # ~/.cache/ride-pipeline). A cached result equals the recomputed one on the same device.
+    cache: bool = True
+    cache_dir: str | None = None
 
-    EXECUTION_KEYS = frozenset({"workers", "threads", "scheduler", "data_dir"})
+    EXECUTION_KEYS = frozenset(
+        {"workers", "threads", "scheduler", "data_dir", "cache", "cache_dir"}
+    )
 
     def __post_init__(self) -> None:
         for key in SWEEP_KEYS:  # a list of one value is that value; lists become tuples

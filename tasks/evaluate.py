@@ -46,7 +46,7 @@ from ride.datasets import (
 from ride.defenders import DefenderConfig, build_defender, defend_draws
 from ride.metrics import distances
 from ride.seeding import derive_seed, generator_for
-from ride.training import TrainConfig, train_classifier
+from ride.training import TrainConfig
 from storage.figures import draw_figures
 from storage.files import atomic_write_bytes
 from storage.images import ImageStore, adaptive_adv_name, adv_name, defended_name
@@ -62,6 +62,16 @@ from storage.results import (
 )
 from storage.sources import read_sources, write_sources
 from storage.steps import read_steps, steps_path, write_steps
+from tasks.cache import (
+    ClassifierKey,
+    adversarial_images,
+    array_digest,
+    cached,
+    chunk_key,
+    default_cache_dir,
+    ride_source_digest,
+    trained_classifier_state,
+)
 from tasks.config import RunConfig
 
 
@@ -191,14 +201,33 @@ def prepare_images(out: str, cfg: RunConfig) -> int:
 
 def _obtain_classifier(cfg: RunConfig, device: torch.device) -> torch.nn.Module:
     """``--weights``; else torchvision's weight file for the ImageNet networks (never
-    trained here); else the small networks trained on the train split."""
+    trained here); else the small networks trained on the train split, or taken from the
+    cache when an earlier run trained the same network on the same data (``--no-cache``:
+    always trained)."""
     if cfg.weights is not None:
         return load_classifier(Path(cfg.weights), cfg.classifier, device=device)
     if cfg.classifier in TORCHVISION_CLASSIFIERS:
         return load_torchvision_weights(cfg.classifier, None, device=device)
-    train = load_dataset(cfg.dataset, "train", seed=cfg.seed, data_dir=_data_dir(cfg))
-    model = build_classifier(cfg.classifier, num_classes=train.num_classes, seed=cfg.seed)
-    return train_classifier(model.to(device), train, TrainConfig(seed=cfg.seed))
+    train_split = load_dataset(cfg.dataset, "train", seed=cfg.seed, data_dir=_data_dir(cfg))
+    key = ClassifierKey(
+        dataset=cfg.dataset,
+        seed=cfg.seed,
+        data=array_digest(train_split.images.numpy(), train_split.labels.numpy()),
+        classifier=cfg.classifier,
+        train=TrainConfig(seed=cfg.seed),
+        device=str(device),
+        code=ride_source_digest(),
+    )
+    train = _cached(trained_classifier_state, cfg) if cfg.cache else trained_classifier_state.fn
+    state = train(key, cfg.data_dir)
+    model = build_classifier(cfg.classifier, num_classes=train_split.num_classes, seed=cfg.seed)
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+def _cached(task_fn: Any, cfg: RunConfig) -> Any:
+    """``task_fn`` cached in the run's cache directory (see ``tasks/cache.py``)."""
+    return cached(task_fn, Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir())
 
 
 def _run_images_accuracy(
@@ -260,7 +289,8 @@ def _load_chunk(
 def attack_chunk(
     out: str, cfg: RunConfig, attack: AttackConfig, start: int, stop: int
 ) -> ChunkOutcome:
-    """Gray-box adversarial images of rows ``[start, stop)``; they do not depend on a defender."""
+    """Gray-box adversarial images of rows ``[start, stop)``; they do not depend on a defender,
+    so they come from the cache when an earlier run made them (``adversarial-images``)."""
     began = time.perf_counter()
     layout = RunLayout(Path(out))
     store = ImageStore(layout)
@@ -268,10 +298,9 @@ def attack_chunk(
     if store.has_rows(name, start):
         return ChunkOutcome("skipped", 0.0)
     device = _device(cfg)
-    clean, labels, model = _load_chunk(layout, cfg, start, stop, device)
-    generator = generator_for(derive_seed(cfg.seed, cfg.dataset, start, attack.id), device)
-    adversarial = run_attack(attack, model, clean, labels, generator=generator)
-    store.write_rows(name, start, adversarial.detach().cpu().numpy())
+    key = chunk_key(layout, cfg.dataset, cfg.seed, cfg.classifier, str(device), start, stop)
+    attack_images = _cached(adversarial_images, cfg) if cfg.cache else adversarial_images.fn
+    store.write_rows(name, start, attack_images(out, attack, key))
     return ChunkOutcome("ran", time.perf_counter() - began)
 
 

@@ -18,6 +18,8 @@ atexit.register(shutil.rmtree, _PREFECT_HOME, ignore_errors=True)
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("RIDE_SCHEDULER", None)
+# One cache of classifiers and adversarial images for the session, never the user's.
+os.environ["RIDE_CACHE_DIR"] = os.path.join(_PREFECT_HOME, "ride-cache")
 
 
 @pytest.fixture(scope="session")

@@ -62,7 +62,7 @@ def test_deploy_all_and_trigger_a_run_with_parameters(
 ) -> None:
     began = time.monotonic()
     deployed = prefect("deploy", "--all")
-    for name in ("digits-demo-nightly", "evaluate", "whitebox"):
+    for name in ("digits-demo-nightly", "evaluate", "whitebox", "train"):
         assert name in deployed.stdout
     out = tmp_path / "triggered"
     settings = (

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from tasks.config import RunConfig, load_preset
+from tasks.train import TrainSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -16,7 +17,12 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_every_deployment_points_at_a_flow_with_matching_parameters() -> None:
     document = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     deployments = document["deployments"]
-    assert {d["name"] for d in deployments} >= {"digits-demo-nightly", "evaluate", "whitebox"}
+    assert {d["name"] for d in deployments} >= {
+        "digits-demo-nightly",
+        "evaluate",
+        "whitebox",
+        "train",
+    }
     assert any(d.get("schedules") for d in deployments)
     for deployment in deployments:
         path, name = deployment["entrypoint"].split(":")
@@ -26,5 +32,9 @@ def test_every_deployment_points_at_a_flow_with_matching_parameters() -> None:
         assert set(deployment["parameters"]) <= set(signature.parameters)
         parameters = deployment["parameters"]
         preset = load_preset(ROOT / parameters["preset"]) if "preset" in parameters else {}
-        RunConfig.from_mapping({**preset, **parameters["settings"]})  # valid settings
+        settings = {**preset, **parameters["settings"]}
+        if flow.name == "ride-train":
+            TrainSettings.from_mapping(settings)  # valid settings
+        else:
+            RunConfig.from_mapping(settings)
         assert deployment["work_pool"]["name"] == "ride-process"
