@@ -123,17 +123,30 @@ class _Job:
 
 
 class _Progress:
-    """Logs one line per finished defence task, with the elapsed time and an ETA."""
+    """Logs one line per finished defence task, with the elapsed time and an ETA.
 
-    def __init__(self, total: int) -> None:
-        self.total = total
+    The ETA weighs each task by its cost in defender steps (:func:`_cost`), not by count:
+    the cheap filter tasks finish first and would make a count-based estimate far too low.
+    Tasks found already stored take no time and leave the estimate alone.
+    """
+
+    def __init__(self, jobs: list[_Job]) -> None:
+        self.total = len(jobs)
+        self.total_cost = sum(_cost(job) for job in jobs)
         self.done = 0
+        self.done_cost = 0
+        self.skipped_cost = 0
         self.began = time.monotonic()
 
-    def line(self, label: str, outcome: ChunkOutcome | None) -> str:
+    def line(self, job: _Job, outcome: ChunkOutcome | None) -> str:
         self.done += 1
+        if outcome is not None and outcome.action == "skipped":
+            self.skipped_cost += _cost(job)
+        else:
+            self.done_cost += _cost(job)
         elapsed = time.monotonic() - self.began
-        eta = elapsed / self.done * (self.total - self.done)
+        left = self.total_cost - self.done_cost - self.skipped_cost
+        eta = f"{elapsed / self.done_cost * left:.0f} s" if self.done_cost else "?"
         if outcome is None:
             what = "FAILED"
         elif outcome.action == "skipped":
@@ -141,7 +154,7 @@ class _Progress:
         else:
             what = f"{outcome.correct}/{outcome.count} correct in {outcome.seconds:.1f} s"
         return (
-            f"[{self.done}/{self.total}] {label}: {what} (elapsed {elapsed:.0f} s, eta {eta:.0f} s)"
+            f"[{self.done}/{self.total}] {job.label}: {what} (elapsed {elapsed:.0f} s, eta {eta})"
         )
 
 
@@ -169,7 +182,9 @@ def _evaluate_locked(out: str, cfg: RunConfig) -> dict[str, Any]:
     chunks = chunk_ranges(n_images, cfg.chunk_size)
     attacks = cfg.attack_configs()
     defenders = cfg.defender_configs()
-    progress = _Progress(total=len(attacks) * len(defenders) * len(chunks))
+    progress = _Progress(
+        [_Job(a, d, start, stop) for a in attacks for d in defenders for start, stop in chunks]
+    )
     # Every submitted future reports to one queue when it ends, so defence tasks are
     # submitted as soon as their attack chunk is stored and progress is logged as it happens.
     finished: queue.SimpleQueue[PrefectFuture[ChunkOutcome]] = queue.SimpleQueue()
@@ -212,14 +227,14 @@ def _evaluate_locked(out: str, cfg: RunConfig) -> dict[str, Any]:
                 dependent = _Job(job.attack, defender, job.start, job.stop)
                 record_failure(out, cfg, *dependent.where, f"attack failed: {error}")
                 failed += 1
-                logger.info(progress.line(dependent.label, None))
+                logger.info(progress.line(dependent, None))
         elif error is None:
-            logger.info(progress.line(job.label, future.result()))
+            logger.info(progress.line(job, future.result()))
         else:
             logger.error("%s failed: %s", job.label, error)
             record_failure(out, cfg, *job.where, error)
             failed += 1
-            logger.info(progress.line(job.label, None))
+            logger.info(progress.line(job, None))
 
     markdown = report(out)
     if failed:
@@ -235,20 +250,22 @@ def _evaluate_locked(out: str, cfg: RunConfig) -> dict[str, Any]:
     }
 
 
-def _priority(job: _Job) -> int:
-    """Dask priority of a chunk task (higher runs first): its cost in defender fits.
+def _cost(job: _Job) -> int:
+    """Relative cost of a defence task: defender fits x steps per fit x images.
 
     An adaptive attack runs the defender ``iters * eot`` times plus the re-check; a RIDE
     fit costs ``iters * checkpoints`` Adam steps, a filter about one.
     """
-    fits = 1
-    if job.attack.adaptive:
-        fits = job.attack.iters * job.attack.eot + 1
-    if job.defender is None:  # a gray-box attack chunk: cheap, and defence tasks wait on it
-        return 10**9
-    settings = job.defender.params()
+    fits = job.attack.iters * job.attack.eot + 1 if job.attack.adaptive else 1
+    settings = job.defender.params() if job.defender is not None else {}
     steps = int(settings.get("iters", 1)) * int(settings.get("checkpoints", 1))
-    return fits * steps
+    return fits * steps * (job.stop - job.start)
+
+
+def _priority(job: _Job) -> int:
+    """Dask priority of a chunk task (higher runs first): gray-box attack chunks first (the
+    defence tasks wait on them, and they are cheap), then the costliest defence tasks."""
+    return 10**12 if job.defender is None else _cost(job)
 
 
 def _failure(future: PrefectFuture[Any]) -> str | None:

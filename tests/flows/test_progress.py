@@ -1,0 +1,40 @@
+"""Task costs, Dask priorities and the cost-weighted ETA of the evaluation flow."""
+
+from __future__ import annotations
+
+from flows.evaluate import _cost, _Job, _priority, _Progress
+from ride.attacks import AttackConfig
+from ride.defenders import defender_config
+from tasks.evaluate import ChunkOutcome
+
+PGD = AttackConfig("pgd")
+BPDA_EOT = AttackConfig("bpda-eot", iters=10, eot=4)
+MEDIAN = defender_config("median")
+RIDE = defender_config("ride", iters=100, checkpoints=2)
+
+
+def test_costs_count_defender_steps_and_images() -> None:
+    assert _cost(_Job(PGD, MEDIAN, 0, 10)) == 10
+    assert _cost(_Job(PGD, RIDE, 0, 10)) == 200 * 10
+    assert _cost(_Job(BPDA_EOT, RIDE, 0, 5)) == (10 * 4 + 1) * 200 * 5
+
+
+def test_attack_chunks_run_first_then_the_costliest_defences() -> None:
+    jobs = [_Job(PGD, MEDIAN, 0, 10), _Job(PGD, None, 0, 10), _Job(BPDA_EOT, RIDE, 0, 10)]
+    ordered = sorted(jobs, key=_priority, reverse=True)
+    assert [j.defender for j in ordered] == [None, RIDE, MEDIAN]
+
+
+def test_eta_weighs_tasks_by_cost_and_ignores_stored_ones() -> None:
+    cheap, costly = _Job(PGD, MEDIAN, 0, 10), _Job(PGD, RIDE, 0, 10)
+    stored = _Job(PGD, RIDE, 10, 20)
+    progress = _Progress([cheap, costly, stored])
+    assert progress.total_cost == 10 + 2000 + 2000
+    line = progress.line(stored, ChunkOutcome("skipped", 0.0))
+    assert line.startswith("[1/3] ") and "already stored" in line and "eta ?" in line
+    progress.began -= 10.0  # the cheap task took 10 s: the costly one is 200 times more
+    line = progress.line(cheap, ChunkOutcome("ran", 10.0, 9, 10))
+    eta = float(line.rsplit("eta ", 1)[1].removesuffix(" s)"))
+    assert 1900 < eta < 2100
+    assert "9/10 correct in 10.0 s" in line
+    assert progress.line(costly, None).startswith("[3/3] ")
