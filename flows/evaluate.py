@@ -8,6 +8,7 @@ cluster or an existing scheduler) is chosen by :func:`make_task_runner`.
 
 from __future__ import annotations
 
+import os
 import queue
 import time
 from collections.abc import Iterator
@@ -75,13 +76,26 @@ def local_cluster(**cluster_kwargs: Any) -> LocalCluster:
     every 10 ms and takes the GIL, which the fit's thread then waits for on every torch
     call) and ``MALLOC_TRIM_THRESHOLD_=65536`` (glibc returns memory to the OS after
     nearly every small free). Both are turned off for the workers this cluster spawns.
+
+    The nanny prefers a variable already in this process's environment over its
+    ``pre-spawn-environ`` setting (and an in-process Dask worker leaves the default there),
+    so the threshold is also put in the environment while the nannies start.
     """
+    threshold = str(WORKER_MALLOC_TRIM_THRESHOLD)
     tuned = {
         "distributed.worker.profile.enabled": False,
-        "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": WORKER_MALLOC_TRIM_THRESHOLD,
+        "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": threshold,
     }
-    with dask.config.set(tuned):
-        return LocalCluster(**cluster_kwargs)
+    before = os.environ.get("MALLOC_TRIM_THRESHOLD_")
+    os.environ["MALLOC_TRIM_THRESHOLD_"] = threshold
+    try:
+        with dask.config.set(tuned):
+            return LocalCluster(**cluster_kwargs)
+    finally:
+        if before is None:
+            os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+        else:
+            os.environ["MALLOC_TRIM_THRESHOLD_"] = before
 
 
 @contextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import dask
+import pytest
 from distributed import Client
 from prefect_dask import DaskTaskRunner
 
@@ -31,7 +32,11 @@ def worker_settings() -> tuple[bool, str | None]:
     )
 
 
-def test_local_workers_run_without_profiler_and_malloc_trimming() -> None:
+def test_local_workers_run_without_profiler_and_malloc_trimming(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What an in-process Dask worker leaves in the environment: it must not win.
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
     with (
         local_cluster(
             n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
@@ -41,3 +46,4 @@ def test_local_workers_run_without_profiler_and_malloc_trimming() -> None:
         settings = list(client.run(worker_settings).values())
     assert settings == [(False, str(WORKER_MALLOC_TRIM_THRESHOLD))]
     assert dask.config.get("distributed.worker.profile.enabled")  # the caller's config is untouched
+    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"  # and so is its environment
