@@ -11,8 +11,10 @@ Everything runs in this one invocation on the same images and settings:
   the best B at the same time, as the local Dask workers of ``ride run`` do.
 
 Time is measured over ``--steps`` Adam steps per image and extrapolated to the paper's
-K x T = 2000 x 5 steps. Memory is the growth of the process's peak resident set (CPU) or
-the peak of allocated CUDA memory during the fit. Prints a table, then one JSON line.
+K x T = 2000 x 5 steps. Memory: ``peak MiB`` is the growth of the process's peak resident
+set (CPU; the allocator reuses memory, so it is noisy) or the peak of allocated CUDA memory
+during the fit; ``est MiB`` the engine's linear estimate (``estimate_memory_bytes``) used to
+size batches. Prints a table, then one JSON line.
 
     python -m benchmarks.ride_throughput --size mnist --device cpu
 """
@@ -32,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ride.defenders.ride import ARCHS, RideConfig, ride
+from ride.defenders.ride import ARCHS, RideConfig, estimate_memory_bytes, ride
 
 SIZES = {"mnist": ("mnist", 28), "cifar": ("cifar", 32), "imagenet": ("imagenet", 224)}
 PAPER_STEPS = 2000 * 5
@@ -163,11 +165,20 @@ def measure_pipeline(
     return max(walls) / (steps * batch * processes)
 
 
-def _row(name: str, batch: int, per: float, mib: float, flops: float, base: float) -> str:
+def _row(
+    name: str, batch: int, per: float, mib: float, est: float, flops: float, base: float
+) -> str:
     return (
         f"{name:>12} {batch:>4} {per * batch:>13.5f} {1 / (per * PAPER_STEPS):>9.4f} "
-        f"{per * PAPER_STEPS:>14.2f} {flops / per / 1e9:>8.2f} {mib:>9.1f} {base / per:>8.2f}"
+        f"{per * PAPER_STEPS:>14.2f} {flops / per / 1e9:>8.2f} {mib:>9.1f} {est:>8.1f} "
+        f"{base / per:>8.2f}"
     )
+
+
+def estimated_mib(arch: str, side: int, batch: int, steps: int) -> float:
+    """The engine's own working-set estimate (``estimate_memory_bytes``), in MiB."""
+    cfg = RideConfig(arch=arch, iters=steps, checkpoints=1)  # type: ignore[arg-type]
+    return estimate_memory_bytes(cfg, (ARCHS[arch][0][0], side, side), batch) / 2**20
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, object]:
@@ -201,15 +212,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     )
     print(
         f"{'engine':>12} {'B':>4} {'s/batch-step':>13} {'images/s':>9} {'s/image paper':>14} "
-        f"{'GFLOP/s':>8} {'peak MiB':>9} {'speedup':>8}"
+        f"{'GFLOP/s':>8} {'peak MiB':>9} {'est MiB':>8} {'speedup':>8}"
     )
-    print(_row("paper-style", 1, baseline, baseline_mib, flops, baseline))
-    print(_row("reference", 1, reference, reference_mib, flops, baseline))
+    nan = float("nan")
+    print(_row("paper-style", 1, baseline, baseline_mib, nan, flops, baseline))
+    print(_row("reference", 1, reference, reference_mib, nan, flops, baseline))
     best: tuple[float, int] = (float("inf"), 0)
     for batch in args.batch:
         per, mib = measure(arch, side, batch, args.steps, "batched", device)
         best = min(best, (per, batch))
-        print(_row("batched", batch, per, mib, flops, baseline))
+        est = estimated_mib(arch, side, batch, args.steps)
+        print(_row("batched", batch, per, mib, est, flops, baseline))
     per, batch = best
     summary: dict[str, object] = {
         "size": args.size,
@@ -225,7 +238,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     }
     if args.processes > 0:
         pipe = measure_pipeline(arch, side, batch, args.steps, args.device, args.processes)
-        print(_row(f"pipeline x{args.processes}", batch, pipe, float("nan"), flops, baseline))
+        est = estimated_mib(arch, side, batch, args.steps) * args.processes
+        print(_row(f"pipeline x{args.processes}", batch, pipe, nan, est, flops, baseline))
         summary.update(
             processes=args.processes,
             pipeline_images_per_s=1 / (pipe * PAPER_STEPS),

@@ -141,7 +141,8 @@ class _Progress:
 
     The ETA weighs each task by its cost in defender steps (:func:`_cost`), not by count:
     the cheap filter tasks finish first and would make a count-based estimate far too low.
-    Tasks found already stored take no time and leave the estimate alone.
+    It is shown once a twentieth of the work is done (before, the cluster's start and
+    per-task overheads dominate). Tasks found already stored leave it alone.
     """
 
     def __init__(self, jobs: list[_Job]) -> None:
@@ -160,7 +161,9 @@ class _Progress:
             self.done_cost += _cost(job)
         elapsed = time.monotonic() - self.began
         left = self.total_cost - self.done_cost - self.skipped_cost
-        eta = f"{elapsed / self.done_cost * left:.0f} s" if self.done_cost else "?"
+        # Until a twentieth of the work is done, startup and per-task overheads dominate.
+        known = self.done_cost >= 0.05 * (self.total_cost - self.skipped_cost)
+        eta = f"{elapsed / self.done_cost * left:.0f} s" if known and self.done_cost else "?"
         if outcome is None:
             what = "FAILED"
         elif outcome.action == "skipped":

@@ -27,14 +27,15 @@ def test_attack_chunks_run_first_then_the_costliest_defences() -> None:
 
 def test_eta_weighs_tasks_by_cost_and_ignores_stored_ones() -> None:
     cheap, costly = _Job(PGD, MEDIAN, 0, 10), _Job(PGD, RIDE, 0, 10)
-    stored = _Job(PGD, RIDE, 10, 20)
-    progress = _Progress([cheap, costly, stored])
-    assert progress.total_cost == 10 + 2000 + 2000
+    later, stored = _Job(PGD, RIDE, 10, 20), _Job(PGD, RIDE, 20, 30)
+    progress = _Progress([cheap, costly, later, stored])
+    assert progress.total_cost == 10 + 3 * 2000
     line = progress.line(stored, ChunkOutcome("skipped", 0.0))
-    assert line.startswith("[1/3] ") and "already stored" in line and "eta ?" in line
-    progress.began -= 10.0  # the cheap task took 10 s: the costly one is 200 times more
-    line = progress.line(cheap, ChunkOutcome("ran", 10.0, 9, 10))
+    assert line.startswith("[1/4] ") and "already stored" in line and "eta ?" in line
+    line = progress.line(cheap, ChunkOutcome("ran", 1.0, 9, 10))
+    assert "9/10 correct in 1.0 s" in line and "eta ?" in line  # too little done to tell
+    progress.began -= 100.0  # 100 s for 2010 units of work: 2000 more take about 100 s
+    line = progress.line(costly, ChunkOutcome("ran", 99.0, 5, 10))
     eta = float(line.rsplit("eta ", 1)[1].removesuffix(" s)"))
-    assert 1900 < eta < 2100
-    assert "9/10 correct in 10.0 s" in line
-    assert progress.line(costly, None).startswith("[3/3] ")
+    assert 95 < eta < 105
+    assert progress.line(later, None).startswith("[4/4] ")
