@@ -323,6 +323,12 @@ def save_classifier(model: nn.Module, path: Path, name: str) -> None:
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     num_classes = _num_classes(state)
     payload = {"format": 1, "name": name, "num_classes": num_classes, "state_dict": state}
+    atomic_torch_save(payload, path)
+
+
+def atomic_torch_save(payload: object, path: Path) -> None:
+    """``torch.save`` to a hidden temporary file beside ``path``, then rename it over ``path``:
+    a reader (or a crash) never sees half a checkpoint."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ride.classifiers import CheckpointError
+from ride.classifiers import CheckpointError, atomic_torch_save
 from ride.datasets import ImageSet
 from ride.seeding import generator_for
 
@@ -135,14 +133,7 @@ def save_train_checkpoint(path: Path, checkpoint: TrainCheckpoint) -> None:
         "generator": checkpoint.state.generator.cpu(),
         "history": list(checkpoint.history),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_torch_save(payload, path)
 
 
 def load_train_checkpoint(path: Path, classifier: str) -> TrainCheckpoint:
