@@ -523,19 +523,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from storage.figures import draw_figures
-    from storage.files import atomic_write_bytes
     from storage.layout import RunLayout
-    from storage.report import accuracy_report
-    from storage.results import read_results
+    from storage.publish import write_report
 
     layout = RunLayout(args.run_dir)
     if not layout.results.is_dir():
         raise CliError(f"{args.run_dir} has no results/ folder (not a `ride run` directory?)")
-    markdown = accuracy_report(read_results(layout.results))
-    atomic_write_bytes(layout.report, markdown.encode())
+    markdown, figures, problems = write_report(layout)
     print(markdown, end="")
-    figures, problems = draw_figures(layout)
     for figure in figures:
         print(f"figure: {figure}")
     for problem in problems:

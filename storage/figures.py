@@ -148,8 +148,11 @@ def examples_grid(layout: RunLayout, results: pd.DataFrame, path: Path) -> Path 
     return _save(figure, path)
 
 
-def draw_figures(layout: RunLayout) -> tuple[list[Path], list[str]]:
-    """Every figure the run's tables allow, under ``figures/``.
+def draw_figures(
+    layout: RunLayout, results: pd.DataFrame | None = None
+) -> tuple[list[Path], list[str]]:
+    """Every figure the run's tables allow, under ``figures/``; ``results`` are the run's
+    result rows when the caller has already read them.
 
     Returns the paths written and one line per figure that could not be drawn (an
     unreadable image chunk, say): a figure never fails the report it illustrates.
@@ -169,7 +172,8 @@ def draw_figures(layout: RunLayout) -> tuple[list[Path], list[str]]:
                 lambda: distance_distributions(steps, layout.figures / "distances.png"),
             )
         )
-    results = read_results(layout.results)
+    if results is None:
+        results = read_results(layout.results)
     if not results.empty:
         drawers.append(
             (

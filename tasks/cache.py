@@ -32,7 +32,7 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 import ride
 from ride.attacks import AttackConfig, run_attack
 from ride.classifiers import build_classifier, load_classifier
-from ride.datasets import load_dataset
+from ride.datasets import ImageSet
 from ride.seeding import derive_seed, generator_for
 from ride.training import TrainConfig, train_classifier
 from storage.images import ImageStore
@@ -59,18 +59,28 @@ def ride_source_digest() -> str:
 
 
 def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes (a classifier checkpoint names its weights by it)."""
+    """sha256 of a file's bytes (a classifier checkpoint names its weights by it).
+
+    Remembered per (path, size, modification time) in this process: a worker hashes the
+    run's classifier once, not once per chunk (a ResNet-50 file is 100 MB).
+    """
+    stat = path.stat()
+    return _file_digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@cache
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
+    with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()[:16]
 
 
 def policy(cache_dir: Path) -> CachePolicy:
-    """Inputs (less the run directory and the data location) + task source, keys stored in
-    ``cache_dir``."""
-    keyed: CachePolicy = (INPUTS - "out" - "data_dir") + TASK_SOURCE
+    """Inputs + task source, keys stored in ``cache_dir``. The run directory (``out``) and
+    the data (``split``) are left out: the key's digests name what the result depends on."""
+    keyed: CachePolicy = (INPUTS - "out" - "split") + TASK_SOURCE
     return keyed.configure(key_storage=cache_dir / "keys")
 
 
@@ -105,14 +115,22 @@ def array_digest(*arrays: np.ndarray) -> str:
 
 
 @task(name="train-classifier", retries=1)
-def trained_classifier_state(key: ClassifierKey, data_dir: str | None) -> dict[str, torch.Tensor]:
-    """Train ``key.classifier`` on the train split; its state_dict (on the CPU)."""
-    train = load_dataset(
-        key.dataset, "train", seed=key.seed, data_dir=None if data_dir is None else Path(data_dir)
-    )
-    model = build_classifier(key.classifier, num_classes=train.num_classes, seed=key.seed)
-    model = train_classifier(model.to(torch.device(key.device)), train, key.train)
+def trained_classifier_state(key: ClassifierKey, split: ImageSet) -> dict[str, torch.Tensor]:
+    """Train ``key.classifier`` on the train ``split`` (whose digest is ``key.data``); its
+    state_dict (on the CPU)."""
+    model = build_classifier(key.classifier, num_classes=split.num_classes, seed=key.seed)
+    model = train_classifier(model.to(torch.device(key.device)), split, key.train)
     return {name: value.detach().cpu() for name, value in model.state_dict().items()}
+
+
+def load_chunk(
+    layout: RunLayout, classifier: str, start: int, stop: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.nn.Module]:
+    """Rows ``[start, stop)`` of the run's clean images and labels, and its classifier."""
+    store = ImageStore(layout)
+    clean = torch.from_numpy(store.read_rows("clean", start, stop)).to(device)
+    labels = torch.from_numpy(store.read_rows("labels", start, stop)).to(device)
+    return clean, labels, load_classifier(layout.classifier, classifier, device=device)
 
 
 @dataclass(frozen=True)
@@ -151,12 +169,10 @@ def chunk_key(
 @task(name="adversarial-images", retries=2, retry_delay_seconds=2)
 def adversarial_images(out: str, attack: AttackConfig, key: ChunkKey) -> np.ndarray:
     """The gray-box adversarial images (rows, C, H, W) float32 of one chunk of ``out``."""
-    layout = RunLayout(Path(out))
-    store = ImageStore(layout)
     device = torch.device(key.device)
-    clean = torch.from_numpy(store.read_rows("clean", key.start, key.stop)).to(device)
-    labels = torch.from_numpy(store.read_rows("labels", key.start, key.stop)).to(device)
-    model = load_classifier(layout.classifier, key.classifier, device=device)
+    clean, labels, model = load_chunk(
+        RunLayout(Path(out)), key.classifier, key.start, key.stop, device
+    )
     generator = generator_for(derive_seed(key.seed, key.dataset, key.start, attack.id), device)
     adversarial = run_attack(attack, model, clean, labels, generator=generator)
     return adversarial.detach().cpu().numpy().astype(np.float32)

@@ -47,16 +47,14 @@ from ride.defenders import DefenderConfig, build_defender, defend_draws
 from ride.metrics import distances
 from ride.seeding import derive_seed, generator_for
 from ride.training import TrainConfig
-from storage.figures import draw_figures
 from storage.files import atomic_write_bytes
 from storage.images import ImageStore, adaptive_adv_name, adv_name, defended_name
 from storage.layout import RunLayout
-from storage.report import accuracy_report
+from storage.publish import write_report
 from storage.results import (
     DISTANCE_PAIRS,
     SCHEMA,
     is_finished,
-    read_results,
     result_key,
     write_results,
 )
@@ -69,6 +67,7 @@ from tasks.cache import (
     cached,
     chunk_key,
     default_cache_dir,
+    load_chunk,
     ride_source_digest,
     trained_classifier_state,
 )
@@ -107,13 +106,10 @@ def _data_dir(cfg: RunConfig) -> Path | None:
     return None if cfg.data_dir is None else Path(cfg.data_dir)
 
 
-def _imagenet_sources(layout: RunLayout, cfg: RunConfig) -> list[tuple[str, int]]:
+def _imagenet_sources(layout: RunLayout, cfg: RunConfig, root: Path) -> list[tuple[str, int]]:
     """The run's ImageNet files: recorded in ``sources.json``, or sampled and recorded now."""
     if layout.sources.exists():
         return read_sources(layout.sources)
-    root = _data_dir(cfg)
-    if root is None:
-        raise ValueError("dataset imagenet needs --data-dir")
     files = sample_per_class(imagenet_files(root), IMAGENET_PER_CLASS, cfg.seed)[: cfg.limit]
     write_sources(layout.sources, cfg.dataset, files)
     return files
@@ -128,12 +124,12 @@ def _test_rows(
     their first ``limit`` test images once.
     """
     if cfg.dataset == "imagenet":
-        files = _imagenet_sources(layout, cfg)
+        root = _data_dir(cfg)
+        if root is None:
+            raise ValueError("dataset imagenet needs --data-dir")
+        files = _imagenet_sources(layout, cfg, root)
 
         def decode(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-            root = _data_dir(cfg)
-            if root is None:
-                raise ValueError("dataset imagenet needs --data-dir")
             images = load_imagenet_images(root, files[start:stop])  # (B, 3, 224, 224)
             labels = np.array([label for _, label in files[start:stop]], dtype=np.int64)
             return images.numpy(), labels
@@ -219,7 +215,7 @@ def _obtain_classifier(cfg: RunConfig, device: torch.device) -> torch.nn.Module:
         code=ride_source_digest(),
     )
     train = _cached(trained_classifier_state, cfg) if cfg.cache else trained_classifier_state.fn
-    state = train(key, cfg.data_dir)
+    state = train(key, train_split)
     model = build_classifier(cfg.classifier, num_classes=train_split.num_classes, seed=cfg.seed)
     model.load_state_dict(state)
     return model.to(device).eval()
@@ -273,16 +269,6 @@ def prepare_classifier(out: str, cfg: RunConfig) -> float:
     }
     atomic_write_bytes(layout.classifier_info, json.dumps(info, indent=2).encode())
     return accuracy
-
-
-def _load_chunk(
-    layout: RunLayout, cfg: RunConfig, start: int, stop: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, torch.nn.Module]:
-    store = ImageStore(layout)
-    clean = torch.from_numpy(store.read_rows("clean", start, stop)).to(device)
-    labels = torch.from_numpy(store.read_rows("labels", start, stop)).to(device)
-    model = load_classifier(layout.classifier, cfg.classifier, device=device)
-    return clean, labels, model
 
 
 @task(name="attack-chunk", retries=2, retry_delay_seconds=2)
@@ -528,7 +514,7 @@ def defend_chunk(
         return ChunkOutcome("skipped", 0.0)
     device = _device(cfg)
     store = ImageStore(layout)
-    clean, labels, model = _load_chunk(layout, cfg, start, stop, device)
+    clean, labels, model = load_chunk(layout, cfg.classifier, start, stop, device)
     tracked: list[dict[str, Any]] | None = None
     if attack.name == "none":
         adversarial = clean
@@ -600,10 +586,7 @@ def record_failure(
 def report(out: str) -> str:
     """The accuracy tables of the run as markdown, also a Prefect artifact and ``report.md``;
     the figures under ``figures/``."""
-    layout = RunLayout(Path(out))
-    markdown = accuracy_report(read_results(layout.results))
-    atomic_write_bytes(layout.report, markdown.encode())
-    _, problems = draw_figures(layout)
+    markdown, _, problems = write_report(RunLayout(Path(out)))
     for problem in problems:
         _logger().warning("figure not drawn: %s", problem)
     create_markdown_artifact(markdown=markdown, key="ride-accuracy", description=f"ride run {out}")

@@ -1,0 +1,21 @@
+"""The report of a run, made from its tables and images alone: ``report.md`` and figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from storage.figures import draw_figures
+from storage.files import atomic_write_bytes
+from storage.layout import RunLayout
+from storage.report import accuracy_report
+from storage.results import read_results
+
+
+def write_report(layout: RunLayout) -> tuple[str, list[Path], list[str]]:
+    """Write ``report.md`` and draw ``figures/``; returns the markdown, the figures written
+    and one line per figure that could not be drawn (see ``draw_figures``)."""
+    results = read_results(layout.results)
+    markdown = accuracy_report(results)
+    atomic_write_bytes(layout.report, markdown.encode())
+    figures, problems = draw_figures(layout, results)
+    return markdown, figures, problems
