@@ -6,9 +6,10 @@ Everything runs in this one invocation on the same images and settings:
   ``nn.Sequential`` of the Table 3 FCN with ``nn.Dropout``, ``torch.optim.Adam`` and fresh
   ``torch.randn`` noise per step, the way the paper's public code works;
 - ``reference``: this package's one-by-one engine (``engine="reference"``);
-- ``batched``: the batched engine fitting B images at once, for each ``--batch``;
-- ``pipeline``: ``--processes`` single-thread processes each running the batched engine at
-  the best B at the same time, as the local Dask workers of ``ride run`` do.
+- ``batched``: the batched engine fitting B images at once, for each ``--batch``, in
+  ``--precision`` (fp32, tf32 on CUDA, bf16; the two baselines always run fp32);
+- ``pipeline`` (CPU): ``--processes`` single-thread processes each running the batched
+  engine at the best B at the same time, as the local Dask workers of ``ride run`` do.
 
 Time is measured over ``--steps`` Adam steps per image and extrapolated to the paper's
 K x T = 2000 x 5 steps. Memory: ``peak MiB`` is the growth of the process's peak resident
@@ -17,6 +18,7 @@ during the fit; ``est MiB`` the engine's linear estimate (``estimate_memory_byte
 size batches. Prints a table, then one JSON line.
 
     python -m benchmarks.ride_throughput --size mnist --device cpu
+    python -m benchmarks.ride_throughput --size imagenet --device cuda --precision bf16
 """
 
 from __future__ import annotations
@@ -34,7 +36,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ride.defenders.ride import ARCHS, RideConfig, estimate_memory_bytes, ride
+from ride.defenders.ride import (
+    ARCHS,
+    PRECISIONS,
+    Precision,
+    RideConfig,
+    check_precision,
+    estimate_memory_bytes,
+    max_batch_for,
+    memory_budget_bytes,
+    ride,
+)
 
 SIZES = {"mnist": ("mnist", 28), "cifar": ("cifar", 32), "imagenet": ("imagenet", 224)}
 PAPER_STEPS = 2000 * 5
@@ -106,9 +118,16 @@ def _peak_since(device: torch.device, baseline: int) -> float:
 
 
 def measure(
-    arch: str, side: int, batch: int, steps: int, engine: str, device: torch.device
+    arch: str,
+    side: int,
+    batch: int,
+    steps: int,
+    engine: str,
+    device: torch.device,
+    precision: Precision = "fp32",
 ) -> tuple[float, float]:
-    """(wall seconds per Adam step x image, MiB peak memory) for ``batch`` images."""
+    """(wall seconds per Adam step x image, MiB peak memory) for ``batch`` images; the
+    ``paper-style`` and ``reference`` baselines always run in fp32."""
     cfg = RideConfig(arch=arch, iters=steps, checkpoints=1)  # type: ignore[arg-type]
     channels = ARCHS[arch][0][0]
     x = torch.rand(batch, channels, side, side, generator=torch.Generator().manual_seed(0))
@@ -119,6 +138,8 @@ def measure(
         paper_style_fit(x[:1], arch, 2, warm)
     else:
         ride(x[:1], warm, seeds[:1], engine="reference" if engine == "reference" else "batched")
+        if engine == "batched":
+            ride(x[:1], warm, seeds[:1], precision=precision)
     if device.type == "cuda":
         torch.cuda.synchronize()
     baseline = _reset_peak(device)
@@ -130,29 +151,36 @@ def measure(
         for i in range(batch):  # one image at a time
             ride(x[i : i + 1], cfg, seeds[i : i + 1], engine="reference")
     else:
-        ride(x, cfg, seeds, engine="batched")
+        ride(x, cfg, seeds, engine="batched", precision=precision)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - began) / (steps * batch)
     return seconds, _peak_since(device, baseline)
 
 
-def _pipeline_worker(args: tuple[str, int, int, int, str, Any]) -> float:
+def _pipeline_worker(args: tuple[str, int, int, int, str, Precision, Any]) -> float:
     """One pipeline process: warm up, wait for the others, time one batched fit."""
-    arch, side, batch, steps, device, barrier = args
+    arch, side, batch, steps, device, precision, barrier = args
     torch.set_num_threads(1)
     cfg = RideConfig(arch=arch, iters=steps, checkpoints=1)  # type: ignore[arg-type]
     channels = ARCHS[arch][0][0]
     x = torch.rand(batch, channels, side, side).to(device)
-    ride(x[:1], RideConfig(arch=arch, iters=2, checkpoints=1), [0])  # type: ignore[arg-type]
+    warm = RideConfig(arch=arch, iters=2, checkpoints=1)  # type: ignore[arg-type]
+    ride(x[:1], warm, [0], precision=precision)
     barrier.wait()
     began = time.perf_counter()
-    ride(x, cfg, list(range(batch)))
+    ride(x, cfg, list(range(batch)), precision=precision)
     return time.perf_counter() - began
 
 
 def measure_pipeline(
-    arch: str, side: int, batch: int, steps: int, device: str, processes: int
+    arch: str,
+    side: int,
+    batch: int,
+    steps: int,
+    device: str,
+    processes: int,
+    precision: Precision = "fp32",
 ) -> float:
     """Seconds per (step x image) of ``processes`` batched fits running at the same time."""
     ctx = mp.get_context("spawn")
@@ -160,7 +188,8 @@ def measure_pipeline(
         barrier = manager.Barrier(processes)
         with ctx.Pool(processes) as pool:
             walls = pool.map(
-                _pipeline_worker, [(arch, side, batch, steps, device, barrier)] * processes
+                _pipeline_worker,
+                [(arch, side, batch, steps, device, precision, barrier)] * processes,
             )
     return max(walls) / (steps * batch * processes)
 
@@ -181,26 +210,59 @@ def estimated_mib(arch: str, side: int, batch: int, steps: int) -> float:
     return estimate_memory_bytes(cfg, (ARCHS[arch][0][0], side, side), batch) / 2**20
 
 
+def default_batches(arch: str, side: int, device: torch.device) -> list[int]:
+    """1, 5, 10, 20 on the CPU; on CUDA 16, 64, 256, ... up to the memory estimate's most."""
+    if device.type != "cuda":
+        return [1, 5, 10, 20]
+    cfg = RideConfig(arch=arch)  # type: ignore[arg-type]
+    shape = (ARCHS[arch][0][0], side, side)
+    most = max_batch_for(cfg, shape, memory_budget_bytes(device))
+    batches = [b for b in (4**k for k in range(2, 9)) if b <= most]
+    return batches or [most]
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="mnist")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--batch", type=int, nargs="+", default=[1, 5, 10, 20])
+    parser.add_argument(
+        "--batch",
+        type=int,
+        nargs="+",
+        default=None,
+        help="batch sizes B of the batched engine (default: 1 5 10 20 on the CPU; on CUDA "
+        "16, 64, 256, ... up to what the free GPU memory holds)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="arithmetic of the batched engine (the baselines run fp32)",
+    )
     parser.add_argument("--reference-images", type=int, default=3)
     parser.add_argument("--steps", type=int, default=50, help="Adam steps measured per image")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
         "--processes",
         type=int,
-        default=2,
-        help="concurrent batched processes of the pipeline row (0: skip it)",
+        default=None,
+        help="concurrent batched processes of the pipeline row (0: skip it; default 2 on "
+        "the CPU, 0 on CUDA, where the pipeline runs one worker per GPU)",
     )
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is visible")
+    try:
+        check_precision(args.precision, args.device)
+    except ValueError as error:
+        parser.error(str(error))
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     arch, side = SIZES[args.size]
+    if args.batch is None:
+        args.batch = default_batches(arch, side, device)
+    if args.processes is None:
+        args.processes = 2 if device.type == "cpu" else 0
     flops = 3 * forward_flops_per_image(arch, side)  # forward + backward ~ 3x forward
 
     n_ref = args.reference_images
@@ -208,6 +270,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     reference, reference_mib = measure(arch, side, n_ref, args.steps, "reference", device)
     print(
         f"RIDE throughput, size {args.size} ({side}x{side}), device {args.device}, "
+        f"batched engine in {args.precision}, "
         f"{args.steps} steps measured, extrapolated to K x T = {PAPER_STEPS}"
     )
     print(
@@ -219,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     print(_row("reference", 1, reference, reference_mib, nan, flops, baseline))
     best: tuple[float, int] = (float("inf"), 0)
     for batch in args.batch:
-        per, mib = measure(arch, side, batch, args.steps, "batched", device)
+        per, mib = measure(arch, side, batch, args.steps, "batched", device, args.precision)
         best = min(best, (per, batch))
         est = estimated_mib(arch, side, batch, args.steps)
         print(_row("batched", batch, per, mib, est, flops, baseline))
@@ -227,6 +290,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     summary: dict[str, object] = {
         "size": args.size,
         "device": args.device,
+        "precision": args.precision,
         "batch": batch,
         "steps_measured": args.steps,
         "reference_images_per_s": 1 / (baseline * PAPER_STEPS),
@@ -237,7 +301,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         "gflops": flops / per / 1e9,
     }
     if args.processes > 0:
-        pipe = measure_pipeline(arch, side, batch, args.steps, args.device, args.processes)
+        pipe = measure_pipeline(
+            arch, side, batch, args.steps, args.device, args.processes, args.precision
+        )
         est = estimated_mib(arch, side, batch, args.steps) * args.processes
         print(_row(f"pipeline x{args.processes}", batch, pipe, nan, est, flops, baseline))
         summary.update(

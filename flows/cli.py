@@ -196,8 +196,20 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         default=None,
         help=f"RIDE Adam weight decay (default {d.weight_decay})",
     )
-    add("--chunk-size", type=int, default=None, help=f"images per task (default {d.chunk_size})")
+    add(
+        "--chunk-size",
+        type=int,
+        default=None,
+        help=f"images per task; RIDE fits a task's images together, so on a GPU give "
+        f"hundreds (it splits them to fit the card's free memory) (default {d.chunk_size})",
+    )
     add("--device", default=None, help=f"cpu or cuda (default {d.device})")
+    add(
+        "--precision",
+        default=None,
+        help="arithmetic of RIDE's fits: fp32 (IEEE), tf32 (CUDA convolutions in "
+        f"TensorFloat-32) or bf16 (autocast) (default {d.precision})",
+    )
     add(
         "--workers",
         type=int,

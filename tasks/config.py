@@ -19,7 +19,7 @@ from typing import Any
 from ride.attacks import ATTACKS, AttackConfig
 from ride.classifiers import CLASSIFIERS
 from ride.datasets import DATASETS
-from ride.defenders import DEFENDERS, DefenderConfig, defender_config
+from ride.defenders import DEFENDERS, PRECISIONS, DefenderConfig, Precision, defender_config
 
 DEMO_LIMIT = 60
 """Images of the digits test split the demo evaluates (the split has 450)."""
@@ -102,6 +102,8 @@ class RunConfig:
     weight_decay: float = 1e-4
     chunk_size: int = 10
     device: str = "cpu"
+    # Arithmetic of RIDE's fits (ride.defenders.ride.fit_precision): changes the results.
+    precision: Precision = "fp32"
     # execution settings: may change between a run and its resume
     workers: int = 2
     threads: int = 1
@@ -165,6 +167,14 @@ class RunConfig:
             _check(0 < self.fgsm_eps <= 1, f"--fgsm-eps must be in (0, 1], got {self.fgsm_eps}")
         _check(self.data_dir is None or bool(str(self.data_dir)), "--data-dir is empty")
         _check(self.device in ("cpu", "cuda"), f"--device must be cpu or cuda, got {self.device}")
+        _check(
+            self.precision in PRECISIONS,
+            f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision}",
+        )
+        _check(
+            self.precision != "tf32" or self.device == "cuda",
+            "--precision tf32 needs --device cuda (TensorFloat-32 is a GPU format)",
+        )
         # Building the per-name settings validates them (kernel parity, alpha range...).
         try:
             self.attack_configs()

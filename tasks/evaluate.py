@@ -43,7 +43,7 @@ from ride.datasets import (
     load_imagenet_images,
     sample_per_class,
 )
-from ride.defenders import DefenderConfig, build_defender, defend_draws
+from ride.defenders import Defender, DefenderConfig, build_defender, defend_draws
 from ride.metrics import distances
 from ride.seeding import derive_seed, generator_for
 from ride.training import TrainConfig
@@ -378,6 +378,12 @@ def step_rows(
     return rows
 
 
+def _build_defender(cfg: RunConfig, defender: DefenderConfig) -> Defender:
+    """``defender`` as this run executes it: RIDE's fits at the run's ``--precision``, with as
+    many of a chunk's images at once as the device's free memory allows."""
+    return build_defender(defender, precision=cfg.precision, max_batch="auto")
+
+
 def defend_rows(
     cfg: RunConfig,
     attack: AttackConfig,
@@ -400,7 +406,7 @@ def defend_rows(
     """
     began = time.perf_counter()
     seeds = _defender_seeds(cfg, attack, defender, start, len(clean))
-    draws = defend_draws(build_defender(defender), adversarial, seeds, cfg.recheck)
+    draws = defend_draws(_build_defender(cfg, defender), adversarial, seeds, cfg.recheck)
     defended = draws[0]
     predictions = {
         "clean": predict(model, clean),
@@ -485,7 +491,7 @@ def _adaptive_attack(
         clean,
         labels,
         generator,
-        defender=build_defender(defender),
+        defender=_build_defender(cfg, defender),
         seeds=seeds,
         on_step=track,
     )

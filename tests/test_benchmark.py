@@ -27,6 +27,29 @@ def test_benchmark_prints_a_table_and_a_json_summary(capsys: pytest.CaptureFixtu
         "speedup", "seconds_per_image_paper_settings", "gflops", "pipeline_speedup",
     }  # fmt: skip
     assert summary["batch"] in (1, 3) and summary["seconds_per_image_paper_settings"] > 0  # type: ignore[operator]
+    assert summary["precision"] == "fp32"
+
+
+def test_benchmark_precision_option(capsys: pytest.CaptureFixture[str]) -> None:
+    summary = main(
+        ["--size", "mnist", "--steps", "2", "--batch", "2", "--reference-images", "1",
+         "--processes", "0", "--precision", "bf16"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert "batched engine in bf16" in out.splitlines()[0]
+    assert summary["precision"] == "bf16" and summary["batch"] == 2
+    assert "pipeline_speedup" not in summary
+    with pytest.raises(SystemExit):
+        main(["--size", "mnist", "--precision", "tf32"])
+    assert "precision 'tf32' needs a CUDA device" in capsys.readouterr().err
+
+
+def test_default_batches_on_the_cpu() -> None:
+    import torch
+
+    from benchmarks.ride_throughput import default_batches
+
+    assert default_batches("mnist", 28, torch.device("cpu")) == [1, 5, 10, 20]
 
 
 def test_the_paper_style_network_is_table_3() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import fields
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from torch import Tensor
 
@@ -28,17 +28,19 @@ from ride.defenders.filters import (
     tv_bregman,
     tv_chambolle,
 )
-from ride.defenders.ride import ReconstructionFCN, Ride, RideConfig, ride
+from ride.defenders.ride import PRECISIONS, Precision, ReconstructionFCN, Ride, RideConfig, ride
 from ride.seeding import derive_seed
 
 __all__ = [
     "DEFENDERS",
+    "PRECISIONS",
     "Defender",
     "DefenderConfig",
     "Median",
     "MedianConfig",
     "NoDefence",
     "NoDefenceConfig",
+    "Precision",
     "ReconstructionFCN",
     "Ride",
     "RideConfig",
@@ -82,8 +84,19 @@ class Defender(Protocol):
     def __call__(self, x: Tensor, seeds: Sequence[int] | None = None) -> Tensor: ...
 
 
-def build_defender(cfg: DefenderConfig) -> Defender:
-    """The defender described by ``cfg``."""
+def build_defender(
+    cfg: DefenderConfig,
+    *,
+    precision: Precision = "fp32",
+    max_batch: int | Literal["auto"] | None = None,
+) -> Defender:
+    """The defender described by ``cfg``.
+
+    ``precision`` and ``max_batch`` set how RIDE's fits run (see ``ride``); the filters
+    always run in the images' own dtype.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose from: {', '.join(PRECISIONS)}")
     if isinstance(cfg, NoDefenceConfig):
         return NoDefence(cfg)
     if isinstance(cfg, MedianConfig):
@@ -93,7 +106,7 @@ def build_defender(cfg: DefenderConfig) -> Defender:
     if isinstance(cfg, TVChambolleConfig):
         return TVChambolle(cfg)
     if isinstance(cfg, RideConfig):
-        return Ride(cfg)
+        return Ride(cfg, precision=precision, max_batch=max_batch)
     raise ValueError(f"not a defender config: {type(cfg).__name__}")
 
 

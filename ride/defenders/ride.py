@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
@@ -395,21 +397,23 @@ def _defend_one(
                 loss.backward()
                 opt.step()
         net.eval()
-        with torch.no_grad():
+        # the estimate in the images' dtype, from the (full-precision) weights, under bf16 too
+        with torch.no_grad(), torch.autocast(device.type, enabled=False):
             if dip:
-                x_est = net(z0)
+                x_est = net(z0).to(dtype)
             else:
                 m = cfg.estimate_samples
                 noise = torch.randn(
                     (m, *x_adv.shape[1:]), generator=gen, device=device, dtype=dtype
                 )
-                x_est = net(target + cfg.sigma * noise).mean(dim=0, keepdim=True)  # (1, C, H, W)
+                estimates = net(target + cfg.sigma * noise).to(dtype)  # (m, C, H, W)
+                x_est = estimates.mean(dim=0, keepdim=True)  # (1, C, H, W)
             if cfg.alpha != 1.0:
                 x_t = cfg.alpha * x_t + (1.0 - cfg.alpha) * x_est  # Eq. 9
         if progress is not None:
             progress(cfg.iters)
     out = x_t if cfg.return_iterate else x_est
-    return out.detach().clamp(0.0, 1.0)
+    return out.detach().clamp(0.0, 1.0).to(dtype)
 
 
 def _grouped(per_image: Sequence[Tensor]) -> Tensor:
@@ -521,6 +525,9 @@ def _defend_batched(
     x_t = x.reshape(1, b * c, height, width)  # x^(0), grouped layout
     x_est = x_t
     use_dropout = cfg.dropout > 0.0
+    # Under bf16 autocast the activations are bfloat16: unpack the {0, 2} masks in it too.
+    autocast = torch.is_autocast_enabled(device.type)
+    mask_dtype = torch.get_autocast_dtype(device.type) if autocast else dtype
     for t in range(cfg.checkpoints):
         if t > 0 and cfg.reset_optimizer_each_checkpoint:
             opt = new_optimizer()
@@ -538,15 +545,16 @@ def _defend_batched(
             for j in range(steps):
                 inp = inp_fixed if inp_all is None else inp_all[j]
                 s = s_fixed if s_all is None else s_all[j]
-                masks = _step_masks(masks_all, j, packed, dtype) if use_dropout else None
+                masks = _step_masks(masks_all, j, packed, mask_dtype) if use_dropout else None
                 out = forward(inp, masks)
                 loss = loss_fn(out, s)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-        with torch.no_grad():
+        # the estimate in the images' dtype, from the (full-precision) weights, under bf16 too
+        with torch.no_grad(), torch.autocast(device.type, enabled=False):
             if dip:
-                x_est = forward(z0, None)
+                x_est = forward(z0, None).to(dtype)
             else:
                 m = cfg.estimate_samples
                 noise = torch.cat(
@@ -556,17 +564,71 @@ def _defend_batched(
                     ],
                     dim=1,
                 )  # (m, B*C, H, W)
-                x_est = forward(target + cfg.sigma * noise, None).mean(dim=0, keepdim=True)
+                estimates = forward(target + cfg.sigma * noise, None).to(dtype)  # (m, B*C, H, W)
+                x_est = estimates.mean(dim=0, keepdim=True)
             if cfg.alpha != 1.0:
                 x_t = cfg.alpha * x_t + (1.0 - cfg.alpha) * x_est  # Eq. 9
         if progress is not None:
             for _ in range(b):
                 progress(cfg.iters)
     out = x_t if cfg.return_iterate else x_est
-    return out.detach().reshape(b, c, height, width).clamp(0.0, 1.0).contiguous()
+    return out.detach().reshape(b, c, height, width).clamp(0.0, 1.0).to(dtype).contiguous()
 
 
 Engine = Literal["batched", "reference"]
+Precision = Literal["fp32", "tf32", "bf16"]
+
+PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "bf16")
+#: Share of the free memory that ``max_batch="auto"`` sizes a fit for: a CUDA device's free
+#: memory (``torch.cuda.mem_get_info``), or the host's available RAM on the CPU.
+CUDA_MEMORY_FRACTION = 0.8
+CPU_MEMORY_FRACTION = 0.5
+
+
+def check_precision(precision: str, device: torch.device | str) -> None:
+    """Raise ValueError unless ``precision`` is one of ``PRECISIONS`` usable on ``device``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose from: {', '.join(PRECISIONS)}")
+    if precision == "tf32" and torch.device(device).type != "cuda":
+        raise ValueError("precision 'tf32' needs a CUDA device (TensorFloat-32 is a GPU format)")
+
+
+@contextmanager
+def fit_precision(precision: str, device: torch.device) -> Iterator[None]:
+    """The arithmetic of the RIDE fits run inside (and nothing else: flags are restored).
+
+    - ``fp32``: IEEE arithmetic in the images' dtype; on CUDA, cuDNN's TF32 convolutions
+      (PyTorch's default there) are switched off.
+    - ``tf32`` (CUDA only): convolutions take TensorFloat-32 inputs (10-bit mantissa) and
+      accumulate in float32; everything else float32.
+    - ``bf16``: autocast: convolutions and activations in bfloat16; the parameters, Adam's
+      moments, the loss and the returned image stay in the images' dtype (bfloat16 has
+      float32's exponent range, so no loss scaling). Fast on GPUs and on CPUs with bf16
+      instructions (AVX512-BF16, AMX); emulated, hence slow, on other CPUs.
+    """
+    check_precision(precision, device)
+    with ExitStack() as stack:
+        if device.type == "cuda":
+            conv = torch.backends.cudnn.conv  # type: ignore[attr-defined]  # not in the stubs
+            stack.callback(setattr, conv, "fp32_precision", conv.fp32_precision)
+            conv.fp32_precision = "tf32" if precision == "tf32" else "ieee"
+        if precision == "bf16":
+            # no weight-cast cache: it would keep the first step's bf16 weights for the
+            # whole fit, which spans many optimiser steps
+            stack.enter_context(
+                torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
+            )
+        yield
+
+
+def memory_budget_bytes(device: torch.device) -> int:
+    """Memory one fit may use: ``CUDA_MEMORY_FRACTION`` of the device's free memory, or
+    ``CPU_MEMORY_FRACTION`` of the host's available (free) RAM."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free * CUDA_MEMORY_FRACTION)
+    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return int(available * CPU_MEMORY_FRACTION)
 
 
 def estimate_memory_bytes(
@@ -608,7 +670,8 @@ def ride(
     progress: Callable[[int, int], None] | None = None,
     *,
     engine: Engine = "batched",
-    max_batch: int | None = None,
+    max_batch: int | Literal["auto"] | None = None,
+    precision: Precision = "fp32",
 ) -> Tensor:
     """Defend a batch x (B, C, H, W) in [0, 1] with ``cfg.variant``; returns a new tensor.
 
@@ -619,12 +682,15 @@ def ride(
     ``engine="batched"`` (default) fits all B networks at once as one grouped convolution;
     ``"reference"`` fits them one by one (slow; same result up to floating-point rounding).
     ``max_batch`` caps how many images the batched engine fits at once (the rest follow in
-    further groups); :func:`max_batch_for` picks it from a memory budget.
+    further groups); ``"auto"`` takes :func:`max_batch_for` of :func:`memory_budget_bytes`, so
+    a GPU is not oversubscribed. ``precision`` (see :func:`fit_precision`): ``fp32``
+    (default), ``tf32`` (CUDA) or ``bf16``.
     """
     check_images(x)
     check_unit_range(x)
     if engine not in ("batched", "reference"):
         raise ValueError(f"unknown RIDE engine {engine!r}; choose from: batched, reference")
+    check_precision(precision, x.device)
     channels = ARCHS[cfg.arch][0][0]
     if x.shape[1] != channels:
         raise ValueError(f"RIDE arch {cfg.arch!r} expects {channels} channel(s), got {x.shape[1]}")
@@ -635,6 +701,12 @@ def ride(
         seed_list = check_seeds(seeds, b)
     if any(s < 0 for s in seed_list):
         raise ValueError(f"seeds must be >= 0, got {seed_list}")
+    if max_batch == "auto":
+        max_batch = max_batch_for(cfg, x.shape[1:], memory_budget_bytes(x.device))
+    elif max_batch is not None and (
+        isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1
+    ):
+        raise ValueError(f"max_batch must be an int >= 1 or 'auto', got {max_batch!r}")
     if b == 0:
         return x.detach().clone()
     total = b * cfg.checkpoints * cfg.iters
@@ -646,9 +718,11 @@ def ride(
         if progress is not None:
             progress(done, total)
 
-    if max_batch is not None and (isinstance(max_batch, bool) or max_batch < 1):
-        raise ValueError(f"max_batch must be an int >= 1, got {max_batch!r}")
-    with torch.inference_mode(False), torch.enable_grad():
+    with (
+        torch.inference_mode(False),
+        torch.enable_grad(),
+        fit_precision(precision, x.device),
+    ):
         x_in = x.detach().clone()
         if engine == "batched":
             group = b if max_batch is None else max_batch
@@ -662,7 +736,7 @@ def ride(
 
 
 class Ride:
-    """Callable RIDE defender: ``Ride(cfg)(x_adv, seeds)`` (see ``ride``)."""
+    """Callable RIDE defender: ``Ride(cfg)(x_adv, seeds)`` (see ``ride`` for the options)."""
 
     def __init__(
         self,
@@ -670,14 +744,30 @@ class Ride:
         progress: Callable[[int, int], None] | None = None,
         *,
         engine: Engine = "batched",
+        max_batch: int | Literal["auto"] | None = None,
+        precision: Precision = "fp32",
     ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(
+                f"unknown precision {precision!r}; choose from: {', '.join(PRECISIONS)}"
+            )
         self.cfg = cfg or RideConfig()
         self.progress = progress
         self.engine: Engine = engine
+        self.max_batch = max_batch
+        self.precision: Precision = precision
 
     @property
     def id(self) -> str:
         return self.cfg.id
 
     def __call__(self, x: Tensor, seeds: Sequence[int] | None = None) -> Tensor:
-        return ride(x, self.cfg, seeds, self.progress, engine=self.engine)
+        return ride(
+            x,
+            self.cfg,
+            seeds,
+            self.progress,
+            engine=self.engine,
+            max_batch=self.max_batch,
+            precision=self.precision,
+        )

@@ -35,6 +35,8 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
         (["--limit", "0"], "--limit must be positive, got 0"),
         (["--median-kernel", "4"], "kernel"),
         (["--device", "tpu"], "--device must be cpu or cuda"),
+        (["--precision", "fp16"], "--precision must be one of fp32, tf32, bf16, got fp16"),
+        (["--precision", "tf32"], "--precision tf32 needs --device cuda"),
     ],
 )
 def test_bad_settings_fail_fast_and_write_nothing(

@@ -157,3 +157,79 @@ def test_max_batch_fits_the_images_in_groups() -> None:
     assert torch.equal(grouped, expected)
     with pytest.raises(ValueError, match="max_batch must be an int >= 1"):
         ride(x, cfg, seeds, max_batch=0)
+
+
+def test_max_batch_auto_sizes_the_groups_from_the_free_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``max_batch="auto"``: as many images per group as the memory estimate fits in the
+    budget (here two of five), so the result is the ``max_batch=2`` one."""
+    ride_module = importlib.import_module("ride.defenders.ride")
+    from ride.defenders.ride import estimate_memory_bytes, memory_budget_bytes
+
+    assert memory_budget_bytes(torch.device("cpu")) > 0
+    x = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    cfg = RideConfig(iters=3, checkpoints=1)
+    seeds = [1, 2, 3, 4, 5]
+    two_images = int(2.5 * estimate_memory_bytes(cfg, (1, 28, 28), 1))
+    monkeypatch.setattr(ride_module, "memory_budget_bytes", lambda device: two_images)
+    groups: list[int] = []
+    batched = ride_module._defend_batched
+
+    def counting(x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        groups.append(x.shape[0])
+        return batched(x, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ride_module, "_defend_batched", counting)
+    auto = ride(x, cfg, seeds, max_batch="auto")
+    assert groups == [2, 2, 1]
+    assert torch.equal(auto, ride(x, cfg, seeds, max_batch=2))
+    with pytest.raises(ValueError, match="max_batch must be an int >= 1 or 'auto'"):
+        ride(x, cfg, seeds, max_batch="all")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "tf32"])
+def test_fit_precision_sets_cudnn_and_restores_it(precision: str) -> None:
+    """On CUDA, fp32 turns cuDNN's default TF32 convolutions off and tf32 on, for the fit
+    only (the flag is plain process state: checked here without a GPU)."""
+    from ride.defenders.ride import fit_precision
+
+    conv = torch.backends.cudnn.conv  # type: ignore[attr-defined]
+    before = conv.fp32_precision
+    with fit_precision(precision, torch.device("cuda")):
+        assert conv.fp32_precision == ("ieee" if precision == "fp32" else "tf32")
+    assert conv.fp32_precision == before
+    with pytest.raises(RuntimeError, match="boom"), fit_precision(precision, torch.device("cuda")):
+        raise RuntimeError("boom")
+    assert conv.fp32_precision == before
+
+
+def test_bf16_fits_in_bfloat16_and_returns_the_input_dtype() -> None:
+    """bf16: autocast convolutions (so not the fp32 result), an image of the input's dtype in
+    [0, 1] close to fp32's, the same in both engines, and no autocast left behind."""
+    cfg = RideConfig(iters=40, checkpoints=1, lr=1e-3)
+    x = _x(2, "mnist", torch.float32)
+    seeds = [3, 4]
+    full = ride(x, cfg, seeds)
+    half = ride(x, cfg, seeds, precision="bf16")
+    assert half.dtype == torch.float32 and half.shape == x.shape
+    assert float(half.min()) >= 0.0 and float(half.max()) <= 1.0
+    assert not torch.equal(half, full)
+    # each step's forward uses that step's weights (a stale bf16 weight cache: mean 0.035)
+    assert float((half - full).abs().mean()) < 0.01
+    assert float((half - full).abs().max()) < 0.05
+    reference = ride(x, cfg, seeds, precision="bf16", engine="reference")
+    assert float((half - reference).abs().max()) < 0.05
+    assert not torch.is_autocast_enabled("cpu")
+    assert torch.equal(Ride(cfg, precision="bf16")(x, seeds), half)
+
+
+def test_precision_errors() -> None:
+    x = _x(1, "mnist", torch.float32)
+    cfg = RideConfig(iters=1, checkpoints=1)
+    with pytest.raises(ValueError, match="precision 'tf32' needs a CUDA device"):
+        ride(x, cfg, [0], precision="tf32")
+    with pytest.raises(ValueError, match="unknown precision 'fp16'; choose from: fp32, tf32, bf16"):
+        ride(x, cfg, [0], precision="fp16")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown precision"):
+        Ride(cfg, precision="half")  # type: ignore[arg-type]

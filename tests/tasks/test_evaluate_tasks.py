@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import torch
 
 import tasks.evaluate
 from ride.classifiers import build_classifier, save_classifier
+from ride.defenders import Ride
 from storage.images import ImageStore, adaptive_adv_name, adv_name
 from storage.layout import RunLayout
 from storage.results import SCHEMA, read_results, result_key
@@ -64,7 +66,30 @@ def test_rows_of_a_chunk_equal_rows_of_its_images_one_by_one() -> None:
     assert rows[1]["index"] == 1 and rows[1]["label"] == 2
 
 
-def test_attack_then_defend_tasks_store_images_and_rows(tmp_path: Path) -> None:
+def test_the_runs_precision_and_memory_sized_batches_reach_ride() -> None:
+    """``--precision`` changes how RIDE fits (not which defender it is), and each chunk's
+    images are fitted in groups sized by the device's free memory."""
+    half = replace(CFG, precision="bf16")
+    config = half.defender_configs()[0]
+    assert config == CFG.defender_configs()[0]
+    defender = tasks.evaluate._build_defender(half, config)
+    assert isinstance(defender, Ride)
+    assert (defender.precision, defender.max_batch) == ("bf16", "auto")
+    torch.manual_seed(0)
+    model = build_classifier("mnist-cnn").eval()
+    clean = torch.rand(2, 1, 28, 28)
+    labels = torch.tensor([1, 2])
+    attack = CFG.attack_configs()[0]
+    in_bf16, _ = defend_rows(half, attack, config, 0, clean, labels, clean, model)
+    in_fp32, _ = defend_rows(CFG, attack, config, 0, clean, labels, clean, model)
+    assert in_bf16.dtype == torch.float32 and not torch.equal(in_bf16, in_fp32)
+    assert float((in_bf16 - in_fp32).abs().max()) < 0.05
+
+
+def test_attack_then_defend_tasks_store_images_and_rows(
+    prefect_server: str, tmp_path: Path
+) -> None:
+    """(The attack task's cached sub-task talks to the session's Prefect server.)"""
     out = str(tmp_path)
     layout = RunLayout(tmp_path)
     save_classifier(build_classifier("mnist-cnn"), layout.classifier, "mnist-cnn")
