@@ -28,7 +28,15 @@ from ride.defenders.filters import (
     tv_bregman,
     tv_chambolle,
 )
-from ride.defenders.ride import PRECISIONS, Precision, ReconstructionFCN, Ride, RideConfig, ride
+from ride.defenders.ride import (
+    PRECISIONS,
+    Precision,
+    ReconstructionFCN,
+    Ride,
+    RideConfig,
+    check_precision,
+    ride,
+)
 from ride.seeding import derive_seed
 
 __all__ = [
@@ -95,8 +103,7 @@ def build_defender(
     ``precision`` and ``max_batch`` set how RIDE's fits run (see ``ride``); the filters
     always run in the images' own dtype.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose from: {', '.join(PRECISIONS)}")
+    check_precision(precision)
     if isinstance(cfg, NoDefenceConfig):
         return NoDefence(cfg)
     if isinstance(cfg, MedianConfig):

@@ -585,11 +585,11 @@ CUDA_MEMORY_FRACTION = 0.8
 CPU_MEMORY_FRACTION = 0.5
 
 
-def check_precision(precision: str, device: torch.device | str) -> None:
-    """Raise ValueError unless ``precision`` is one of ``PRECISIONS`` usable on ``device``."""
+def check_precision(precision: str, device: torch.device | str | None = None) -> None:
+    """Raise ValueError unless ``precision`` is one of ``PRECISIONS`` (usable on ``device``)."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose from: {', '.join(PRECISIONS)}")
-    if precision == "tf32" and torch.device(device).type != "cuda":
+    if precision == "tf32" and device is not None and torch.device(device).type != "cuda":
         raise ValueError("precision 'tf32' needs a CUDA device (TensorFloat-32 is a GPU format)")
 
 
@@ -747,10 +747,7 @@ class Ride:
         max_batch: int | Literal["auto"] | None = None,
         precision: Precision = "fp32",
     ) -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(
-                f"unknown precision {precision!r}; choose from: {', '.join(PRECISIONS)}"
-            )
+        check_precision(precision)
         self.cfg = cfg or RideConfig()
         self.progress = progress
         self.engine: Engine = engine

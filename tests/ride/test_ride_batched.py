@@ -7,7 +7,7 @@ import importlib
 import pytest
 import torch
 
-from ride.defenders import Ride, RideConfig, defender_config, ride
+from ride.defenders import Ride, RideConfig, build_defender, defender_config, ride
 from ride.seeding import generator_for
 
 #: float32 tolerance of batched vs reference: the grouped convolution sums in another order.
@@ -233,3 +233,5 @@ def test_precision_errors() -> None:
         ride(x, cfg, [0], precision="fp16")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown precision"):
         Ride(cfg, precision="half")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown precision"):  # filters too: a typo is a typo
+        build_defender(defender_config("median"), precision="half")  # type: ignore[arg-type]
