@@ -440,7 +440,7 @@ def preflight(out: Path, settings: dict[str, Any]) -> None:
             f"--out {out} holds a `ride train` output; use --weights {out / 'classifier.pt'}"
         )
     check_unlocked(out)
-    check_same_run(layout.run_toml, cfg.to_dict(), cfg.identity())
+    check_same_run(layout.run_toml, cfg.run_record(), cfg.identity())
     check_inputs(out, cfg)
     if cfg.device == "cuda" and not torch.cuda.is_available() and not cfg.scheduler:
         raise CliError("--device cuda: no CUDA device is visible on this machine")

@@ -113,7 +113,7 @@ def _placement(cfg: RunConfig) -> Iterator[None]:
 def claim_run(out: str, cfg: RunConfig) -> None:
     """Write ``run.toml``, or check that ``out`` holds this same run."""
     layout = RunLayout(Path(out))
-    claim_run_dir(layout.run_toml, cfg.to_dict(), cfg.identity(), CODE_VERSION)
+    claim_run_dir(layout.run_toml, cfg.run_record(), cfg.identity(), CODE_VERSION)
 
 
 @dataclass(frozen=True)

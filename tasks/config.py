@@ -61,9 +61,10 @@ _SWEPT: dict[str, dict[str, str]] = {
     "idip": {"alpha": "alpha"},
 }
 
-#: Identity keys added after runs were already being made: left out of ``run_id`` while
-#: unset, so an existing run keeps its id.
-_ADDED_KEYS = frozenset({"fgsm_eps"})
+#: Identity keys added after runs were already being made, with the value every run made
+#: before them had: left out of ``run_id`` and ``run.toml`` at that value, so an existing run
+#: keeps its id and can still be resumed.
+_ADDED_KEYS: dict[str, Any] = {"fgsm_eps": None, "precision": "fp32"}
 
 Number = int | float
 Sweep = Number | tuple[Number, ...]
@@ -231,14 +232,19 @@ class RunConfig:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
+    def run_record(self) -> dict[str, Any]:
+        """``to_dict`` as ``run.toml`` records it: keys added later left out at the value
+        that runs made before them had (``_ADDED_KEYS``)."""
+        return {
+            k: v
+            for k, v in self.to_dict().items()
+            if not (k in _ADDED_KEYS and v == _ADDED_KEYS[k])
+        }
+
     @property
     def run_id(self) -> str:
         """A short stable id of what the results depend on (same across resumes)."""
-        identity = {
-            k: v
-            for k, v in self.to_dict().items()
-            if k in self.identity() and not (k in _ADDED_KEYS and v is None)
-        }
+        identity = {k: v for k, v in self.run_record().items() if k in self.identity()}
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         return f"{self.dataset}-{digest[:10]}"
 
