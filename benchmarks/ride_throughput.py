@@ -136,10 +136,10 @@ def measure(
     warm = RideConfig(arch=arch, iters=2, checkpoints=1)  # type: ignore[arg-type]
     if engine == "paper-style":
         paper_style_fit(x[:1], arch, 2, warm)
+    elif engine == "reference":
+        ride(x[:1], warm, seeds[:1], engine="reference")
     else:
-        ride(x[:1], warm, seeds[:1], engine="reference" if engine == "reference" else "batched")
-        if engine == "batched":
-            ride(x[:1], warm, seeds[:1], precision=precision)
+        ride(x[:1], warm, seeds[:1], precision=precision)
     if device.type == "cuda":
         torch.cuda.synchronize()
     baseline = _reset_peak(device)
