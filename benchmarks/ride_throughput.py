@@ -40,7 +40,7 @@ from ride.defenders.ride import (
     ARCHS,
     PRECISIONS,
     Precision,
-    RideConfig,
+    Ride,
     check_precision,
     estimate_memory_bytes,
     max_batch_for,
@@ -76,7 +76,7 @@ def paper_style_network(arch: str, dropout: float = 0.5) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def paper_style_fit(x: torch.Tensor, arch: str, steps: int, cfg: RideConfig) -> None:
+def paper_style_fit(x: torch.Tensor, arch: str, steps: int, cfg: Ride) -> None:
     """``steps`` DAE steps on one image (1, C, H, W): fresh noise, ``F.mse_loss``, Adam."""
     net = paper_style_network(arch, cfg.dropout).to(x.device).train()
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -128,12 +128,12 @@ def measure(
 ) -> tuple[float, float]:
     """(wall seconds per Adam step x image, MiB peak memory) for ``batch`` images; the
     ``paper-style`` and ``reference`` baselines always run in fp32."""
-    cfg = RideConfig(arch=arch, iters=steps, checkpoints=1)  # type: ignore[arg-type]
+    cfg = Ride(arch=arch, iters=steps, checkpoints=1)  # type: ignore[arg-type]
     channels = ARCHS[arch][0][0]
     x = torch.rand(batch, channels, side, side, generator=torch.Generator().manual_seed(0))
     x = x.to(device)
     seeds = list(range(batch))
-    warm = RideConfig(arch=arch, iters=2, checkpoints=1)  # type: ignore[arg-type]
+    warm = Ride(arch=arch, iters=2, checkpoints=1)  # type: ignore[arg-type]
     if engine == "paper-style":
         paper_style_fit(x[:1], arch, 2, warm)
     elif engine == "reference":
@@ -162,10 +162,10 @@ def _pipeline_worker(args: tuple[str, int, int, int, str, Precision, Any]) -> fl
     """One pipeline process: warm up, wait for the others, time one batched fit."""
     arch, side, batch, steps, device, precision, barrier = args
     torch.set_num_threads(1)
-    cfg = RideConfig(arch=arch, iters=steps, checkpoints=1)  # type: ignore[arg-type]
+    cfg = Ride(arch=arch, iters=steps, checkpoints=1)  # type: ignore[arg-type]
     channels = ARCHS[arch][0][0]
     x = torch.rand(batch, channels, side, side).to(device)
-    warm = RideConfig(arch=arch, iters=2, checkpoints=1)  # type: ignore[arg-type]
+    warm = Ride(arch=arch, iters=2, checkpoints=1)  # type: ignore[arg-type]
     ride(x[:1], warm, [0], precision=precision)
     barrier.wait()
     began = time.perf_counter()
@@ -206,7 +206,7 @@ def _row(
 
 def estimated_mib(arch: str, side: int, batch: int, steps: int) -> float:
     """The engine's own working-set estimate (``estimate_memory_bytes``), in MiB."""
-    cfg = RideConfig(arch=arch, iters=steps, checkpoints=1)  # type: ignore[arg-type]
+    cfg = Ride(arch=arch, iters=steps, checkpoints=1)  # type: ignore[arg-type]
     return estimate_memory_bytes(cfg, (ARCHS[arch][0][0], side, side), batch) / 2**20
 
 
@@ -214,7 +214,7 @@ def default_batches(arch: str, side: int, device: torch.device) -> list[int]:
     """1, 5, 10, 20 on the CPU; on CUDA 16, 64, 256, ... up to the memory estimate's most."""
     if device.type != "cuda":
         return [1, 5, 10, 20]
-    cfg = RideConfig(arch=arch)  # type: ignore[arg-type]
+    cfg = Ride(arch=arch)  # type: ignore[arg-type]
     shape = (ARCHS[arch][0][0], side, side)
     most = max_batch_for(cfg, shape, memory_budget_bytes(device))
     batches = [b for b in (4**k for k in range(2, 9)) if b <= most]

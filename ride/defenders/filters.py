@@ -8,7 +8,8 @@ kernel 3..11); TV minimisation by split-Bregman and by Chambolle from scikit-ima
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ from skimage.restoration import denoise_tv_bregman, denoise_tv_chambolle
 from torch import Tensor
 
 from ride._checks import check_finite_number, check_images, fmt_number
+from ride.registry import DEFENDERS, setting, setting_values
 
 
 def _check_kernel(kernel: int) -> int:
@@ -82,60 +84,93 @@ def tv_chambolle(x: Tensor, weight: float) -> Tensor:
 
 
 @dataclass(frozen=True)
-class NoDefenceConfig:
-    """No defence: the defended image is a copy of the input."""
+class NoDefence:
+    """No defence: the defended image is a detached copy of the input.
 
-    @property
-    def name(self) -> str:
-        return "none"
+    Example:
+        >>> import torch
+        >>> x = torch.rand(2, 1, 28, 28)
+        >>> torch.equal(NoDefence()(x), x)
+        True
+    """
+
+    name: ClassVar[str] = "none"
+    randomised: ClassVar[bool] = False
 
     @property
     def id(self) -> str:
         return "none"
 
     def params(self) -> dict[str, float | int | bool | str]:
-        return {"name": "none"}
+        return {"name": self.name}
+
+    def __call__(self, x: Tensor, seeds: Sequence[int] | None = None) -> Tensor:
+        check_images(x)
+        return x.detach().clone()
 
 
 @dataclass(frozen=True)
-class MedianConfig:
-    """Median filter with zero padding; ``kernel`` odd (paper Table 4 sweeps 3..11)."""
+class Median:
+    """Median filter with zero padding (paper, "Median Filtering"; Table 4 sweeps 3..11).
 
-    kernel: int = 3
+    Example:
+        >>> import torch
+        >>> x = torch.zeros(1, 1, 5, 5); x[0, 0, 2, 2] = 1.0  # one bright pixel
+        >>> Median(kernel=3)(x).max().item()  # a lone outlier is removed
+        0.0
+    """
+
+    kernel: int = setting(
+        3, key="median_kernel", sweep=True, help="median filter size, odd (Table 4: 3,5,7,9,11)"
+    )
+
+    name: ClassVar[str] = "median"
+    randomised: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         _check_kernel(self.kernel)
-
-    @property
-    def name(self) -> str:
-        return "median"
 
     @property
     def id(self) -> str:
         return f"median-k{self.kernel}"
 
     def params(self) -> dict[str, float | int | bool | str]:
-        return {"name": "median", **asdict(self)}
+        return {"name": self.name, **setting_values(self)}
+
+    def __call__(self, x: Tensor, seeds: Sequence[int] | None = None) -> Tensor:
+        return median(x, self.kernel)
 
 
 @dataclass(frozen=True)
-class TVBregmanConfig:
-    """Split-Bregman TV minimisation; smaller ``weight`` = smoother (paper Table 5).
+class TVBregman:
+    """Split-Bregman TV minimisation (paper, "TV Minimization", Table 5); smaller ``weight``
+    is smoother.
 
-    Default 2.0, a moderate weight for images in [0, 1]: on the digits demo (28x28) it keeps
-    the clean accuracy and lifts PGD (eps 0.1) accuracy from ~0.10 to ~0.44 (weight 1: ~0.50,
-    weight 5: ~0.33).
+    Default weight 2.0, a moderate weight for images in [0, 1]: on the digits demo (28x28) it
+    keeps the clean accuracy and lifts PGD (eps 0.1) accuracy from ~0.10 to ~0.44 (weight 1:
+    ~0.50, weight 5: ~0.33).
+
+    Example:
+        >>> import torch
+        >>> x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+        >>> y = TVBregman(weight=2.0)(x)
+        >>> y.shape, bool(y.std() < x.std())
+        (torch.Size([2, 1, 28, 28]), True)
     """
 
-    weight: float = 2.0
-    isotropic: bool = True
+    weight: float = setting(
+        2.0,
+        key="bregman_weight",
+        sweep=True,
+        help="TV split-Bregman weight, smaller = smoother (Table 5: 0.075,0.125,0.25,0.5,0.75)",
+    )
+    isotropic: bool = setting(True, help="isotropic TV (False: anisotropic)")
+
+    name: ClassVar[str] = "tv-bregman"
+    randomised: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         _check_weight(self.weight)
-
-    @property
-    def name(self) -> str:
-        return "tv-bregman"
 
     @property
     def id(self) -> str:
@@ -143,86 +178,53 @@ class TVBregmanConfig:
         return f"tv-bregman-w{fmt_number(self.weight)}{aniso}"
 
     def params(self) -> dict[str, float | int | bool | str]:
-        return {"name": "tv-bregman", **asdict(self)}
+        return {"name": self.name, **setting_values(self)}
+
+    def __call__(self, x: Tensor, seeds: Sequence[int] | None = None) -> Tensor:
+        return tv_bregman(x, self.weight, self.isotropic)
 
 
 @dataclass(frozen=True)
-class TVChambolleConfig:
-    """Chambolle TV minimisation; larger ``weight`` = smoother (paper Table 6).
+class TVChambolle:
+    """Chambolle TV minimisation (paper, "TV Minimization", Table 6); larger ``weight`` is
+    smoother.
 
-    Default 0.3: on the digits demo it matches Bregman at weight 2 (skimage's default, 0.1,
-    barely smooths 28x28 images in [0, 1]).
+    Default weight 0.3: on the digits demo it matches Bregman at weight 2 (skimage's default,
+    0.1, barely smooths 28x28 images in [0, 1]).
+
+    Example:
+        >>> import torch
+        >>> x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        >>> y = TVChambolle(weight=0.3)(x)
+        >>> y.shape, bool(y.std() < x.std())
+        (torch.Size([2, 3, 32, 32]), True)
     """
 
-    weight: float = 0.3
+    weight: float = setting(
+        0.3,
+        key="chambolle_weight",
+        sweep=True,
+        help="TV Chambolle weight, larger = smoother (Table 6: 0.25,0.5,...,1.75)",
+    )
+
+    name: ClassVar[str] = "tv-chambolle"
+    randomised: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         _check_weight(self.weight)
-
-    @property
-    def name(self) -> str:
-        return "tv-chambolle"
 
     @property
     def id(self) -> str:
         return f"tv-chambolle-w{fmt_number(self.weight)}"
 
     def params(self) -> dict[str, float | int | bool | str]:
-        return {"name": "tv-chambolle", **asdict(self)}
-
-
-class NoDefence:
-    """Identity defender (returns a detached copy)."""
-
-    def __init__(self, cfg: NoDefenceConfig | None = None) -> None:
-        self.cfg = cfg or NoDefenceConfig()
-
-    @property
-    def id(self) -> str:
-        return self.cfg.id
+        return {"name": self.name, **setting_values(self)}
 
     def __call__(self, x: Tensor, seeds: Sequence[int] | None = None) -> Tensor:
-        check_images(x)
-        return x.detach().clone()
+        return tv_chambolle(x, self.weight)
 
 
-class Median:
-    """Median-filter defender over (B, C, H, W) in [0, 1]."""
-
-    def __init__(self, cfg: MedianConfig) -> None:
-        self.cfg = cfg
-
-    @property
-    def id(self) -> str:
-        return self.cfg.id
-
-    def __call__(self, x: Tensor, seeds: Sequence[int] | None = None) -> Tensor:
-        return median(x, self.cfg.kernel)
-
-
-class TVBregman:
-    """Split-Bregman TV defender over (B, C, H, W) in [0, 1]."""
-
-    def __init__(self, cfg: TVBregmanConfig) -> None:
-        self.cfg = cfg
-
-    @property
-    def id(self) -> str:
-        return self.cfg.id
-
-    def __call__(self, x: Tensor, seeds: Sequence[int] | None = None) -> Tensor:
-        return tv_bregman(x, self.cfg.weight, self.cfg.isotropic)
-
-
-class TVChambolle:
-    """Chambolle TV defender over (B, C, H, W) in [0, 1]."""
-
-    def __init__(self, cfg: TVChambolleConfig) -> None:
-        self.cfg = cfg
-
-    @property
-    def id(self) -> str:
-        return self.cfg.id
-
-    def __call__(self, x: Tensor, seeds: Sequence[int] | None = None) -> Tensor:
-        return tv_chambolle(x, self.cfg.weight)
+DEFENDERS.add("none", NoDefence, "no defence")
+DEFENDERS.add("median", Median, "median filter")
+DEFENDERS.add("tv-bregman", TVBregman, "TV split-Bregman")
+DEFENDERS.add("tv-chambolle", TVChambolle, "TV Chambolle")

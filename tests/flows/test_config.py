@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from flows.cli import build_parser, resolve_settings
-from tasks.config import ConfigError, RunConfig
+from pipeline.config import ConfigError, RunConfig
 
 
 def parse(*args: str) -> argparse.Namespace:
@@ -20,7 +20,7 @@ def test_command_line_overrides_the_preset(tmp_path: Path) -> None:
     preset.write_text('ride_iters = 2000\neps = 0.05\nattacks = ["pgd"]\n')
     settings = resolve_settings(parse("--config", str(preset), "--eps", "0.1"))
     cfg = RunConfig.from_mapping(settings)
-    assert (cfg.ride_iters, cfg.eps, cfg.attacks) == (2000, 0.1, ("pgd",))
+    assert (cfg.value("ride_iters"), cfg.value("eps"), cfg.attacks) == (2000, 0.1, ("pgd",))
 
 
 def test_repeatable_options_replace_the_default_lists() -> None:
@@ -33,7 +33,7 @@ def test_demo_defaults() -> None:
     cfg = RunConfig()
     assert cfg.attacks == ("none", "fgsm", "pgd")
     assert cfg.defenders == ("none", "median", "tv-bregman", "ride")
-    assert (cfg.eps, cfg.step, cfg.attack_iters) == (0.1, 0.02, 10)
+    assert (cfg.value("eps"), cfg.value("step"), cfg.value("attack_iters")) == (0.1, 0.02, 10)
     assert [a.id for a in cfg.attack_configs()] == [
         "none",
         "fgsm-eps0.1",
@@ -43,7 +43,7 @@ def test_demo_defaults() -> None:
 
 def test_run_id_ignores_execution_settings() -> None:
     assert RunConfig(workers=1).run_id == RunConfig(workers=4, threads=2).run_id
-    assert RunConfig(eps=0.05).run_id != RunConfig().run_id
+    assert RunConfig.from_mapping({"eps": 0.05}).run_id != RunConfig().run_id
 
 
 def test_keys_added_later_keep_earlier_runs_ids_and_resumable() -> None:
@@ -61,7 +61,7 @@ def test_a_run_toml_of_0_2_0_is_resumed_at_fp32_only(tmp_path: Path) -> None:
 
     toml = tmp_path / "run.toml"
     before = {k: v for k, v in RunConfig().to_dict().items() if k != "precision"}
-    claim_run_dir(toml, before, frozenset(before) - RunConfig.EXECUTION_KEYS, "0.2.0")
+    claim_run_dir(toml, before, frozenset(before) - RunConfig.execution_keys(), "0.2.0")
     check_same_run(toml, RunConfig().run_record(), RunConfig().identity())
     half = RunConfig(precision="bf16")
     with pytest.raises(RunConfigMismatch, match=r"differs in: precision"):
@@ -81,21 +81,21 @@ def test_scheduler_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("preset", sorted((Path(__file__).parents[2] / "configs").glob("*.toml")))
 def test_presets_parse_into_valid_runs(preset: Path) -> None:
-    from tasks.config import load_preset
+    from pipeline.config import load_preset
 
     cfg = RunConfig.from_mapping(load_preset(preset))
     assert cfg.attack_configs() and cfg.defender_configs()
 
 
 def test_demo_preset_is_the_default_run() -> None:
-    from tasks.config import load_preset
+    from pipeline.config import load_preset
 
     preset = Path(__file__).parents[2] / "configs" / "demo.toml"
     assert RunConfig.from_mapping(load_preset(preset)) == RunConfig()
 
 
 def test_white_box_presets_expand_to_the_documented_runs() -> None:
-    from tasks.config import load_preset
+    from pipeline.config import load_preset
 
     configs = Path(__file__).parents[2] / "configs"
     demo = RunConfig.from_mapping(load_preset(configs / "whitebox-demo.toml"))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import RunConfig, load_preset
+from pipeline.config import RunConfig, load_preset
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from ride.attacks import ATTACKS, AttackConfig, fgsm, pgd, run_attack
+from ride.attacks import ATTACKS, FGSM, PGD, NoAttack, fgsm, make_attack, pgd
 from ride.classifiers import accuracy
 from ride.datasets import ImageSet
 from ride.seeding import generator_for
@@ -89,53 +89,69 @@ def test_random_start_is_seeded(
     assert torch.equal(a, b)
 
 
-def test_attack_config_ids_and_params() -> None:
-    assert ATTACKS == ("none", "fgsm", "pgd", "bpda", "bpda-eot")
-    assert AttackConfig("none").id == "none"
-    assert AttackConfig("fgsm").id == "fgsm-eps0.1"
-    assert AttackConfig("fgsm", eps=0.015).id == "fgsm-eps0.015"
-    assert AttackConfig("pgd").id == "pgd-eps0.1-step0.02-it10"
-    assert AttackConfig("pgd", eps=0.05, step=0.01).id == "pgd-eps0.05-step0.01-it10"
-    assert AttackConfig("pgd", random_start=True).id == "pgd-eps0.1-step0.02-it10-rs"
-    assert AttackConfig("pgd", eps=1.0).id == "pgd-eps1-step0.02-it10"
-    assert AttackConfig("pgd").params() == {
+def test_ids_and_params_are_stable() -> None:
+    assert ATTACKS.names() == ("none", "fgsm", "pgd", "bpda", "bpda-eot")
+    assert NoAttack().id == "none"
+    assert FGSM().id == "fgsm-eps0.1"
+    assert FGSM(eps=0.015).id == "fgsm-eps0.015"
+    assert PGD().id == "pgd-eps0.1-step0.02-it10"
+    assert PGD(eps=0.05, step=0.01).id == "pgd-eps0.05-step0.01-it10"
+    assert PGD(random_start=True).id == "pgd-eps0.1-step0.02-it10-rs"
+    assert PGD(eps=1.0).id == "pgd-eps1-step0.02-it10"
+    assert PGD().params() == {
         "name": "pgd",
         "eps": 0.1,
         "step": 0.02,
         "iters": 10,
         "random_start": False,
     }
-    assert AttackConfig("fgsm").params() == {"name": "fgsm", "eps": 0.1}
+    assert FGSM().params() == {"name": "fgsm", "eps": 0.1}
+    assert NoAttack().params() == {"name": "none"}
 
 
-def test_run_attack_dispatch(
+def test_make_attack_builds_the_registered_class() -> None:
+    assert make_attack("pgd", eps=0.05) == PGD(eps=0.05)
+    assert make_attack("none") == NoAttack()
+    assert isinstance(make_attack("fgsm"), FGSM)
+
+
+def test_the_model_is_not_part_of_the_identity(trained_cnn: nn.Module) -> None:
+    assert PGD(trained_cnn, eps=0.05) == PGD(eps=0.05)
+    assert PGD(trained_cnn).params() == PGD().params()
+
+
+def test_objects_equal_the_functions(
     trained_cnn: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]
 ) -> None:
     x, y = batch
-    none = run_attack(AttackConfig("none"), trained_cnn, x, y)
+    none = NoAttack(trained_cnn)(x, y)
     assert torch.equal(none, x) and none.data_ptr() != x.data_ptr()
+    assert torch.equal(FGSM(trained_cnn)(x, y), fgsm(trained_cnn, x, y, EPS))
+    assert torch.equal(PGD(trained_cnn, iters=2)(x, y), pgd(trained_cnn, x, y, EPS, 0.02, 2))
     assert torch.equal(
-        run_attack(AttackConfig("fgsm"), trained_cnn, x, y), fgsm(trained_cnn, x, y, EPS)
-    )
-    assert torch.equal(
-        run_attack(AttackConfig("pgd", iters=2), trained_cnn, x, y),
-        pgd(trained_cnn, x, y, EPS, 0.02, 2),
+        make_attack("pgd", iters=2).perturb(trained_cnn, x, y), pgd(trained_cnn, x, y, EPS, 0.02, 2)
     )
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
+    ("name", "kwargs", "message"),
     [
-        ({"name": "cw"}, "unknown attack 'cw'; choose from: none, fgsm, pgd"),
-        ({"name": "pgd", "eps": 0.0}, "eps must be in"),
-        ({"name": "pgd", "eps": 1.5}, "eps must be in"),
-        ({"name": "pgd", "step": 0.0}, "step must be > 0"),
-        ({"name": "pgd", "iters": 0}, "iters must be"),
+        ("cw", {}, "unknown attack 'cw'; choose from: none, fgsm, pgd"),
+        ("pgd", {"eps": 0.0}, "eps must be in"),
+        ("pgd", {"eps": 1.5}, "eps must be in"),
+        ("pgd", {"step": 0.0}, "step must be > 0"),
+        ("pgd", {"iters": 0}, "iters must be"),
+        ("fgsm", {"iters": 3}, "unknown setting"),
     ],
 )
-def test_attack_config_validation(kwargs: dict[str, object], message: str) -> None:
+def test_attack_validation(name: str, kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        AttackConfig(**kwargs)  # type: ignore[arg-type]
+        make_attack(name, **kwargs)
+
+
+def test_an_attack_without_a_model_says_so(batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+    with pytest.raises(ValueError, match=r"PGD has no model: construct it as PGD\(model"):
+        PGD()(*batch)
 
 
 def test_bad_inputs(trained_cnn: nn.Module) -> None:

@@ -9,17 +9,18 @@ import torch
 from torch import Tensor, nn
 
 from ride.attacks import (
-    AttackConfig,
+    BPDA,
+    BPDAEOT,
+    PGD,
     BPDAStep,
     bpda,
     bpda_identity,
     draw_seeds,
     pgd,
-    run_attack,
 )
 from ride.classifiers import accuracy
 from ride.datasets import ImageSet
-from ride.defenders import NoDefence, Ride, RideConfig, build_defender, defender_config
+from ride.defenders import Median, NoDefence, Ride
 from ride.seeding import generator_for
 
 EPS, STEP = 0.1, 0.02
@@ -76,17 +77,8 @@ def test_bpda_eot_with_one_draw_is_bpda(
 ) -> None:
     x, y = batch
     seeds = list(range(100, 100 + len(x)))
-    plain = run_attack(
-        AttackConfig("bpda", iters=3), trained_cnn, x, y, defender=NoisyDefender(), seeds=seeds
-    )
-    eot1 = run_attack(
-        AttackConfig("bpda-eot", iters=3, eot=1),
-        trained_cnn,
-        x,
-        y,
-        defender=NoisyDefender(),
-        seeds=seeds,
-    )
+    plain = BPDA(iters=3).perturb(trained_cnn, x, y, defender=NoisyDefender(), seeds=seeds)
+    eot1 = BPDAEOT(trained_cnn, NoisyDefender(), iters=3, eot=1)(x, y, seeds=seeds)
     assert torch.equal(plain, eot1)
 
 
@@ -94,7 +86,7 @@ def test_eot_over_a_deterministic_defender_is_bpda(
     trained_cnn: nn.Module, batch: tuple[Tensor, Tensor]
 ) -> None:
     x, y = batch
-    median = build_defender(defender_config("median", kernel=3))
+    median = Median(kernel=3)
     once = bpda(trained_cnn, median, x, y, EPS, STEP, 4)
     averaged = bpda(trained_cnn, median, x, y, EPS, STEP, 4, eot=3)
     assert torch.equal(once, averaged)
@@ -133,7 +125,7 @@ def test_steps_report_what_the_attack_saw(
 ) -> None:
     x, y = batch
     steps: list[BPDAStep] = []
-    median = build_defender(defender_config("median", kernel=3))
+    median = Median(kernel=3)
     bpda(trained_cnn, median, x, y, EPS, STEP, 3, on_step=steps.append)
     assert torch.equal(steps[0].adversarial, x)  # no random start: x^(0) is the clean image
     assert torch.equal(steps[0].defended, median(x))
@@ -162,7 +154,7 @@ def test_the_adaptive_attack_beats_the_gray_box_attack_on_a_filter(
     trained_cnn: nn.Module, digits_test: ImageSet
 ) -> None:
     x, y = digits_test.images[:96], digits_test.labels[:96]
-    median = build_defender(defender_config("median", kernel=3))
+    median = Median(kernel=3)
     gray_box = accuracy(trained_cnn, median(pgd(trained_cnn, x, y, EPS, STEP, 10)), y)
     white_box = accuracy(trained_cnn, median(bpda(trained_cnn, median, x, y, EPS, STEP, 10)), y)
     assert white_box < gray_box, (white_box, gray_box)
@@ -176,7 +168,7 @@ def test_bpda_through_ride_keeps_the_invariants(
     x_before = x.clone()
     trained_cnn.train()
     try:
-        ride = Ride(RideConfig(iters=3, checkpoints=1))
+        ride = Ride(iters=3, checkpoints=1)
         with torch.no_grad():  # RIDE fits its networks even when the caller disabled gradients
             adv = bpda(trained_cnn, ride, x, y, EPS, STEP, 2, seeds=[1, 2])
         assert trained_cnn.training  # mode restored
@@ -194,9 +186,8 @@ def test_bpda_through_ride_keeps_the_invariants(
         (lambda m, x, y: bpda(m, NoDefence(), x, y, EPS, STEP, 2, eot=0), "eot must be an int"),
         (lambda m, x, y: bpda(m, NoDefence(), x, y, EPS, STEP, 0), "iters must be an int"),
         (lambda m, x, y: bpda(m, NoDefence(), x, y, EPS, STEP, 2, seeds=[1]), "one seed per"),
-        (lambda m, x, y: run_attack(AttackConfig("bpda"), m, x, y), "give the defender"),
-        (lambda m, x, y: AttackConfig("bpda", eot=3), "bpda draws the defender once"),
-        (lambda m, x, y: AttackConfig("bpda-eot", eot=0), "eot must be an int"),
+        (lambda m, x, y: BPDA(m)(x, y), "give the defender"),
+        (lambda m, x, y: BPDAEOT(eot=0), "eot must be an int"),
     ],
 )
 def test_errors(
@@ -208,9 +199,10 @@ def test_errors(
 
 
 def test_ids_and_params() -> None:
-    assert AttackConfig("bpda").id == "bpda-eps0.1-step0.02-it10"
-    assert AttackConfig("bpda-eot", eot=15).id == "bpda-eot15-eps0.1-step0.02-it10"
-    assert AttackConfig("bpda-eot", eot=15).params()["eot"] == 15
-    assert "eot" not in AttackConfig("bpda").params()
-    assert AttackConfig("bpda").adaptive and AttackConfig("bpda-eot", eot=2).adaptive
-    assert not AttackConfig("pgd").adaptive
+    assert BPDA().id == "bpda-eps0.1-step0.02-it10"
+    assert BPDAEOT(eot=15).id == "bpda-eot15-eps0.1-step0.02-it10"
+    assert BPDAEOT(eot=15).params()["eot"] == 15
+    assert "eot" not in BPDA().params()
+    assert BPDA().adaptive and BPDAEOT(eot=2).adaptive
+    assert not PGD().adaptive
+    assert BPDA(defender=Median()) == BPDA()  # the defender is not part of the identity

@@ -44,7 +44,7 @@ def test_size_option() -> None:
 
 
 def test_load_dataset_names() -> None:
-    assert DATASETS[0] == "digits"
+    assert DATASETS.names()[0] == "digits"
     assert len(load_dataset("digits", "test")) == len(load_digits("test"))
     with pytest.raises(ValueError, match="unknown dataset 'x'; choose from: digits"):
         load_dataset("x", "test")

@@ -13,7 +13,7 @@ from datafiles import cifar_batch, idx_bytes, noise_image, write_cifar, write_mn
 from PIL import Image
 from torchvision import transforms
 
-import ride.datasets as ds
+import ride.datasets.imagenet as imagenet_module
 from ride.datasets import (
     DATASETS,
     DatasetError,
@@ -65,9 +65,9 @@ def test_mnist_missing(tmp_path: Path) -> None:
         load_mnist(tmp_path / "nope", "test")
     with pytest.raises(DatasetError, match=r"t10k-images-idx3-ubyte\[\.gz\] not found"):
         load_mnist(tmp_path, "test")
-    with pytest.raises(DatasetError, match="--data-dir is required for dataset mnist"):
+    with pytest.raises(DatasetError, match="data_dir is required for dataset mnist"):
         load_dataset("mnist", "test")
-    with pytest.raises(DatasetError, match="--data-dir is required for dataset cifar10"):
+    with pytest.raises(DatasetError, match="data_dir is required for dataset cifar10"):
         check_dataset("cifar10", None)
 
 
@@ -312,13 +312,13 @@ def test_load_dataset_imagenet(imagenet_dir: Path, monkeypatch: pytest.MonkeyPat
     assert data.images.shape == (5, 3, 224, 224)
     # limit decodes only the first items
     decoded: list[int] = []
-    real = ds.load_imagenet_images
+    real = imagenet_module.load_imagenet_images
 
     def spy(data_dir: Path, files: list[tuple[str, int]]) -> torch.Tensor:
         decoded.append(len(files))
         return real(data_dir, files)
 
-    monkeypatch.setattr(ds, "load_imagenet_images", spy)
+    monkeypatch.setattr(imagenet_module, "load_imagenet_images", spy)
     first = load_dataset("imagenet", "test", seed=0, data_dir=imagenet_dir, limit=2)
     assert decoded == [2]
     assert torch.equal(first.images, data.images[:2])
@@ -342,7 +342,7 @@ def test_imagenet_errors(tmp_path: Path, imagenet_dir: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match=r"no class folders and no labels.txt"):
         imagenet_files(tmp_path / "empty")
-    with pytest.raises(DatasetError, match="--data-dir is required for dataset imagenet"):
+    with pytest.raises(DatasetError, match="data_dir is required for dataset imagenet"):
         load_dataset("imagenet", "test")
     # corrupt JPEGs: garbage after the JPEG marker, and a truncated file
     cls = imagenet_dir / "n01443537"
@@ -369,7 +369,7 @@ def test_imagenet_errors(tmp_path: Path, imagenet_dir: Path) -> None:
 
 
 def test_registry_and_digits_limit() -> None:
-    assert DATASETS == ("digits", "mnist", "cifar10", "imagenet")
+    assert DATASETS.names() == ("digits", "mnist", "cifar10", "imagenet")
     assert dataset_shape("mnist") == (1, 28, 28) and dataset_num_classes("mnist") == 10
     assert dataset_shape("digits") == (1, 28, 28)
     assert dataset_shape("cifar10") == (3, 32, 32) and dataset_num_classes("cifar10") == 10

@@ -9,9 +9,9 @@ from scipy import ndimage
 from skimage.restoration import denoise_tv_bregman, denoise_tv_chambolle
 
 from ride.defenders import (
-    MedianConfig,
-    TVBregmanConfig,
-    TVChambolleConfig,
+    Median,
+    TVBregman,
+    TVChambolle,
     build_defender,
     median,
     tv_bregman,
@@ -39,7 +39,7 @@ def test_median_rejects_even_or_small_kernels(kernel: int) -> None:
     with pytest.raises(ValueError, match="odd int >= 1"):
         median(_images(1), kernel)
     with pytest.raises(ValueError, match="odd int >= 1"):
-        MedianConfig(kernel=kernel)
+        Median(kernel=kernel)
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -75,7 +75,7 @@ def test_tv_weight_directions() -> None:
 def test_filter_defenders_do_not_mutate_and_detach() -> None:
     x = _images(1).requires_grad_(True)
     keep = x.detach().clone()
-    for cfg in (MedianConfig(), TVBregmanConfig(), TVChambolleConfig()):
+    for cfg in (Median(), TVBregman(), TVChambolle()):
         out = build_defender(cfg)(x)
         assert out.shape == x.shape and not out.requires_grad
         assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
@@ -84,6 +84,6 @@ def test_filter_defenders_do_not_mutate_and_detach() -> None:
 
 def test_tv_rejects_bad_weight() -> None:
     with pytest.raises(ValueError, match="TV weight must be > 0"):
-        TVBregmanConfig(weight=0.0)
+        TVBregman(weight=0.0)
     with pytest.raises(ValueError, match="TV weight must be > 0"):
         tv_chambolle(_images(1), -1.0)

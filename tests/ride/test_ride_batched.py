@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+from collections.abc import Sequence
 
 import pytest
 import torch
 
-from ride.defenders import Ride, RideConfig, build_defender, defender_config, ride
+from ride.defenders import build_defender
+from ride.defenders.ride import BatchedEngine, Ride, ride
+from ride.defenders.ride.streams import blocks
+from ride.registry import DEFENDERS
 from ride.seeding import generator_for
+
+#: the package ``ride.defenders.ride`` (its name is shadowed by the function ``ride``)
+RIDE_PACKAGE = importlib.import_module("ride.defenders.ride")
 
 #: float32 tolerance of batched vs reference: the grouped convolution sums in another order.
 ATOL_F32 = 1e-5
@@ -25,7 +33,7 @@ def _x(b: int, arch: str, dtype: torch.dtype, seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize("arch", ["mnist", "cifar"])
 @pytest.mark.parametrize("variant", ["ride", "dip"])
 def test_batched_equals_reference(b: int, arch: str, variant: str) -> None:
-    cfg = defender_config(variant, arch=arch, iters=3, checkpoints=2)
+    cfg = DEFENDERS[variant].build(arch=arch, iters=3, checkpoints=2)
     seeds = list(range(10, 10 + b))
     x64 = _x(b, arch, torch.float64)
     ref = ride(x64, cfg, seeds, engine="reference")
@@ -40,9 +48,8 @@ def test_batched_equals_reference(b: int, arch: str, variant: str) -> None:
 
 @pytest.mark.parametrize("variant", ["dae", "idip"])
 def test_batched_equals_reference_all_flags(variant: str) -> None:
-    """Every RideConfig flag off its default, and several blocks of random numbers per fit."""
-    cfg = defender_config(
-        variant,
+    """Every Ride flag off its default, and several blocks of random numbers per fit."""
+    cfg = DEFENDERS[variant].build(
         arch="cifar",
         iters=5,
         checkpoints=2,
@@ -56,22 +63,22 @@ def test_batched_equals_reference_all_flags(variant: str) -> None:
         **({"alpha": 0.5} if variant == "idip" else {}),
     )
     x = _x(3, "cifar", torch.float64, seed=1)
-    ref = Ride(cfg, engine="reference")(x, [1, 2, 3])
-    torch.testing.assert_close(Ride(cfg)(x, [1, 2, 3]), ref, rtol=0.0, atol=1e-10)
+    ref = dataclasses.replace(cfg, engine="reference")(x, [1, 2, 3])
+    torch.testing.assert_close(cfg(x, [1, 2, 3]), ref, rtol=0.0, atol=1e-10)
 
 
 def test_batched_equals_reference_across_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
-    ride_module = importlib.import_module("ride.defenders.ride")  # the package shadows it
-    monkeypatch.setattr(ride_module, "BLOCK_ELEMENTS", 14000)  # 2 steps per block
-    cfg = RideConfig(iters=5, checkpoints=2, batch=2, noisy_target=True)
-    assert ride_module._blocks(cfg, (1, 10, 10)) == [2, 2, 1]
+    streams = importlib.import_module("ride.defenders.ride.streams")
+    monkeypatch.setattr(streams, "BLOCK_ELEMENTS", 14000)  # 2 steps per block
+    cfg = Ride(iters=5, checkpoints=2, batch=2, noisy_target=True)
+    assert blocks(cfg.with_arch_for((1, 10, 10)), (1, 10, 10)) == [2, 2, 1]
     x = torch.rand(2, 1, 10, 10, generator=generator_for(2), dtype=torch.float64)
     ref = ride(x, cfg, [4, 5], engine="reference")
     torch.testing.assert_close(ride(x, cfg, [4, 5]), ref, rtol=0.0, atol=1e-10)
 
 
 def test_other_images_do_not_change_an_image() -> None:
-    cfg = RideConfig(iters=4, checkpoints=2)
+    cfg = Ride(iters=4, checkpoints=2)
     x = _x(3, "mnist", torch.float64)
     y = x.clone()
     y[1] = torch.rand(y[1].shape, generator=generator_for(9), dtype=y.dtype)
@@ -82,7 +89,7 @@ def test_other_images_do_not_change_an_image() -> None:
 
 
 def test_shape_range_input_untouched_and_grad_context() -> None:
-    cfg = RideConfig(arch="cifar", iters=3, checkpoints=2)
+    cfg = Ride(arch="cifar", iters=3, checkpoints=2)
     x = _x(2, "cifar", torch.float32)
     keep = x.clone()
     xg = x.clone().requires_grad_(True)
@@ -101,18 +108,18 @@ def test_shape_range_input_untouched_and_grad_context() -> None:
 
 def test_unknown_engine() -> None:
     with pytest.raises(ValueError, match="engine"):
-        ride(_x(1, "mnist", torch.float32), RideConfig(iters=1, checkpoints=1), [0], engine="x")  # type: ignore[arg-type]
+        ride(_x(1, "mnist", torch.float32), Ride(iters=1, checkpoints=1), [0], engine="x")  # type: ignore[arg-type]
 
 
 def test_packed_dropout_masks_have_the_dropout_distribution() -> None:
     """Rate 0.5 masks from random bits: values {0, 2}, half kept, no pattern, seeded."""
-    from ride.defenders.ride import _packed_dropout_bits, _unpack_keep_masks
+    from ride.defenders.ride.streams import packed_dropout_bits, unpack_keep_masks
 
     cpu = torch.device("cpu")
     shape = (7, 1, 28, 28, 2)  # (L, n, H, W, C/8): 16 channels, numel not a multiple of 8
-    packed = _packed_dropout_bits(generator_for(3), shape, cpu)
+    packed = packed_dropout_bits(generator_for(3), shape, cpu)
     assert packed.shape == shape and packed.dtype == torch.uint8
-    masks = _unpack_keep_masks(packed, torch.float32)
+    masks = unpack_keep_masks(packed, torch.float32)
     assert masks.shape == (7, 1, 28, 28, 16)
     assert set(masks.unique().tolist()) == {0.0, 2.0}
     flat = masks.flatten() / 2
@@ -121,12 +128,12 @@ def test_packed_dropout_masks_have_the_dropout_distribution() -> None:
     for lag in (1, 8, 16, 64):  # neighbours, across byte and word boundaries: uncorrelated
         corr = torch.corrcoef(torch.stack([flat[:-lag], flat[lag:]]))[0, 1]
         assert abs(float(corr)) < 4 / n**0.5, lag
-    assert torch.equal(packed, _packed_dropout_bits(generator_for(3), shape, cpu))
-    assert not torch.equal(packed, _packed_dropout_bits(generator_for(4), shape, cpu))
+    assert torch.equal(packed, packed_dropout_bits(generator_for(3), shape, cpu))
+    assert not torch.equal(packed, packed_dropout_bits(generator_for(4), shape, cpu))
     # bit b of byte j is element 8j + b
     byte = torch.tensor([[0b10000001, 0b00000010]], dtype=torch.uint8)
     expected = [*[2, 0, 0, 0, 0, 0, 0, 2], *[0, 2, 0, 0, 0, 0, 0, 0]]
-    assert _unpack_keep_masks(byte, torch.float64).tolist() == [expected]
+    assert unpack_keep_masks(byte, torch.float64).tolist() == [expected]
 
 
 def test_memory_estimate_is_linear_in_the_batch_and_picks_max_batch() -> None:
@@ -137,20 +144,22 @@ def test_memory_estimate_is_linear_in_the_batch_and_picks_max_batch() -> None:
         ("cifar", (3, 32, 32)),
         ("imagenet", (3, 224, 224)),
     ):
-        cfg = RideConfig(arch=arch)  # type: ignore[arg-type]
+        cfg = Ride(arch=arch)  # type: ignore[arg-type]
         one = estimate_memory_bytes(cfg, shape, 1)
         assert one > 0
         assert estimate_memory_bytes(cfg, shape, 8) == pytest.approx(8 * one, rel=1e-6)
         assert max_batch_for(cfg, shape, 7 * one) == 7
         assert max_batch_for(cfg, shape, one // 2) == 1  # never zero
-    small = estimate_memory_bytes(RideConfig(arch="mnist"), (1, 28, 28), 1)
-    large = estimate_memory_bytes(RideConfig(arch="imagenet"), (3, 224, 224), 1)
+    small = estimate_memory_bytes(Ride(arch="mnist"), (1, 28, 28), 1)
+    large = estimate_memory_bytes(Ride(arch="imagenet"), (3, 224, 224), 1)
     assert large > 10 * small
+    # without an arch, the network of the images' shape
+    assert estimate_memory_bytes(Ride(), (3, 224, 224), 1) == large
 
 
 def test_max_batch_fits_the_images_in_groups() -> None:
     x = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    cfg = RideConfig(iters=3, checkpoints=2)
+    cfg = Ride(iters=3, checkpoints=2)
     seeds = [11, 12, 13, 14, 15]
     grouped = ride(x, cfg, seeds, max_batch=2)
     expected = torch.cat([ride(x[i : i + 2], cfg, seeds[i : i + 2]) for i in (0, 2, 4)])
@@ -164,23 +173,22 @@ def test_max_batch_auto_sizes_the_groups_from_the_free_memory(
 ) -> None:
     """``max_batch="auto"``: as many images per group as the memory estimate fits in the
     budget (here two of five), so the result is the ``max_batch=2`` one."""
-    ride_module = importlib.import_module("ride.defenders.ride")
     from ride.defenders.ride import estimate_memory_bytes, memory_budget_bytes
 
     assert memory_budget_bytes(torch.device("cpu")) > 0
     x = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    cfg = RideConfig(iters=3, checkpoints=1)
+    cfg = Ride(iters=3, checkpoints=1)
     seeds = [1, 2, 3, 4, 5]
     two_images = int(2.5 * estimate_memory_bytes(cfg, (1, 28, 28), 1))
-    monkeypatch.setattr(ride_module, "memory_budget_bytes", lambda device: two_images)
+    monkeypatch.setattr(RIDE_PACKAGE, "memory_budget_bytes", lambda device: two_images)
     groups: list[int] = []
-    batched = ride_module._defend_batched
 
-    def counting(x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-        groups.append(x.shape[0])
-        return batched(x, *args, **kwargs)  # type: ignore[arg-type]
+    class Counting(BatchedEngine):
+        def __init__(self, x: torch.Tensor, cfg: Ride, seeds: Sequence[int]) -> None:
+            groups.append(x.shape[0])
+            super().__init__(x, cfg, seeds)
 
-    monkeypatch.setattr(ride_module, "_defend_batched", counting)
+    monkeypatch.setattr(RIDE_PACKAGE, "BatchedEngine", Counting)
     auto = ride(x, cfg, seeds, max_batch="auto")
     assert groups == [2, 2, 1]
     assert torch.equal(auto, ride(x, cfg, seeds, max_batch=2))
@@ -207,7 +215,7 @@ def test_fit_precision_sets_cudnn_and_restores_it(precision: str) -> None:
 def test_bf16_fits_in_bfloat16_and_returns_the_input_dtype() -> None:
     """bf16: autocast convolutions (so not the fp32 result), an image of the input's dtype in
     [0, 1] close to fp32's, the same in both engines, and no autocast left behind."""
-    cfg = RideConfig(iters=40, checkpoints=1, lr=1e-3)
+    cfg = Ride(iters=40, checkpoints=1, lr=1e-3)
     x = _x(2, "mnist", torch.float32)
     seeds = [3, 4]
     full = ride(x, cfg, seeds)
@@ -221,17 +229,17 @@ def test_bf16_fits_in_bfloat16_and_returns_the_input_dtype() -> None:
     reference = ride(x, cfg, seeds, precision="bf16", engine="reference")
     assert float((half - reference).abs().max()) < 0.05
     assert not torch.is_autocast_enabled("cpu")
-    assert torch.equal(Ride(cfg, precision="bf16")(x, seeds), half)
+    assert torch.equal(dataclasses.replace(cfg, precision="bf16")(x, seeds), half)
 
 
 def test_precision_errors() -> None:
     x = _x(1, "mnist", torch.float32)
-    cfg = RideConfig(iters=1, checkpoints=1)
+    cfg = Ride(iters=1, checkpoints=1)
     with pytest.raises(ValueError, match="precision 'tf32' needs a CUDA device"):
         ride(x, cfg, [0], precision="tf32")
     with pytest.raises(ValueError, match="unknown precision 'fp16'; choose from: fp32, tf32, bf16"):
         ride(x, cfg, [0], precision="fp16")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown precision"):
-        Ride(cfg, precision="half")  # type: ignore[arg-type]
+        Ride(iters=1, checkpoints=1, precision="half")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown precision"):  # filters too: a typo is a typo
-        build_defender(defender_config("median"), precision="half")  # type: ignore[arg-type]
+        build_defender(DEFENDERS["median"].build(), precision="half")  # type: ignore[arg-type]

@@ -24,10 +24,10 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from analysis.tables import ADAPTIVE
 from storage.files import temporary_sibling
 from storage.images import ImageStore, adaptive_adv_name, adv_name, defended_name
 from storage.layout import RunLayout
-from storage.report import ADAPTIVE
 from storage.results import read_results
 from storage.steps import read_steps
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from storage.figures import draw_figures
+from analysis.figures import draw_figures
+from analysis.tables import accuracy_report
 from storage.files import atomic_write_bytes
 from storage.layout import RunLayout
-from storage.report import accuracy_report
 from storage.results import read_results
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -32,16 +32,8 @@ from ride._checks import (
     check_images,
     check_seeds,
     check_unit_range,
-    fmt_number,
 )
 from ride.seeding import derive_seed
-
-ATTACKS: tuple[str, ...] = ("none", "fgsm", "pgd", "bpda", "bpda-eot")
-
-#: Attacks whose adversarial image depends on the defender (white-box, adaptive).
-ADAPTIVE_ATTACKS: tuple[str, ...] = ("bpda", "bpda-eot")
-
-AttackName = Literal["none", "fgsm", "pgd", "bpda", "bpda-eot"]
 
 #: The gradient an attack follows: (current iterate x^(k), k) -> d loss / d x^(k).
 GradientFn = Callable[[Tensor, int], Tensor]
@@ -242,106 +234,3 @@ def bpda(
 
     with _eval_mode(model):
         return _sign_steps(gradient, x0, eps, step, iters, start)
-
-
-@dataclass(frozen=True)
-class AttackConfig:
-    """Settings of one attack; ``id`` names it in storage, e.g. ``pgd-eps0.1-step0.02-it10``.
-
-    ``eot`` is the number of defender draws per gradient of ``bpda-eot`` (1 for ``bpda``,
-    unused by the gray-box attacks).
-    """
-
-    name: AttackName
-    eps: float = 0.1
-    step: float = 0.02
-    iters: int = 10
-    random_start: bool = False
-    eot: int = 1
-
-    def __post_init__(self) -> None:
-        if self.name not in ATTACKS:
-            raise ValueError(f"unknown attack {self.name!r}; choose from: {', '.join(ATTACKS)}")
-        _check_walk(self.eps, self.step, self.iters)
-        if isinstance(self.eot, bool) or not isinstance(self.eot, int) or self.eot < 1:
-            raise ValueError(f"eot must be an int >= 1, got {self.eot!r}")
-        if self.name == "bpda" and self.eot != 1:
-            raise ValueError(f"bpda draws the defender once per step (eot 1), got eot {self.eot}")
-
-    @property
-    def adaptive(self) -> bool:
-        """True when the adversarial image depends on the defender (BPDA, BPDA+EOT)."""
-        return self.name in ADAPTIVE_ATTACKS
-
-    @property
-    def id(self) -> str:
-        """Stable readable id: ``none``, ``fgsm-eps0.1``, ``pgd-eps0.1-step0.02-it10[-rs]``,
-        ``bpda-eps0.1-step0.02-it10``, ``bpda-eot15-eps0.1-step0.02-it10``."""
-        if self.name == "none":
-            return "none"
-        if self.name == "fgsm":
-            return f"fgsm-eps{fmt_number(self.eps)}"
-        rs = "-rs" if self.random_start else ""
-        prefix = f"bpda-eot{self.eot}" if self.name == "bpda-eot" else self.name
-        return (
-            f"{prefix}-eps{fmt_number(self.eps)}-step{fmt_number(self.step)}"
-            f"-it{fmt_number(self.iters)}{rs}"
-        )
-
-    def params(self) -> dict[str, float | int | bool | str]:
-        """The settings that matter for this attack (those named by its id)."""
-        if self.name == "none":
-            return {"name": "none"}
-        if self.name == "fgsm":
-            return {"name": "fgsm", "eps": self.eps}
-        walk: dict[str, float | int | bool | str] = {
-            "name": self.name,
-            "eps": self.eps,
-            "step": self.step,
-            "iters": self.iters,
-            "random_start": self.random_start,
-        }
-        if self.name == "bpda-eot":
-            walk["eot"] = self.eot
-        return walk
-
-
-def run_attack(
-    cfg: AttackConfig,
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    generator: torch.Generator | None = None,
-    *,
-    defender: DefenderFn | None = None,
-    seeds: Sequence[int] | None = None,
-    on_step: Callable[[BPDAStep], None] | None = None,
-) -> Tensor:
-    """Run the attack described by ``cfg``; ``none`` returns a copy of ``x``.
-
-    The adaptive attacks (``cfg.adaptive``) need the ``defender`` they attack and its
-    per-image ``seeds``; ``on_step`` sees each of their iterates (see :func:`bpda`).
-    """
-    if cfg.name == "none":
-        _check_inputs(x, y)
-        return x.detach().clone()
-    if cfg.name == "fgsm":
-        return fgsm(model, x, y, cfg.eps)
-    if cfg.name == "pgd":
-        return pgd(model, x, y, cfg.eps, cfg.step, cfg.iters, cfg.random_start, generator)
-    if defender is None:
-        raise ValueError(f"attack {cfg.name!r} is adaptive: give the defender it attacks")
-    return bpda(
-        model,
-        defender,
-        x,
-        y,
-        cfg.eps,
-        cfg.step,
-        cfg.iters,
-        cfg.eot,
-        cfg.random_start,
-        seeds=seeds,
-        generator=generator,
-        on_step=on_step,
-    )

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from storage.figures import draw_figures
+from analysis.figures import draw_figures
 from storage.images import ImageStore, adaptive_adv_name, defended_name
 from storage.layout import RunLayout
 from storage.results import SCHEMA, result_key, write_results

@@ -7,7 +7,7 @@ import json
 
 import pandas as pd
 
-from storage.report import accuracy_report, find_sweeps, sweep_section, sweep_table
+from analysis.tables import accuracy_report, find_sweeps, sweep_section, sweep_table
 
 #: accuracy per (attack, kernel) of Table 4, on 1000 fake images
 TABLE4 = {
@@ -79,7 +79,7 @@ def test_two_swept_settings_and_ties() -> None:
     rows: list[dict[str, object]] = []
     for alpha in (0.9, 0.8):
         for sigma in (0.5, 0.25):
-            params = {"alpha": alpha, "sigma": sigma, "iters": 5}
+            params: dict[str, object] = {"alpha": alpha, "sigma": sigma, "iters": 5}
             name = f"ride-K5-T5-a{alpha}-s{sigma}"
             rows += rows_for("fgsm-eps0.1", name, "ride", params, 0.5 if sigma == 0.5 else 0.25)
     frame = pd.DataFrame(rows)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from storage.report import accuracy_report, accuracy_table, clean_accuracy, whitebox_rows
+from analysis.tables import accuracy_report, accuracy_table, clean_accuracy, whitebox_rows
 
 
 def frame() -> pd.DataFrame:

@@ -1,0 +1,530 @@
+"""The resolved settings of one evaluation run, as the CLI, presets and deployments give them.
+
+A run is described by a flat mapping whose keys are the ``ride run`` option names with
+underscores (``ride_iters``, ``attack_iters``...); TOML presets and deployment parameters use
+the same keys. Two kinds of keys:
+
+- the fields of :class:`RunConfig` (dataset, attacks, defenders, chunk size, workers...), each
+  with its help text and option spelling in the field's metadata;
+- the run keys of the registered attacks and defenders (:func:`run_keys`): a setting declared
+  with ``setting(key="median_kernel", sweep=True)`` in ``ride/`` is a key of every run, with
+  its type, default and help taken from that declaration.
+
+The CLI, the TOML keys and the validation are all derived from these declarations. The mapping
+is validated once here, at the flow boundary, into a frozen :class:`RunConfig`; errors name
+the key (:class:`ConfigError`), the CLI turns it into its option.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ride.classifiers import CLASSIFIERS
+from ride.datasets import dataset_shape
+from ride.defenders import PRECISIONS, Defender, Precision
+from ride.registry import ATTACKS, DATASETS, DEFENDERS, UNSET, Entry, field_default, field_type
+
+DEMO_LIMIT = 60
+"""Images of the digits test split the demo evaluates (the split has 450)."""
+
+#: The keys of a run in version 0.2.0. A key added since (a new setting, a new defender's
+#: key) is recorded in ``run.toml`` and ``run_id`` only when it differs from its default, so
+#: a run made before it keeps its id and can still be resumed.
+V020_KEYS = frozenset(
+    [
+        "dataset",
+        "limit",
+        "seed",
+        "classifier",
+        "weights",
+        "attacks",
+        "eps",
+        "step",
+        "attack_iters",
+        "eot",
+        "recheck",
+        "defenders",
+        "median_kernel",
+        "bregman_weight",
+        "chambolle_weight",
+        "ride_iters",
+        "ride_checkpoints",
+        "alpha",
+        "sigma",
+        "lr",
+        "weight_decay",
+        "chunk_size",
+        "device",
+        "workers",
+        "threads",
+        "scheduler",
+        "data_dir",
+        "cache",
+        "cache_dir",
+    ]
+)
+
+Number = int | float
+Sweep = Number | tuple[Number, ...]
+
+
+class ConfigError(ValueError):
+    """A setting is unknown, of the wrong type or out of range; ``key`` names it."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(join_key(key, message) if key else message)
+        self.key = key
+        self.message = message
+
+
+_PREDICATES = ("must ", "is ", "lists ", "takes ", "needs ")
+
+
+def join_key(name: str, message: str) -> str:
+    """``eps`` + ``must be > 0`` -> ``eps must be > 0``; other messages after a colon."""
+    return f"{name} {message}" if message.startswith(_PREDICATES) else f"{name}: {message}"
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """A run key fed to the settings of registered attacks or defenders."""
+
+    key: str
+    kind: type  # int, float, bool or str
+    default: Any
+    help: str
+    sweep: bool
+    fallback: str | None
+    group: str  # "attack" or "defender"
+    used_by: tuple[str, ...]  # registered names whose settings it feeds
+
+
+def _collect(keys: dict[str, RunKey], group: str, entries: tuple[Entry[Any], ...]) -> None:
+    for entry in entries:
+        for name, meta in entry.fed().items():
+            key = str(meta.key)
+            if key in keys:
+                old = keys[key]
+                keys[key] = RunKey(**{**old.__dict__, "used_by": (*old.used_by, entry.name)})
+                continue
+            default = meta.run_default
+            if default is UNSET:
+                default = field_default(entry.cls, name)
+            keys[key] = RunKey(
+                key=key,
+                kind=field_type(entry.cls, name),
+                default=default,
+                help=meta.help,
+                sweep=meta.sweep,
+                fallback=meta.fallback,
+                group=group,
+                used_by=(entry.name,),
+            )
+
+
+def run_keys() -> dict[str, RunKey]:
+    """Every run key of the registered attacks, then defenders, in registration order."""
+    keys: dict[str, RunKey] = {}
+    _collect(keys, "attack", ATTACKS.entries())
+    _collect(keys, "defender", DEFENDERS.entries())
+    return keys
+
+
+def option(
+    default: Any,
+    help: str,
+    *,
+    flag: str | None = None,
+    kind: type | None = None,
+    execution: bool = False,
+) -> Any:
+    """A :class:`RunConfig` field: its ``ride run`` option (``flag``, by default ``--key``),
+    its value type (``kind``; a tuple field takes a list of them) and whether it is an
+    execution setting (may change between a run and its resume)."""
+    meta = {"help": help, "flag": flag, "kind": kind, "execution": execution}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run depends on. Defaults are the embedded demo (see README)."""
+
+    dataset: str = option("digits", "dataset", kind=str)
+    limit: int | None = option(DEMO_LIMIT, "evaluate the first N test images", kind=int)
+    seed: int = option(0, "seed of sampling, attacks and defenders", kind=int)
+    classifier: str = option("mnist-cnn", "classifier network", kind=str)
+    weights: str | None = option(
+        None,
+        "classifier weights: a classifier.pt of `ride train` or of a run, or for resnet50, "
+        "vgg19, inception_v3 a torchvision .pth file. Without it mnist-cnn and cifar-resnet18 "
+        "are trained on the train split, and the torchvision networks load torchvision's file "
+        "from torch's hub cache (~/.cache/torch/hub/checkpoints or $TORCH_HOME/hub/"
+        "checkpoints; never downloaded)",
+        kind=str,
+    )
+    attacks: tuple[str, ...] = option(
+        ("none", "fgsm", "pgd"), "attack, repeatable", flag="--attack", kind=str
+    )
+    recheck: int = option(
+        1,
+        "defender draws on each final adversarial image; rows record the fraction classified "
+        "correctly",
+        kind=int,
+    )
+    defenders: tuple[str, ...] = option(
+        ("none", "median", "tv-bregman", "ride"),
+        "defender, repeatable",
+        flag="--defender",
+        kind=str,
+    )
+    chunk_size: int = option(
+        10,
+        "images per task; RIDE fits a task's images together, so on a GPU give hundreds (it "
+        "splits them to fit the card's free memory)",
+        kind=int,
+    )
+    device: str = option("cpu", "cpu or cuda", kind=str)
+    # Arithmetic of RIDE's fits (ride.defenders.ride.fit_precision): changes the results.
+    precision: Precision = option(
+        "fp32",
+        "arithmetic of RIDE's fits: fp32 (IEEE), tf32 (CUDA convolutions in TensorFloat-32) "
+        "or bf16 (autocast)",
+        kind=str,
+    )
+    workers: int = option(2, "local Dask worker processes", kind=int, execution=True)
+    threads: int = option(1, "torch threads per worker", kind=int, execution=True)
+    scheduler: str | None = option(
+        None,
+        "address of an existing Dask scheduler (default: $RIDE_SCHEDULER, else a local cluster)",
+        kind=str,
+        execution=True,
+    )
+    # Where the dataset's files are. An execution setting: the same files may be mounted at
+    # another path on a cluster node or after a move. What the results depend on is pinned
+    # elsewhere: the evaluated images and labels are copied into images.zarr on the first
+    # run and every task reads them from there, and ImageNet's sampled file list is recorded
+    # in sources.json and reused (and checked against the folder) on resume.
+    data_dir: str | None = option(
+        None,
+        "folder of the dataset's files: mnist: MNIST/raw/{train,t10k}-*-ubyte[.gz]; cifar10: "
+        "cifar-10-batches-py/; imagenet: the validation images in class folders (or a flat "
+        "folder with labels.txt); may change between a run and its resume",
+        kind=str,
+        execution=True,
+    )
+    # Reuse the trained classifier and gray-box adversarial chunks of earlier runs (Prefect
+    # task caching, tasks/cache.py); where the cache lives (None: $RIDE_CACHE_DIR or
+    # ~/.cache/ride-pipeline). A cached result equals the recomputed one on the same device.
+    cache: bool = option(
+        True,
+        "compute everything, neither reading nor writing the cache",
+        flag="--no-cache",
+        kind=bool,
+        execution=True,
+    )
+    cache_dir: str | None = option(
+        None,
+        "cache of trained classifiers and gray-box adversarial images shared by runs; every "
+        "worker must reach it (default: $RIDE_CACHE_DIR, else ~/.cache/ride-pipeline)",
+        kind=str,
+        execution=True,
+    )
+    # The run keys of the registered attacks and defenders (run_keys()), as sorted pairs;
+    # read them with value() and sweep_values().
+    settings: tuple[tuple[str, Any], ...] = field(default=(), metadata={"keys": True})
+
+    def __post_init__(self) -> None:
+        for f in _option_fields():
+            _check_type(f.name, getattr(self, f.name), f.metadata["kind"])
+        given = dict(self.settings)
+        keys = run_keys()
+        unknown = sorted(set(given) - set(keys))
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+        values = {k: _key_value(rk, given.get(k, rk.default)) for k, rk in keys.items()}
+        object.__setattr__(self, "settings", tuple(sorted(values.items())))
+        self._check_names()
+        self._check_ranges()
+        self._check_key_values(keys)
+        self.attack_configs()
+        self.defender_configs()
+
+    def _check_names(self) -> None:
+        _check(
+            self.dataset in DATASETS,
+            "dataset",
+            f"unknown dataset '{self.dataset}'; choose from: {', '.join(DATASETS)}",
+        )
+        _check(
+            self.classifier in CLASSIFIERS,
+            "classifier",
+            f"unknown classifier '{self.classifier}'; choose from: {', '.join(CLASSIFIERS)}",
+        )
+        for key, registry in (("attacks", ATTACKS), ("defenders", DEFENDERS)):
+            names: tuple[str, ...] = getattr(self, key)
+            what = key[:-1]
+            _check(len(names) > 0, key, f"give at least one {what}")
+            for name in names:
+                _check(
+                    name in registry,
+                    key,
+                    f"unknown {what} '{name}'; choose from: {', '.join(registry)}",
+                )
+            _check(
+                len(set(names)) == len(names),
+                key,
+                f"an {what} is given twice" if what == "attack" else f"a {what} is given twice",
+            )
+
+    def _check_ranges(self) -> None:
+        for key in ("recheck", "chunk_size", "workers", "threads"):
+            value = getattr(self, key)
+            _check(value > 0, key, f"must be positive, got {value}")
+        _check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+        _check(self.limit is None or self.limit > 0, "limit", f"must be positive, got {self.limit}")
+        _check(self.data_dir is None or bool(str(self.data_dir)), "data_dir", "is empty")
+        _check(self.device in ("cpu", "cuda"), "device", f"must be cpu or cuda, got {self.device}")
+        _check(
+            self.precision in PRECISIONS,
+            "precision",
+            f"must be one of {', '.join(PRECISIONS)}, got {self.precision}",
+        )
+        _check(
+            self.precision != "tf32" or self.device == "cuda",
+            "precision",
+            "tf32 needs device cuda (TensorFloat-32 is a GPU format)",
+        )
+
+    def _check_key_values(self, keys: Mapping[str, RunKey]) -> None:
+        """Each key's value builds every registered class it feeds (range checks)."""
+        registries = {"attack": ATTACKS, "defender": DEFENDERS}
+        for key, rk in keys.items():
+            for value in self.sweep_values(key):
+                if value is None:
+                    continue
+                for name in rk.used_by:
+                    entry = registries[rk.group][name]
+                    for setting_name, meta in entry.fed().items():
+                        if meta.key == key:
+                            try:
+                                entry.build(**{setting_name: value})
+                            except ValueError as error:
+                                raise ConfigError(_unprefixed(str(error), key), key) from None
+
+    def value(self, key: str) -> Any:
+        """The value of run key ``key`` (its fallback key's while it is None)."""
+        values = dict(self.settings)
+        if key not in values:
+            raise KeyError(key)
+        rk = run_keys()[key]
+        if values[key] is None and rk.fallback is not None:
+            return values[rk.fallback]
+        return values[key]
+
+    def sweep_values(self, key: str) -> tuple[Any, ...]:
+        """The values of run key ``key`` as a tuple (one item when it is not swept)."""
+        value = self.value(key)
+        return value if isinstance(value, tuple) else (value,)
+
+    def attack_configs(self) -> list[Any]:
+        """One attack object per name, its settings fed from the run keys."""
+        out = []
+        for name in self.attacks:
+            entry = ATTACKS[name]
+            settings = {s: self.value(str(meta.key)) for s, meta in entry.fed().items()}
+            out.append(_build(entry, settings))
+        return out
+
+    def defender_configs(self) -> list[Defender]:
+        """One defender per name and per combination of its swept settings.
+
+        A defender gets the product of the sweeps it uses (``ride``: alpha x sigma; ``dae``:
+        sigma; ``idip``: alpha; ``median``: kernel; the TVs: their weight), in the order the
+        values are given. A class with ``for_images`` (RIDE) takes the settings it derives
+        from the dataset's image shape (its network, Table 3).
+        """
+        shape = dataset_shape(self.dataset)
+        out: list[Defender] = []
+        for name in self.defenders:
+            entry = DEFENDERS[name]
+            swept = entry.swept()
+            fixed = {
+                s: self.value(str(meta.key)) for s, meta in entry.fed().items() if s not in swept
+            }
+            for_images = getattr(entry.cls, "for_images", None)
+            derived = for_images(shape) if for_images is not None else {}
+            grids = [self.sweep_values(key) for key in swept.values()]
+            for combo in itertools.product(*grids):
+                settings = {**derived, **fixed, **dict(zip(swept, combo, strict=True))}
+                out.append(_build(entry, settings))
+        ids = [d.id for d in out]
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        _check(not twice, "defenders", f"defender id {', '.join(twice)} would be evaluated twice")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat mapping this config was built from (lists for tuples)."""
+        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in _option_fields()}
+        out.update(dict(self.settings))
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+    def run_record(self) -> dict[str, Any]:
+        """``to_dict`` as ``run.toml`` records it: keys added after 0.2.0 left out at their
+        default (see ``V020_KEYS``)."""
+        defaults = RunConfig().to_dict()
+        return {
+            k: v
+            for k, v in self.to_dict().items()
+            if k in V020_KEYS or v != defaults.get(k, object())
+        }
+
+    @property
+    def run_id(self) -> str:
+        """A short stable id of what the results depend on (same across resumes)."""
+        identity = {k: v for k, v in self.run_record().items() if k in self.identity()}
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+        return f"{self.dataset}-{digest[:10]}"
+
+    @classmethod
+    def execution_keys(cls) -> frozenset[str]:
+        """Keys that may change between a run and its resume (workers, data_dir...)."""
+        return frozenset(f.name for f in _option_fields() if f.metadata["execution"])
+
+    def identity(self) -> frozenset[str]:
+        """The keys that must match for a run directory to be resumed."""
+        return frozenset(self.to_dict()) - self.execution_keys()
+
+    @classmethod
+    def from_mapping(cls, settings: Mapping[str, Any]) -> RunConfig:
+        """Validate a flat mapping (TOML preset, CLI, deployment parameters)."""
+        options = {f.name for f in _option_fields()}
+        keys = run_keys()
+        unknown = sorted(set(settings) - options - set(keys))
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+        values = {k: v for k, v in settings.items() if k in options}
+        for key in ("attacks", "defenders"):
+            if key in values:
+                raw = values[key]
+                values[key] = (raw,) if isinstance(raw, str) else _as_tuple(key, raw)
+        if values.get("classifier") is None:
+            dataset = values.get("dataset", cls.dataset)
+            if dataset in DATASETS:
+                values["classifier"] = DATASETS[str(dataset)].build().default_classifier
+            else:
+                values.pop("classifier", None)
+        run_settings = tuple((k, v) for k, v in settings.items() if k in keys)
+        return cls(**values, settings=run_settings)
+
+
+def _unprefixed(message: str, key: str) -> str:
+    """``"eps must be ..."`` -> ``"must be ..."`` when the error names the key itself."""
+    return message[len(key) + 1 :] if message.startswith(key + " ") else message
+
+
+def _option_fields() -> list[Any]:
+    return [f for f in fields(RunConfig) if "keys" not in f.metadata]
+
+
+def option_fields() -> list[Any]:
+    """The :class:`RunConfig` fields that are ``ride run`` options, with their metadata."""
+    return _option_fields()
+
+
+def _build(entry: Entry[Any], settings: Mapping[str, Any]) -> Any:
+    try:
+        return entry.build(**settings)
+    except ValueError as error:
+        raise ConfigError(f"{entry.name}: {error}") from None
+
+
+def _as_tuple(key: str, raw: object) -> tuple[Any, ...]:
+    if not isinstance(raw, list | tuple):
+        raise ConfigError(f"must be a name or a list of names, got {raw!r}", key)
+    return tuple(raw)
+
+
+def _check_type(key: str, value: object, kind: type) -> None:
+    """Bools are not numbers, counts are ints, names are strings; None where allowed."""
+    if value is None:
+        _check(
+            key in ("limit", "weights", "scheduler", "data_dir", "cache_dir"), key, "must be given"
+        )
+        return
+    items = value if isinstance(value, tuple) else (value,)
+    for item in items:
+        ok = _is_kind(item, kind)
+        _check(ok, key, f"must be {_kind_name(kind)}, got {item!r}")
+
+
+def _is_kind(item: object, kind: type) -> bool:
+    if kind is bool:
+        return isinstance(item, bool)
+    if isinstance(item, bool):
+        return False
+    if kind is float:
+        return isinstance(item, int | float)
+    return isinstance(item, kind)
+
+
+def _kind_name(kind: type) -> str:
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[kind]
+
+
+def _key_value(rk: RunKey, raw: Any) -> Any:
+    """Check one run key's value: a scalar of its type (None where it falls back), or for a
+    sweep key a non-empty list of distinct ones."""
+    if raw is None:
+        _check(rk.fallback is not None, rk.key, "must be given")
+        return None
+    if isinstance(raw, str) and rk.kind is not str and rk.sweep:
+        raw = parse_sweep(raw, rk.kind, rk.key)  # "3,5,7", as the command line spells it
+    items = tuple(raw) if isinstance(raw, list | tuple) else (raw,)
+    if not rk.sweep:
+        _check(
+            len(items) == 1 and not isinstance(raw, list | tuple),
+            rk.key,
+            f"takes one value, got {raw!r}",
+        )
+    _check(len(items) > 0, rk.key, "lists no values")
+    for i, item in enumerate(items):
+        _check(
+            _is_kind(item, rk.kind),
+            rk.key,
+            f"takes {_kind_name(rk.kind)}{' or a list of them' if rk.sweep else ''}, got {item!r}",
+        )
+        _check(item not in items[:i], rk.key, f"lists {item} twice")
+    return items[0] if len(items) == 1 else items
+
+
+def load_preset(path: Path) -> dict[str, Any]:
+    """A TOML preset's settings (flat keys as in :class:`RunConfig` and :func:`run_keys`)."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file", "config")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML ({error})", "config") from None
+
+
+def parse_sweep(text: str, kind: type, key: str | None = None) -> Sweep:
+    """``"3"`` -> 3, ``"3,5,7"`` -> (3, 5, 7): the command line's spelling of a sweep key."""
+    parts = [part.strip() for part in str(text).split(",")]
+    try:
+        values = tuple(kind(part) for part in parts)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise ConfigError(f"expected {what} or a comma list of them, got {text!r}", key) from None
+    return values[0] if len(values) == 1 else values
+
+
+def _check(condition: bool, key: str | None, message: str) -> None:
+    if not condition:
+        raise ConfigError(message, key)

@@ -1,0 +1,206 @@
+"""Classifier checkpoints: ``classifier.pt`` files written atomically, and torchvision's
+ImageNet weight files (bare state_dicts), loaded with ``weights_only=True`` and checked
+against the network they are for (one-line :class:`CheckpointError`).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TypeGuard
+
+import torch
+from torch import Tensor, nn
+
+from ride.classifiers.networks import NormalizedNet
+from ride.classifiers.zoo import (
+    CLASSIFIERS,
+    TORCHVISION_CLASSIFIERS,
+    _torchvision_net,
+    _wrap_torchvision,
+    build_classifier,
+    find_torchvision_weights,
+    torchvision_weight_files,
+    torchvision_weights_dir,
+)
+
+# Output layer of each torchvision network, in torchvision's own key names.
+_TORCHVISION_HEADS: dict[str, str] = {
+    "resnet50": "fc",
+    "vgg19": "classifier.6",
+    "inception_v3": "fc",
+}
+
+
+_INCEPTION_AUX_PREFIX = "AuxLogits."
+
+
+class CheckpointError(ValueError):
+    """A classifier checkpoint is missing, unreadable or belongs to another network."""
+
+
+def save_classifier(model: nn.Module, path: Path, name: str) -> None:
+    """Write ``model``'s state_dict and ``name`` to ``path`` atomically (temp file + rename)."""
+    if name not in CLASSIFIERS:
+        raise ValueError(f"unknown classifier {name!r}; choose from: {', '.join(CLASSIFIERS)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    num_classes = _num_classes(state)
+    payload = {"format": 1, "name": name, "num_classes": num_classes, "state_dict": state}
+    atomic_torch_save(payload, path)
+
+
+def atomic_torch_save(payload: object, path: Path) -> None:
+    """``torch.save`` to a hidden temporary file beside ``path``, then rename it over ``path``:
+    a reader (or a crash) never sees half a checkpoint."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _num_classes(state: dict[str, Tensor]) -> int:
+    """Number of outputs of the last layer of a state_dict (its last bias)."""
+    biases = [v for k, v in state.items() if k.endswith("bias")]
+    return int(biases[-1].shape[0]) if biases else 10
+
+
+def _read_checkpoint(path: Path) -> object:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: {type(err).__name__}: {first[:200]}"
+        ) from err
+
+
+def _is_bare_state_dict(payload: object) -> TypeGuard[Mapping[str, Tensor]]:
+    return (
+        isinstance(payload, Mapping)
+        and len(payload) > 0
+        and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in payload.items())
+    )
+
+
+def _check_state(
+    expected: Mapping[str, Tensor], state: Mapping[str, object], where: Path | str, name: str
+) -> None:
+    """CheckpointError unless ``state`` has exactly the keys and shapes of ``expected``."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"checkpoint {where} does not fit {name!r}: missing keys {missing[:3]}, "
+            f"unexpected keys {unexpected[:3]}"
+        )
+    for key, value in expected.items():
+        got = state[key]
+        if not isinstance(got, Tensor) or got.shape != value.shape:
+            shape = tuple(got.shape) if isinstance(got, Tensor) else type(got).__name__
+            raise CheckpointError(
+                f"checkpoint {where} does not fit {name!r}: {key} has shape {shape}, "
+                f"expected {tuple(value.shape)}"
+            )
+
+
+def _load_into(model: nn.Module, state: Mapping[str, Tensor], where: Path | str, name: str) -> None:
+    """Check ``state`` against ``model`` and load it; meta tensors are replaced (assign)."""
+    _check_state(model.state_dict(), state, where, name)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    model.load_state_dict(state, assign=True)
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+        raise CheckpointError(f"checkpoint {where} leaves tensors of {name!r} unset")
+
+
+def _empty_torchvision(name: str, num_classes: int) -> NormalizedNet:
+    """Network ``name`` with parameters on the meta device (no init cost), real Normalize."""
+    if num_classes < 2:
+        raise CheckpointError(f"{name!r} needs >= 2 classes, the weights have {num_classes}")
+    with torch.device("meta"):
+        net = _torchvision_net(name, num_classes)
+    return _wrap_torchvision(name, net)
+
+
+def classifier_from_torchvision_state(
+    name: str,
+    state: Mapping[str, Tensor],
+    where: Path | str = "<state_dict>",
+    device: torch.device | str = "cpu",
+) -> nn.Module:
+    """Classifier ``name`` from a bare torchvision state_dict (e.g. ``resnet50-0676ba61.pth``).
+
+    The number of classes comes from the output layer. Inception V3's auxiliary classifier
+    (``AuxLogits.*``, used only in training) is dropped. Returns eval mode on ``device``.
+    """
+    if name not in TORCHVISION_CLASSIFIERS:
+        raise CheckpointError(
+            f"checkpoint {where} is a bare state_dict; only {', '.join(TORCHVISION_CLASSIFIERS)} "
+            f"load torchvision weight files, not {name!r}"
+        )
+    if name == "inception_v3":
+        state = {k: v for k, v in state.items() if not k.startswith(_INCEPTION_AUX_PREFIX)}
+    head = state.get(f"{_TORCHVISION_HEADS[name]}.weight")
+    num_classes = int(head.shape[0]) if isinstance(head, Tensor) and head.ndim == 2 else 1000
+    model = _empty_torchvision(name, num_classes)
+    _load_into(model.net, state, where, name)
+    return model.to(device).eval()
+
+
+def load_classifier(path: Path, name: str, device: torch.device | str = "cpu") -> nn.Module:
+    """Load a checkpoint written by ``save_classifier``; eval mode, on ``device``.
+
+    For the torchvision networks a bare torchvision state_dict (their weight files, e.g.
+    ``resnet50-0676ba61.pth``) is accepted as well. Raises CheckpointError (one line) when
+    the file is missing, unreadable, or holds another network (other name, missing/unexpected
+    keys or other shapes).
+    """
+    path = Path(path)
+    payload = _read_checkpoint(path)
+    if isinstance(payload, dict) and "state_dict" in payload:
+        if not isinstance(payload["state_dict"], dict):
+            raise CheckpointError(f"not a classifier checkpoint: {path}")
+        saved_name = payload.get("name")
+        if saved_name != name:
+            raise CheckpointError(
+                f"checkpoint {path} holds classifier {saved_name!r}, not {name!r}"
+            )
+        state: dict[str, Tensor] = payload["state_dict"]
+        num_classes = int(payload.get("num_classes", _num_classes(state)))
+        model: nn.Module
+        if name in TORCHVISION_CLASSIFIERS:
+            model = _empty_torchvision(name, num_classes)
+        else:
+            model = build_classifier(name, num_classes=num_classes)
+        _load_into(model, state, path, name)
+        return model.to(device).eval()
+    if _is_bare_state_dict(payload):
+        return classifier_from_torchvision_state(name, payload, path, device)
+    raise CheckpointError(f"not a classifier checkpoint: {path}")
+
+
+def load_torchvision_weights(
+    name: str, path: Path | None = None, device: torch.device | str = "cpu"
+) -> nn.Module:
+    """Classifier ``name`` with torchvision's ImageNet weights from ``path``.
+
+    ``path`` None looks the file up with ``find_torchvision_weights`` (never downloads).
+    """
+    if path is None:
+        path = find_torchvision_weights(name)
+        if path is None:
+            files = " or ".join(torchvision_weight_files(name))
+            raise CheckpointError(
+                f"no torchvision weights for {name!r} in {torchvision_weights_dir()} "
+                f"(expected {files})"
+            )
+    return load_classifier(path, name, device)

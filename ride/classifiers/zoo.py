@@ -1,0 +1,203 @@
+"""The classifier zoo by name: build, shapes, torchvision weight files, prediction.
+
+The paper's two-conv CNN for MNIST, a ResNet-18 for CIFAR-10 and torchvision's ResNet50 for
+ImageNet ("Classifiers"), plus VGG19 and Inception V3 (footnote 2).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torch import Tensor, nn
+
+from ride._checks import check_images
+from ride.classifiers.networks import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INCEPTION_MEAN,
+    INCEPTION_STD,
+    CifarResNet18,
+    MnistCNN,
+    Normalize,
+    NormalizedNet,
+)
+
+CLASSIFIERS: tuple[str, ...] = ("mnist-cnn", "cifar-resnet18", "resnet50", "vgg19", "inception_v3")
+
+
+TORCHVISION_CLASSIFIERS: tuple[str, ...] = ("resnet50", "vgg19", "inception_v3")
+
+
+# Input (C, H, W) the pipeline feeds each classifier. The paper centre-crops ImageNet to
+# 224 x 224 for every network; torchvision's Inception V3 was trained on 299 x 299 crops but
+# pools adaptively and accepts any input of at least 75 x 75.
+_INPUTS: dict[str, tuple[int, int, int]] = {
+    "mnist-cnn": (1, 28, 28),
+    "cifar-resnet18": (3, 32, 32),
+    "resnet50": (3, 224, 224),
+    "vgg19": (3, 224, 224),
+    "inception_v3": (3, 224, 224),
+}
+
+
+_DEFAULT_CLASSES: dict[str, int] = {
+    "mnist-cnn": 10,
+    "cifar-resnet18": 10,
+    "resnet50": 1000,
+    "vgg19": 1000,
+    "inception_v3": 1000,
+}
+
+
+def _torchvision_net(name: str, num_classes: int) -> nn.Module:
+    """The bare torchvision network ``name`` without weights, initialised from the global RNG.
+
+    Inception V3 is built without its auxiliary classifier (used only in training) and with
+    ``transform_input=False``; see ``INCEPTION_MEAN``.
+    """
+    from torchvision import models
+
+    if name == "resnet50":
+        return models.resnet50(weights=None, num_classes=num_classes)
+    if name == "vgg19":
+        return models.vgg19(weights=None, num_classes=num_classes)
+    if name == "inception_v3":
+        return models.inception_v3(
+            weights=None,
+            num_classes=num_classes,
+            aux_logits=False,
+            transform_input=False,
+            init_weights=True,
+        )
+    raise ValueError(f"unknown torchvision classifier {name!r}")
+
+
+def _wrap_torchvision(name: str, net: nn.Module) -> NormalizedNet:
+    if name == "inception_v3":
+        return NormalizedNet(Normalize(INCEPTION_MEAN, INCEPTION_STD), net)
+    return NormalizedNet(Normalize(IMAGENET_MEAN, IMAGENET_STD), net)
+
+
+def _check_name(name: str) -> None:
+    if name not in CLASSIFIERS:
+        raise ValueError(f"unknown classifier {name!r}; choose from: {', '.join(CLASSIFIERS)}")
+
+
+def classifier_input(name: str) -> tuple[int, int, int]:
+    """Input shape ``(C, H, W)`` the pipeline feeds classifier ``name``."""
+    _check_name(name)
+    return _INPUTS[name]
+
+
+def classifier_num_classes(name: str) -> int:
+    """Default number of classes of classifier ``name`` (10, or 1000 for ImageNet networks)."""
+    _check_name(name)
+    return _DEFAULT_CLASSES[name]
+
+
+def model_num_classes(model: nn.Module) -> int:
+    """Number of outputs of ``model``: the ``out_features`` of its last linear layer."""
+    last: nn.Linear | None = None
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            last = module
+    if last is None:
+        raise ValueError(f"{type(model).__name__} has no linear output layer")
+    return int(last.out_features)
+
+
+def build_classifier(name: str, num_classes: int | None = None, seed: int = 0) -> nn.Module:
+    """A fresh classifier ``name`` (one of ``CLASSIFIERS``), weights seeded by ``seed``.
+
+    ``num_classes`` defaults to ``classifier_num_classes(name)``. The torchvision networks are
+    initialised with torchvision's own scheme inside a forked, seeded global RNG.
+    """
+    _check_name(name)
+    classes = _DEFAULT_CLASSES[name] if num_classes is None else num_classes
+    if name == "mnist-cnn":
+        return MnistCNN(num_classes=classes, seed=seed)
+    if name == "cifar-resnet18":
+        return CifarResNet18(num_classes=classes, seed=seed)
+    if classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {classes}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = _torchvision_net(name, classes)
+    return _wrap_torchvision(name, net)
+
+
+def torchvision_weight_files(name: str) -> tuple[str, ...]:
+    """File names of torchvision's ImageNet weights for ``name``, preferred first.
+
+    Taken from the URLs of torchvision's weight enums (ResNet50: V1 ``resnet50-0676ba61.pth``,
+    the paper's 76.15% model, then V2).
+    """
+    if name not in TORCHVISION_CLASSIFIERS:
+        choices = ", ".join(TORCHVISION_CLASSIFIERS)
+        raise ValueError(f"{name!r} has no torchvision weights; choose from: {choices}")
+    from torchvision import models
+
+    enums = {
+        "resnet50": (models.ResNet50_Weights.IMAGENET1K_V1, models.ResNet50_Weights.IMAGENET1K_V2),
+        "vgg19": (models.VGG19_Weights.IMAGENET1K_V1,),
+        "inception_v3": (models.Inception_V3_Weights.IMAGENET1K_V1,),
+    }[name]
+    return tuple(Path(urlparse(w.url).path).name for w in enums)
+
+
+def torchvision_weights_dir() -> Path:
+    """Where torch.hub stores downloaded weights: ``$TORCH_HOME/hub/checkpoints``."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def find_torchvision_weights(name: str) -> Path | None:
+    """The first of ``torchvision_weight_files(name)`` present in ``torchvision_weights_dir()``."""
+    folder = torchvision_weights_dir()
+    for file_name in torchvision_weight_files(name):
+        if (folder / file_name).is_file():
+            return folder / file_name
+    return None
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
+def predict(model: nn.Module, images: Tensor, batch_size: int = 256) -> Tensor:
+    """Predicted classes (N,) int64 for ``images`` (N, C, H, W), in eval mode without grad.
+
+    The model's train/eval mode is restored afterwards; the result is on ``images.device``.
+    """
+    check_images(images, "images")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = _model_device(model)
+    was_training = model.training
+    model.eval()
+    out: list[Tensor] = []
+    try:
+        with torch.no_grad():
+            for start in range(0, images.shape[0], batch_size):
+                batch = images[start : start + batch_size].to(device)
+                out.append(model(batch).argmax(dim=1).to(images.device))
+    finally:
+        model.train(was_training)
+    if not out:
+        return torch.zeros(0, dtype=torch.int64, device=images.device)
+    return torch.cat(out).to(torch.int64)
+
+
+def accuracy(model: nn.Module, images: Tensor, labels: Tensor) -> float:
+    """Share of ``images`` whose predicted class equals ``labels`` (0.0 for an empty set)."""
+    if labels.shape != (images.shape[0],):
+        raise ValueError(f"labels must be ({images.shape[0]},), got {tuple(labels.shape)}")
+    if images.shape[0] == 0:
+        return 0.0
+    pred = predict(model, images)
+    return float((pred == labels.to(pred.device)).float().mean())
