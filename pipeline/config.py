@@ -20,121 +20,50 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
+from pipeline.settings import (
+    ConfigError,
+    RunKey,
+    is_kind,
+    join_key,
+    key_value,
+    kind_name,
+    load_preset,
+    parse_sweep,
+    require,
+    run_keys,
+)
 from ride.classifiers import CLASSIFIERS
 from ride.datasets import dataset_shape
 from ride.defenders import PRECISIONS, Defender, Precision
-from ride.registry import ATTACKS, DATASETS, DEFENDERS, UNSET, Entry, field_default, field_type
+from ride.registry import ATTACKS, DATASETS, DEFENDERS, Entry
+
+__all__ = [
+    "ConfigError",
+    "RunConfig",
+    "RunKey",
+    "join_key",
+    "load_preset",
+    "parse_sweep",
+    "run_keys",
+]
 
 DEMO_LIMIT = 60
 """Images of the digits test split the demo evaluates (the split has 450)."""
+
 
 #: The keys of a run in version 0.2.0. A key added since (a new setting, a new defender's
 #: key) is recorded in ``run.toml`` and ``run_id`` only when it differs from its default, so
 #: a run made before it keeps its id and can still be resumed.
 V020_KEYS = frozenset(
-    [
-        "dataset",
-        "limit",
-        "seed",
-        "classifier",
-        "weights",
-        "attacks",
-        "eps",
-        "step",
-        "attack_iters",
-        "eot",
-        "recheck",
-        "defenders",
-        "median_kernel",
-        "bregman_weight",
-        "chambolle_weight",
-        "ride_iters",
-        "ride_checkpoints",
-        "alpha",
-        "sigma",
-        "lr",
-        "weight_decay",
-        "chunk_size",
-        "device",
-        "workers",
-        "threads",
-        "scheduler",
-        "data_dir",
-        "cache",
-        "cache_dir",
-    ]
+    "dataset limit seed classifier weights attacks eps step attack_iters eot recheck "  # noqa: SIM905
+    "defenders median_kernel bregman_weight chambolle_weight ride_iters ride_checkpoints "
+    "alpha sigma lr weight_decay chunk_size device workers threads scheduler data_dir "
+    "cache cache_dir".split()
 )
-
-Number = int | float
-Sweep = Number | tuple[Number, ...]
-
-
-class ConfigError(ValueError):
-    """A setting is unknown, of the wrong type or out of range; ``key`` names it."""
-
-    def __init__(self, message: str, key: str | None = None) -> None:
-        super().__init__(join_key(key, message) if key else message)
-        self.key = key
-        self.message = message
-
-
-_PREDICATES = ("must ", "is ", "lists ", "takes ", "needs ")
-
-
-def join_key(name: str, message: str) -> str:
-    """``eps`` + ``must be > 0`` -> ``eps must be > 0``; other messages after a colon."""
-    return f"{name} {message}" if message.startswith(_PREDICATES) else f"{name}: {message}"
-
-
-@dataclass(frozen=True)
-class RunKey:
-    """A run key fed to the settings of registered attacks or defenders."""
-
-    key: str
-    kind: type  # int, float, bool or str
-    default: Any
-    help: str
-    sweep: bool
-    fallback: str | None
-    group: str  # "attack" or "defender"
-    used_by: tuple[str, ...]  # registered names whose settings it feeds
-
-
-def _collect(keys: dict[str, RunKey], group: str, entries: tuple[Entry[Any], ...]) -> None:
-    for entry in entries:
-        for name, meta in entry.fed().items():
-            key = str(meta.key)
-            if key in keys:
-                old = keys[key]
-                keys[key] = RunKey(**{**old.__dict__, "used_by": (*old.used_by, entry.name)})
-                continue
-            default = meta.run_default
-            if default is UNSET:
-                default = field_default(entry.cls, name)
-            keys[key] = RunKey(
-                key=key,
-                kind=field_type(entry.cls, name),
-                default=default,
-                help=meta.help,
-                sweep=meta.sweep,
-                fallback=meta.fallback,
-                group=group,
-                used_by=(entry.name,),
-            )
-
-
-def run_keys() -> dict[str, RunKey]:
-    """Every run key of the registered attacks, then defenders, in registration order."""
-    keys: dict[str, RunKey] = {}
-    _collect(keys, "attack", ATTACKS.entries())
-    _collect(keys, "defender", DEFENDERS.entries())
-    return keys
 
 
 def option(
@@ -248,7 +177,7 @@ class RunConfig:
         unknown = sorted(set(given) - set(keys))
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
-        values = {k: _key_value(rk, given.get(k, rk.default)) for k, rk in keys.items()}
+        values = {k: key_value(rk, given.get(k, rk.default)) for k, rk in keys.items()}
         object.__setattr__(self, "settings", tuple(sorted(values.items())))
         self._check_names()
         self._check_ranges()
@@ -257,12 +186,12 @@ class RunConfig:
         self.defender_configs()
 
     def _check_names(self) -> None:
-        _check(
+        require(
             self.dataset in DATASETS,
             "dataset",
             f"unknown dataset '{self.dataset}'; choose from: {', '.join(DATASETS)}",
         )
-        _check(
+        require(
             self.classifier in CLASSIFIERS,
             "classifier",
             f"unknown classifier '{self.classifier}'; choose from: {', '.join(CLASSIFIERS)}",
@@ -270,14 +199,14 @@ class RunConfig:
         for key, registry in (("attacks", ATTACKS), ("defenders", DEFENDERS)):
             names: tuple[str, ...] = getattr(self, key)
             what = key[:-1]
-            _check(len(names) > 0, key, f"give at least one {what}")
+            require(len(names) > 0, key, f"give at least one {what}")
             for name in names:
-                _check(
+                require(
                     name in registry,
                     key,
                     f"unknown {what} '{name}'; choose from: {', '.join(registry)}",
                 )
-            _check(
+            require(
                 len(set(names)) == len(names),
                 key,
                 f"an {what} is given twice" if what == "attack" else f"a {what} is given twice",
@@ -286,17 +215,19 @@ class RunConfig:
     def _check_ranges(self) -> None:
         for key in ("recheck", "chunk_size", "workers", "threads"):
             value = getattr(self, key)
-            _check(value > 0, key, f"must be positive, got {value}")
-        _check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
-        _check(self.limit is None or self.limit > 0, "limit", f"must be positive, got {self.limit}")
-        _check(self.data_dir is None or bool(str(self.data_dir)), "data_dir", "is empty")
-        _check(self.device in ("cpu", "cuda"), "device", f"must be cpu or cuda, got {self.device}")
-        _check(
+            require(value > 0, key, f"must be positive, got {value}")
+        require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+        require(
+            self.limit is None or self.limit > 0, "limit", f"must be positive, got {self.limit}"
+        )
+        require(self.data_dir is None or bool(str(self.data_dir)), "data_dir", "is empty")
+        require(self.device in ("cpu", "cuda"), "device", f"must be cpu or cuda, got {self.device}")
+        require(
             self.precision in PRECISIONS,
             "precision",
             f"must be one of {', '.join(PRECISIONS)}, got {self.precision}",
         )
-        _check(
+        require(
             self.precision != "tf32" or self.device == "cuda",
             "precision",
             "tf32 needs device cuda (TensorFloat-32 is a GPU format)",
@@ -366,7 +297,7 @@ class RunConfig:
                 out.append(_build(entry, settings))
         ids = [d.id for d in out]
         twice = sorted({i for i in ids if ids.count(i) > 1})
-        _check(not twice, "defenders", f"defender id {', '.join(twice)} would be evaluated twice")
+        require(not twice, "defenders", f"defender id {', '.join(twice)} would be evaluated twice")
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -454,77 +385,11 @@ def _as_tuple(key: str, raw: object) -> tuple[Any, ...]:
 def _check_type(key: str, value: object, kind: type) -> None:
     """Bools are not numbers, counts are ints, names are strings; None where allowed."""
     if value is None:
-        _check(
+        require(
             key in ("limit", "weights", "scheduler", "data_dir", "cache_dir"), key, "must be given"
         )
         return
     items = value if isinstance(value, tuple) else (value,)
     for item in items:
-        ok = _is_kind(item, kind)
-        _check(ok, key, f"must be {_kind_name(kind)}, got {item!r}")
-
-
-def _is_kind(item: object, kind: type) -> bool:
-    if kind is bool:
-        return isinstance(item, bool)
-    if isinstance(item, bool):
-        return False
-    if kind is float:
-        return isinstance(item, int | float)
-    return isinstance(item, kind)
-
-
-def _kind_name(kind: type) -> str:
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[kind]
-
-
-def _key_value(rk: RunKey, raw: Any) -> Any:
-    """Check one run key's value: a scalar of its type (None where it falls back), or for a
-    sweep key a non-empty list of distinct ones."""
-    if raw is None:
-        _check(rk.fallback is not None, rk.key, "must be given")
-        return None
-    if isinstance(raw, str) and rk.kind is not str and rk.sweep:
-        raw = parse_sweep(raw, rk.kind, rk.key)  # "3,5,7", as the command line spells it
-    items = tuple(raw) if isinstance(raw, list | tuple) else (raw,)
-    if not rk.sweep:
-        _check(
-            len(items) == 1 and not isinstance(raw, list | tuple),
-            rk.key,
-            f"takes one value, got {raw!r}",
-        )
-    _check(len(items) > 0, rk.key, "lists no values")
-    for i, item in enumerate(items):
-        _check(
-            _is_kind(item, rk.kind),
-            rk.key,
-            f"takes {_kind_name(rk.kind)}{' or a list of them' if rk.sweep else ''}, got {item!r}",
-        )
-        _check(item not in items[:i], rk.key, f"lists {item} twice")
-    return items[0] if len(items) == 1 else items
-
-
-def load_preset(path: Path) -> dict[str, Any]:
-    """A TOML preset's settings (flat keys as in :class:`RunConfig` and :func:`run_keys`)."""
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such file", "config")
-    try:
-        return tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path}: not valid TOML ({error})", "config") from None
-
-
-def parse_sweep(text: str, kind: type, key: str | None = None) -> Sweep:
-    """``"3"`` -> 3, ``"3,5,7"`` -> (3, 5, 7): the command line's spelling of a sweep key."""
-    parts = [part.strip() for part in str(text).split(",")]
-    try:
-        values = tuple(kind(part) for part in parts)
-    except ValueError:
-        what = "an integer" if kind is int else "a number"
-        raise ConfigError(f"expected {what} or a comma list of them, got {text!r}", key) from None
-    return values[0] if len(values) == 1 else values
-
-
-def _check(condition: bool, key: str | None, message: str) -> None:
-    if not condition:
-        raise ConfigError(message, key)
+        ok = is_kind(item, kind)
+        require(ok, key, f"must be {kind_name(kind)}, got {item!r}")
