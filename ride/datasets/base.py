@@ -71,6 +71,17 @@ def require_dir(path: Path, what: str) -> Path:
 
 
 @dataclass(frozen=True)
+class Request:
+    """What ``load`` or ``check`` was asked for."""
+
+    data_dir: Path | None
+    split: str
+    seed: int
+    limit: int | None
+    files: Sequence[tuple[str, int]] | None
+
+
+@dataclass(frozen=True)
 class Dataset(ABC):
     """One dataset: what it is (class attributes) and how to read and check it.
 
@@ -85,7 +96,6 @@ class Dataset(ABC):
     splits: ClassVar[tuple[str, ...]] = SPLITS
     needs_data_dir: ClassVar[bool] = True
 
-    @abstractmethod
     def load(
         self,
         data_dir: Path | None,
@@ -95,8 +105,8 @@ class Dataset(ABC):
         files: Sequence[tuple[str, int]] | None = None,
     ) -> ImageSet:
         """Split ``split``; ``limit`` keeps the first items, ``files`` a recorded image list."""
+        return self.read(self.request(data_dir, split, seed, limit, files))
 
-    @abstractmethod
     def check(
         self,
         data_dir: Path | None,
@@ -105,6 +115,31 @@ class Dataset(ABC):
         files: Sequence[tuple[str, int]] | None = None,
     ) -> None:
         """Cheap preflight of the files ``load`` would read; raises DatasetError."""
+        self.inspect(self.request(data_dir, split, seed, None, files))
+
+    def request(
+        self,
+        data_dir: Path | None,
+        split: str,
+        seed: int,
+        limit: int | None,
+        files: Sequence[tuple[str, int]] | None,
+    ) -> Request:
+        """The arguments checked in one order for every dataset: split name, limit, data
+        directory given (when needed), split offered."""
+        check_split(split)
+        check_limit(limit)
+        if self.needs_data_dir:
+            self.root(data_dir)
+        self.require_split(split)
+        return Request(data_dir, split, seed, limit, files)
+
+    @abstractmethod
+    def read(self, request: Request) -> ImageSet:
+        """The images and labels ``request`` asks for (its arguments already checked)."""
+
+    def inspect(self, request: Request) -> None:  # noqa: B027  (a bundled dataset has no files)
+        """Check the files ``read`` would read without decoding them all (default: none)."""
 
     def root(self, data_dir: Path | None) -> Path:
         """``data_dir`` as a Path; DatasetError when None."""

@@ -7,7 +7,6 @@ batches are pickles; they are read with a restricted unpickler that only allows 
 from __future__ import annotations
 
 import pickle
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -19,7 +18,7 @@ from ride.datasets.base import (
     Dataset,
     DatasetError,
     ImageSet,
-    check_limit,
+    Request,
     check_split,
     require_dir,
 )
@@ -134,29 +133,13 @@ class Cifar10(Dataset):
     num_classes: ClassVar[int] = 10
     default_classifier: ClassVar[str] = "cifar-resnet18"
 
-    def load(
-        self,
-        data_dir: Path | None,
-        split: str,
-        seed: int = 0,
-        limit: int | None = None,
-        files: Sequence[tuple[str, int]] | None = None,
-    ) -> ImageSet:
-        check_split(split)
-        check_limit(limit)
-        return load_cifar10(self.root(data_dir), split, limit=limit)
+    def read(self, request: Request) -> ImageSet:
+        return load_cifar10(self.root(request.data_dir), request.split, limit=request.limit)
 
-    def check(
-        self,
-        data_dir: Path | None,
-        split: str,
-        seed: int = 0,
-        files: Sequence[tuple[str, int]] | None = None,
-    ) -> None:
+    def inspect(self, request: Request) -> None:
         """Every batch of the split unpickles (restricted) with the right keys and shapes."""
-        check_split(split)
-        folder = _cifar_dir(self.root(data_dir))
-        for batch in _batches(split):
+        folder = _cifar_dir(self.root(request.data_dir))
+        for batch in _batches(request.split):
             _read_cifar_batch(folder / batch)
 
 

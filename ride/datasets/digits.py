@@ -7,9 +7,7 @@ apply unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -17,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from sklearn import datasets as sk_datasets
 
-from ride.datasets.base import Dataset, ImageSet, check_limit, check_split
+from ride.datasets.base import Dataset, ImageSet, Request
 from ride.registry import DATASETS
 
 
@@ -87,29 +85,12 @@ class Digits(Dataset):
     default_classifier: ClassVar[str] = "mnist-cnn"
     needs_data_dir: ClassVar[bool] = False
 
-    def load(
-        self,
-        data_dir: Path | None,
-        split: str,
-        seed: int = 0,
-        limit: int | None = None,
-        files: Sequence[tuple[str, int]] | None = None,
-    ) -> ImageSet:
-        check_split(split)
-        check_limit(limit)
-        data = load_digits("train" if split == "train" else "test", seed=seed)
-        if limit is None:
+    def read(self, request: Request) -> ImageSet:
+        data = load_digits("train" if request.split == "train" else "test", seed=request.seed)
+        if request.limit is None:
             return data
+        limit = request.limit
         return ImageSet(data.name, data.images[:limit], data.labels[:limit], data.num_classes)
-
-    def check(
-        self,
-        data_dir: Path | None,
-        split: str,
-        seed: int = 0,
-        files: Sequence[tuple[str, int]] | None = None,
-    ) -> None:
-        check_split(split)
 
 
 DATASETS.add("digits", Digits, "scikit-learn's 8x8 digits at 28x28, bundled")

@@ -22,8 +22,7 @@ from ride.datasets.base import (
     Dataset,
     DatasetError,
     ImageSet,
-    check_limit,
-    check_split,
+    Request,
     require_dir,
 )
 from ride.registry import DATASETS
@@ -247,36 +246,18 @@ class ImageNet(Dataset):
         if split not in self.splits:
             raise DatasetError("dataset imagenet has only the validation images; use split 'test'")
 
-    def load(
-        self,
-        data_dir: Path | None,
-        split: str,
-        seed: int = 0,
-        limit: int | None = None,
-        files: Sequence[tuple[str, int]] | None = None,
-    ) -> ImageSet:
-        check_split(split)
-        check_limit(limit)
-        root = self.root(data_dir)
-        self.require_split(split)
-        return load_imagenet(root, seed=seed, limit=limit, files=files)
+    def read(self, request: Request) -> ImageSet:
+        root = self.root(request.data_dir)
+        return load_imagenet(root, seed=request.seed, limit=request.limit, files=request.files)
 
-    def check(
-        self,
-        data_dir: Path | None,
-        split: str,
-        seed: int = 0,
-        files: Sequence[tuple[str, int]] | None = None,
-    ) -> None:
+    def inspect(self, request: Request) -> None:
         """The folder lists, ``files`` match it, and every selected image's header opens.
 
         Corrupt pixel data is only found when decoding.
         """
-        check_split(split)
-        root = self.root(data_dir)
-        self.require_split(split)
+        root = self.root(request.data_dir)
         listing = _imagenet_listing(root)
-        for rel, _ in _imagenet_selection(listing, root, seed, files):
+        for rel, _ in _imagenet_selection(listing, root, request.seed, request.files):
             path = root / rel
             try:
                 with Image.open(path) as im:

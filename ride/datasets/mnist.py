@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -20,7 +19,7 @@ from ride.datasets.base import (
     Dataset,
     DatasetError,
     ImageSet,
-    check_limit,
+    Request,
     check_split,
     require_dir,
 )
@@ -159,28 +158,12 @@ class Mnist(Dataset):
     num_classes: ClassVar[int] = 10
     default_classifier: ClassVar[str] = "mnist-cnn"
 
-    def load(
-        self,
-        data_dir: Path | None,
-        split: str,
-        seed: int = 0,
-        limit: int | None = None,
-        files: Sequence[tuple[str, int]] | None = None,
-    ) -> ImageSet:
-        check_split(split)
-        check_limit(limit)
-        return load_mnist(self.root(data_dir), split, limit=limit)
+    def read(self, request: Request) -> ImageSet:
+        return load_mnist(self.root(request.data_dir), request.split, limit=request.limit)
 
-    def check(
-        self,
-        data_dir: Path | None,
-        split: str,
-        seed: int = 0,
-        files: Sequence[tuple[str, int]] | None = None,
-    ) -> None:
+    def inspect(self, request: Request) -> None:
         """IDX magic numbers, dimensions, counts and lengths (gz: from the gzip trailer)."""
-        check_split(split)
-        img_path, lab_path = _mnist_paths(self.root(data_dir), split)
+        img_path, lab_path = _mnist_paths(self.root(request.data_dir), request.split)
         img_dims = _check_idx_file(img_path, _IDX_IMAGES_MAGIC)
         lab_dims = _check_idx_file(lab_path, _IDX_LABELS_MAGIC)
         _check_mnist_dims(img_path, img_dims, lab_dims)
