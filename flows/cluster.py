@@ -1,9 +1,9 @@
 """What a run asks of a Dask cluster, and a fail-fast check that an existing one provides it.
 
 A task annotated with a resource that no worker declares is never scheduled: it stays
-pending forever and the run hangs without a word. ``ride run --scheduler ADDRESS`` therefore
-checks, before any work starts, that the scheduler answers, has workers, and that at least
-one worker offers every resource the run's tasks will ask for.
+pending forever and the run hangs without a word. A run with a ``scheduler`` therefore
+checks (``flows.checks.check_run``), before any work starts, that the scheduler answers, has
+workers, and that at least one worker offers every resource the run's tasks will ask for.
 """
 
 from __future__ import annotations
@@ -13,14 +13,15 @@ from typing import Any
 
 from distributed import Client
 
-from tasks.config import RunConfig
+from pipeline.config import RunConfig
+from pipeline.preflight import PreflightError
 
 SCHEDULER_TIMEOUT = 10.0
-"""Seconds ``ride run --scheduler`` waits for the scheduler to answer before giving up."""
+"""Seconds the check waits for the scheduler to answer before giving up."""
 
 
-class ClusterError(RuntimeError):
-    """The Dask cluster given by ``--scheduler`` cannot run this run's tasks."""
+class ClusterError(PreflightError):
+    """The Dask cluster at the run's ``scheduler`` cannot run this run's tasks."""
 
 
 def required_resources(cfg: RunConfig) -> dict[str, float]:
@@ -52,20 +53,21 @@ def check_cluster(
         client = Client(address, timeout=timeout, set_as_default=False)
     except (OSError, TimeoutError) as error:
         raise ClusterError(
-            f"--scheduler {address}: no Dask scheduler answered within {timeout:g} s"
+            f"scheduler {address}: no Dask scheduler answered within {timeout:g} s", "scheduler"
         ) from error
     except ValueError as error:  # an address distributed cannot parse
-        raise ClusterError(f"--scheduler {address}: not a Dask scheduler address ({error})") from (
-            error
-        )
+        raise ClusterError(
+            f"scheduler {address}: not a Dask scheduler address ({error})", "scheduler"
+        ) from error
     try:
         workers: dict[str, Any] = dict(client.scheduler_info(n_workers=-1)["workers"])
     finally:
         client.close()
     if not workers:
         raise ClusterError(
-            f"--scheduler {address}: the scheduler has no workers; start some with "
-            f"`dask worker {address}`"
+            f"scheduler {address}: the scheduler has no workers; start some with "
+            f"`dask worker {address}`",
+            "scheduler",
         )
     if resources and not any(_offers(worker, resources) for worker in workers.values()):
         wanted = _format(resources)

@@ -1,8 +1,10 @@
 """Entry points of the deployments in ``prefect.yaml``.
 
-A deployed run executes on a Prefect worker that already talks to a real API server, so the
-entry flow only resolves the run's settings (a preset file, overridden by ``settings``),
-builds the Dask task runner from them and calls the evaluation flow with it (a subflow run).
+A deployed run executes on a Prefect worker that already talks to a real API server, so an
+entry flow only resolves the settings (a preset file, overridden by ``settings``), runs the
+same checks as the command line before any task (:mod:`flows.checks`: a bad dataset folder or
+a cluster without the GPU resource fails the flow run at once, with the message ``ride run``
+prints), and calls the flow (a subflow run); an evaluation gets its Dask task runner.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from typing import Any
 
 from prefect import flow
 
+from flows.checks import check_run, check_training
 from flows.evaluate import evaluate, make_task_runner
-from tasks.config import RunConfig, load_preset
+from flows.train import train
+from pipeline.config import load_preset
 
 
 @flow(name="ride-evaluate-deployment")
@@ -26,6 +30,16 @@ def evaluate_deployment(
     ``settings`` takes the same keys (``ride_iters``, ``attacks``...) and overrides it.
     """
     resolved = {**(load_preset(Path(preset)) if preset else {}), **(settings or {})}
-    runner = make_task_runner(RunConfig.from_mapping(resolved))
+    cfg = check_run(out, resolved)
+    runner = make_task_runner(cfg)
     summary: dict[str, Any] = evaluate.with_options(task_runner=runner)(out=out, settings=resolved)
+    return summary
+
+
+@flow(name="ride-train-deployment")
+def train_deployment(out: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """Run :func:`flows.train.train` after the checks of ``ride train``; ``settings`` takes
+    the ``ride train`` option names (``dataset``, ``data_dir``, ``epochs``, ``device``...)."""
+    check_training(out, settings)
+    summary: dict[str, Any] = train(out=out, settings=settings)
     return summary

@@ -1,41 +1,43 @@
 """The evaluation flow: sample -> classifier -> attack -> defend -> classify -> store -> report.
 
-The flow only composes: it claims the run directory, prepares the images and the
-classifier, submits one attack task per (attack, chunk) and, as each finishes, one defence
-task per (attack, defender, chunk), then writes the report. The task runner (a local Dask
-cluster or an existing scheduler) is chosen by :func:`make_task_runner`.
+The flow only composes the tasks of :mod:`tasks.evaluate`: it claims the run directory,
+prepares the images and the classifier, then submits every chunk task at once: one attack
+task per (gray-box attack, chunk) and one defence task per (attack, defender, chunk), each
+defence waiting for its attack chunk (``wait_for``), so it starts as soon as that chunk is
+stored. Costly tasks run first (Dask priorities), progress is logged as tasks finish
+(``as_completed``), failed chunks get ``failed`` rows, then the report is written. The task
+runner (a local Dask cluster or an existing scheduler) is chosen by :func:`make_task_runner`.
 """
 
 from __future__ import annotations
 
 import os
-import queue
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import dask
 from distributed import LocalCluster
-from prefect import flow, get_run_logger, task
-from prefect.futures import PrefectFuture
+from prefect import flow, get_run_logger
+from prefect.exceptions import UnfinishedRun
+from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import TaskRunner
 from prefect_dask import DaskTaskRunner
 
 from flows.cluster import required_resources
-from ride.attacks import AttackConfig
-from ride.defenders import DefenderConfig
-from storage.layout import RunLayout
+from pipeline.config import RunConfig
+from pipeline.execution import Logger
+from pipeline.sampling import chunk_ranges
+from ride.attacks import BPDA, Attack
+from ride.defenders import Defender
 from storage.lock import run_lock
-from storage.runconfig import claim_run_dir
-from tasks.config import RunConfig
 from tasks.evaluate import (
     ChunkOutcome,
     attack_chunk,
-    chunk_ranges,
+    claim_run,
     defend_chunk,
     prepare_classifier,
     prepare_images,
@@ -43,7 +45,6 @@ from tasks.evaluate import (
     report,
 )
 
-CODE_VERSION = version("ride-pipeline")
 WORKER_MALLOC_TRIM_THRESHOLD = 256 * 2**20
 
 
@@ -51,7 +52,7 @@ def make_task_runner(cfg: RunConfig) -> TaskRunner[Any]:
     """A Dask task runner: the scheduler at ``cfg.scheduler``, or a local process cluster.
 
     Local workers are single-threaded processes (two single-thread processes beat one
-    two-thread process for these small convolutions); with ``--device cuda`` each declares
+    two-thread process for these small convolutions); with ``device = "cuda"`` each declares
     one ``GPU`` resource, which every attack and defence task asks for. See
     :func:`local_cluster` for how the local workers are tuned.
     """
@@ -109,19 +110,12 @@ def _placement(cfg: RunConfig) -> Iterator[None]:
         yield
 
 
-@task(name="claim-run-dir")
-def claim_run(out: str, cfg: RunConfig) -> None:
-    """Write ``run.toml``, or check that ``out`` holds this same run."""
-    layout = RunLayout(Path(out))
-    claim_run_dir(layout.run_toml, cfg.run_record(), cfg.identity(), CODE_VERSION)
-
-
 @dataclass(frozen=True)
 class _Job:
     """One chunk task: an attack chunk (``defender is None``) or a defence chunk."""
 
-    attack: AttackConfig
-    defender: DefenderConfig | None
+    attack: Attack
+    defender: Defender | None
     start: int
     stop: int
 
@@ -131,9 +125,19 @@ class _Job:
         return f"{what} rows {self.start}-{self.stop}"
 
     @property
-    def where(self) -> tuple[AttackConfig, DefenderConfig, int, int]:
+    def where(self) -> tuple[Attack, Defender, int, int]:
         assert self.defender is not None
         return self.attack, self.defender, self.start, self.stop
+
+    @property
+    def upstream(self) -> _Job | None:
+        """The attack chunk a defence chunk waits for: a gray-box attack's. None for ``none``
+        (the clean images are defended) and for the adaptive attacks, which run inside each
+        defence task because they attack that defender."""
+        gray_box = self.attack.name != "none" and not self.attack.adaptive
+        if self.defender is None or not gray_box:
+            return None
+        return _Job(self.attack, None, self.start, self.stop)
 
 
 class _Progress:
@@ -196,62 +200,13 @@ def _evaluate_locked(out: str, cfg: RunConfig) -> dict[str, Any]:
     test_accuracy = prepare_classifier(out, cfg)
     logger.info("classifier %s: clean test accuracy %.4f", cfg.classifier, test_accuracy)
 
-    chunks = chunk_ranges(n_images, cfg.chunk_size)
-    attacks = cfg.attack_configs()
-    defenders = cfg.defender_configs()
-    progress = _Progress(
-        [_Job(a, d, start, stop) for a in attacks for d in defenders for start, stop in chunks]
-    )
-    # Every submitted future reports to one queue when it ends, so defence tasks are
-    # submitted as soon as their attack chunk is stored and progress is logged as it happens.
-    finished: queue.SimpleQueue[PrefectFuture[ChunkOutcome]] = queue.SimpleQueue()
-    jobs: dict[PrefectFuture[ChunkOutcome], _Job] = {}
+    jobs = _plan(cfg, n_images)
+    progress = _Progress([job for job in jobs if job.defender is not None])
+    futures = _submit_all(out, cfg, jobs)
+    job_of = {future: job for job, future in futures.items()}
     failed = 0
-
-    def submit(job: _Job) -> None:
-        # Costly tasks first, so the last minutes are not one long task on one worker.
-        with _placement(cfg), dask.annotate(priority=_priority(job)):
-            if job.defender is None:
-                future = attack_chunk.submit(out, cfg, job.attack, job.start, job.stop)
-            else:
-                future = defend_chunk.submit(
-                    out, cfg, job.attack, job.defender, job.start, job.stop
-                )
-        jobs[future] = job
-        future.add_done_callback(finished.put)
-
-    for attack in attacks:
-        for start, stop in chunks:
-            # Nothing to attack (defend the clean images), or an adaptive attack, which
-            # runs inside each defence task because it attacks that defender.
-            if attack.name == "none" or attack.adaptive:
-                for defender in defenders:
-                    submit(_Job(attack, defender, start, stop))
-            else:
-                submit(_Job(attack, None, start, stop))
-
-    while jobs:
-        future = finished.get()
-        job = jobs.pop(future)
-        error = _failure(future)
-        if job.defender is None:  # an attack chunk
-            if error is None:
-                for defender in defenders:
-                    submit(_Job(job.attack, defender, job.start, job.stop))
-                continue
-            logger.error("%s failed: %s", job.label, error)
-            for defender in defenders:
-                dependent = _Job(job.attack, defender, job.start, job.stop)
-                record_failure(out, cfg, *dependent.where, f"attack failed: {error}")
-                failed += 1
-                logger.info(progress.line(dependent, None))
-        elif error is None:
-            logger.info(progress.line(job, future.result()))
-        else:
-            logger.error("%s failed: %s", job.label, error)
-            record_failure(out, cfg, *job.where, error)
-            failed += 1
-            logger.info(progress.line(job, None))
+    for future in as_completed(list(futures.values())):
+        failed += _settle(out, cfg, job_of[future], futures, progress, logger)
 
     markdown = report(out)
     if failed:
@@ -267,13 +222,83 @@ def _evaluate_locked(out: str, cfg: RunConfig) -> dict[str, Any]:
     }
 
 
+def _plan(cfg: RunConfig, n_images: int) -> list[_Job]:
+    """Every chunk task of the run: per attack and chunk, the gray-box attack chunk (if the
+    attack has one), then one defence chunk per defender."""
+    defenders = cfg.defender_configs()
+    jobs: list[_Job] = []
+    for attack in cfg.attack_configs():
+        for start, stop in chunk_ranges(n_images, cfg.chunk_size):
+            defences = [_Job(attack, defender, start, stop) for defender in defenders]
+            upstream = defences[0].upstream
+            jobs.extend([upstream, *defences] if upstream is not None else defences)
+    return jobs
+
+
+def _submit_all(
+    out: str, cfg: RunConfig, jobs: list[_Job]
+) -> dict[_Job, PrefectFuture[ChunkOutcome]]:
+    """Submit every job at once, each defence chunk waiting for its attack chunk; costly
+    tasks first (Dask priority), so the last minutes are not one long task on one worker."""
+    futures: dict[_Job, PrefectFuture[ChunkOutcome]] = {}
+    for job in jobs:
+        with _placement(cfg), dask.annotate(priority=_priority(job)):
+            if job.defender is None:
+                futures[job] = attack_chunk.submit(out, cfg, job.attack, job.start, job.stop)
+                continue
+            upstream = None if job.upstream is None else futures[job.upstream]
+            futures[job] = defend_chunk.submit(
+                out,
+                cfg,
+                job.attack,
+                job.defender,
+                job.start,
+                job.stop,
+                return_state=False,
+                wait_for=None if upstream is None else [upstream],
+            )
+    return futures
+
+
+def _settle(
+    out: str,
+    cfg: RunConfig,
+    job: _Job,
+    futures: dict[_Job, PrefectFuture[ChunkOutcome]],
+    progress: _Progress,
+    logger: Logger,
+) -> int:
+    """Log a finished task; for a failed defence chunk write its ``failed`` rows. Returns
+    the failed defence chunks recorded (0 or 1).
+
+    A defence chunk whose attack chunk failed never ran (Prefect leaves it ``NotReady``):
+    its rows say ``attack failed: <the attack's error>``.
+    """
+    future = futures[job]
+    if job.defender is None:  # an attack chunk: its defence chunks report for it
+        error = _failure(future)
+        if error is not None:
+            logger.error("%s failed: %s", job.label, error)
+        return 0
+    attack_error = None if job.upstream is None else _failure(futures[job.upstream])
+    error = _failure(future) if attack_error is None else f"attack failed: {attack_error}"
+    if error is None:
+        logger.info(progress.line(job, future.result()))
+        return 0
+    if attack_error is None:
+        logger.error("%s failed: %s", job.label, error)
+    record_failure(out, cfg, *job.where, error)
+    logger.info(progress.line(job, None))
+    return 1
+
+
 def _cost(job: _Job) -> int:
     """Relative cost of a defence task: defender fits x steps per fit x images.
 
-    An adaptive attack runs the defender ``iters * eot`` times plus the re-check; a RIDE
-    fit costs ``iters * checkpoints`` Adam steps, a filter about one.
+    A white-box attack (BPDA) runs the defender ``iters * draws`` times plus the re-check;
+    a RIDE fit costs ``iters * checkpoints`` Adam steps, a filter about one.
     """
-    fits = job.attack.iters * job.attack.eot + 1 if job.attack.adaptive else 1
+    fits = job.attack.iters * job.attack.draws + 1 if isinstance(job.attack, BPDA) else 1
     settings = job.defender.params() if job.defender is not None else {}
     steps = int(settings.get("iters", 1)) * int(settings.get("checkpoints", 1))
     return fits * steps * (job.stop - job.start)
@@ -292,7 +317,9 @@ def _failure(future: PrefectFuture[Any]) -> str | None:
     """
     try:
         result = future.result(raise_on_failure=False)
-    except Exception as error:  # the Dask future itself failed (KilledWorker): no Prefect state
+    except UnfinishedRun as error:  # NotReady: a task it waited for did not complete
+        result = error
+    except Exception as error:  # the Dask future itself failed (KilledWorker): no state
         result = error
     if isinstance(result, BaseException):
         return (f"{type(result).__name__}: {result}".splitlines() or ["unknown error"])[0]

@@ -1,7 +1,8 @@
 """The training flow: claim the directory, train the remaining epochs, test the classifier.
 
-``ride train`` runs it; the flow only composes the tasks of :mod:`tasks.train`, one task run
-per epoch, so the Prefect UI shows each epoch and its log line.
+``ride train`` runs it after its checks, the ``train`` deployment through
+``flows.deployments.train_deployment``; the flow only composes the tasks of
+:mod:`tasks.train`, one task run per epoch, so the Prefect UI shows each epoch and its log line.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from pipeline.train import TrainSettings
 from storage.lock import run_lock
-from tasks.train import TrainSettings, claim_train_dir, evaluate_classifier, train_epoch
+from tasks.train import claim_train_dir, evaluate_classifier, train_epoch
 
 
 @flow(name="ride-train")

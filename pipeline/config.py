@@ -236,8 +236,10 @@ class RunConfig:
     def _check_key_values(self, keys: Mapping[str, RunKey]) -> None:
         """Each key's value builds every registered class it feeds (range checks)."""
         registries = {"attack": ATTACKS, "defender": DEFENDERS}
+        given = dict(self.settings)
         for key, rk in keys.items():
-            for value in self.sweep_values(key):
+            raw = given[key]  # not its fallback's value: that key is checked on its own
+            for value in raw if isinstance(raw, tuple) else (raw,):
                 if value is None:
                     continue
                 for name in rk.used_by:

@@ -31,7 +31,7 @@ def run_lock(root: Path) -> Iterator[None]:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             raise RunDirBusy(
-                f"{root} is in use by {holder}; wait for it or use another --out"
+                f"{root} is in use by {holder}; wait for it or use another run directory"
             ) from None
         try:
             handle.seek(0)

@@ -48,7 +48,7 @@ def check_same_run(path: Path, config: Mapping[str, Any], identity_keys: frozens
     if differing:
         raise RunConfigMismatch(
             f"{path.parent} holds a different run (differs in: {', '.join(differing)}); "
-            "use another --out or the same settings"
+            "use another run directory or the same settings"
         )
 
 

@@ -34,11 +34,11 @@ from prefect_dask.task_runners import PrefectDaskFuture
 from flows.cli import build_parser, main, preflight, resolve_settings
 from flows.cluster import ClusterError, check_cluster, required_resources
 from flows.evaluate import WORKER_MALLOC_TRIM_THRESHOLD, _failure
+from pipeline.config import RunConfig
 from ride.classifiers import build_classifier, save_classifier
 from storage.images import ImageStore
 from storage.layout import RunLayout
 from storage.lock import check_unlocked
-from tasks.config import RunConfig
 
 DASK = Path(sys.executable).parent / "dask"
 REPO = Path(__file__).resolve().parents[2]
@@ -158,7 +158,7 @@ def test_unreachable_scheduler_fails_within_the_timeout() -> None:
     with pytest.raises(ClusterError) as error:
         check_cluster(address, {}, timeout=1)
     assert time.monotonic() - began < 5
-    assert str(error.value) == f"--scheduler {address}: no Dask scheduler answered within 1 s"
+    assert str(error.value) == f"scheduler {address}: no Dask scheduler answered within 1 s"
 
 
 def test_scheduler_without_workers_is_refused() -> None:

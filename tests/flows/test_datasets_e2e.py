@@ -186,8 +186,8 @@ def data(tmp_path: Path) -> dict[str, Path]:
         (["--dataset", "imagenet", "--data-dir", "IMAGENET", "--weights", "R50_3"],
          "classifier resnet50 has 3 classes but dataset imagenet in "),
         (["--dataset", "imagenet", "--data-dir", "IMAGENET"],
-         "classifier resnet50 needs ImageNet weights: give --weights FILE or put "
-         "resnet50-0676ba61.pth or resnet50-11ad3fa6.pth in "),
+         "--weights: classifier resnet50 needs ImageNet weights; give a torchvision weight file "
+         "or put resnet50-0676ba61.pth or resnet50-11ad3fa6.pth in "),
     ],
 )  # fmt: skip
 def test_bad_data_fails_fast_with_one_line_and_writes_nothing(

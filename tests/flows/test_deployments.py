@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from tasks.config import RunConfig, load_preset
-from tasks.train import TrainSettings
+from pipeline.config import RunConfig, load_preset
+from pipeline.train import TrainSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,7 +33,7 @@ def test_every_deployment_points_at_a_flow_with_matching_parameters() -> None:
         parameters = deployment["parameters"]
         preset = load_preset(ROOT / parameters["preset"]) if "preset" in parameters else {}
         settings = {**preset, **parameters["settings"]}
-        if flow.name == "ride-train":
+        if flow.name == "ride-train-deployment":
             TrainSettings.from_mapping(settings)  # valid settings
         else:
             RunConfig.from_mapping(settings)

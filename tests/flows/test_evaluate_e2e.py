@@ -1,5 +1,6 @@
 """One end-to-end run through the real path: `ride run` -> temporary Prefect API server ->
-local Dask cluster of two worker processes -> Zarr + Parquet, then resume and failure."""
+local Dask cluster of two worker processes -> Zarr + Parquet, then resume and failures (of a
+defence chunk, and of an attack chunk that defence chunks wait for)."""
 
 from __future__ import annotations
 
@@ -109,3 +110,17 @@ def test_run_resume_and_failed_chunk(prefect_server: str, tmp_path: Path) -> Non
 
     # `ride report` reads only Parquet and writes report.md.
     assert main(["report", str(out)]) == 0
+
+    # An attack chunk that fails (its clean rows are unreadable): the defence chunks waiting
+    # for it never run, and are recorded as failed with the attack's error.
+    for path in results.glob(f"{PGD}__*__0000002-0000004.parquet"):
+        path.unlink()
+    (out / ".done" / "adv" / PGD / f"{2:09d}").unlink()
+    (out / "images.zarr" / "clean" / "c" / "1" / "0" / "0" / "0").write_bytes(b"corrupt")
+    assert main(["run", "--out", str(out), *ARGS]) == 3
+    frame = pd.read_parquet(results)
+    failed = frame[frame["status"] == "failed"]
+    assert len(frame) == 24 and len(failed) == 3 * 2
+    assert set(failed["attack_id"]) == {PGD} and sorted(set(failed["index"])) == [2, 3]
+    assert failed["error"].str.startswith("attack failed: ").all()
+    assert failed["error"].nunique() == 1 and len(failed["error"].iloc[0].splitlines()) == 1

@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 from flows.evaluate import _cost, _Job, _priority, _Progress
-from ride.attacks import AttackConfig
-from ride.defenders import defender_config
-from tasks.evaluate import ChunkOutcome
+from pipeline.chunks import ChunkOutcome
+from ride.attacks import make_attack
+from ride.defenders import make_defender
 
-PGD = AttackConfig("pgd")
-BPDA_EOT = AttackConfig("bpda-eot", iters=10, eot=4)
-MEDIAN = defender_config("median")
-RIDE = defender_config("ride", iters=100, checkpoints=2)
+PGD = make_attack("pgd")
+BPDA = make_attack("bpda", iters=10)
+BPDA_EOT = make_attack("bpda-eot", iters=10, eot=4)
+MEDIAN = make_defender("median")
+RIDE = make_defender("ride", iters=100, checkpoints=2)
 
 
 def test_costs_count_defender_steps_and_images() -> None:
     assert _cost(_Job(PGD, MEDIAN, 0, 10)) == 10
     assert _cost(_Job(PGD, RIDE, 0, 10)) == 200 * 10
     assert _cost(_Job(BPDA_EOT, RIDE, 0, 5)) == (10 * 4 + 1) * 200 * 5
+    assert _cost(_Job(BPDA, MEDIAN, 0, 5)) == (10 * 1 + 1) * 5
+
+
+def test_defence_chunks_wait_for_their_gray_box_attack_chunk_only() -> None:
+    none = make_attack("none")
+    assert _Job(PGD, MEDIAN, 0, 10).upstream == _Job(PGD, None, 0, 10)
+    assert _Job(PGD, None, 0, 10).upstream is None
+    assert _Job(none, MEDIAN, 0, 10).upstream is None  # defends the clean images
+    assert _Job(BPDA_EOT, RIDE, 0, 10).upstream is None  # attacks inside the defence task
 
 
 def test_attack_chunks_run_first_then_the_costliest_defences() -> None:

@@ -10,7 +10,7 @@ from distributed import Client
 from prefect_dask import DaskTaskRunner
 
 from flows.evaluate import WORKER_MALLOC_TRIM_THRESHOLD, local_cluster, make_task_runner
-from tasks.config import RunConfig
+from pipeline.config import RunConfig
 
 
 def test_scheduler_address_means_no_local_cluster() -> None:

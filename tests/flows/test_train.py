@@ -12,6 +12,7 @@ import torch
 from datafiles import write_cifar, write_mnist
 
 from flows.cli import main, preflight
+from pipeline.train import TrainSettings
 from ride.classifiers import build_classifier, load_classifier
 from ride.datasets import load_digits
 from ride.training import (
@@ -23,7 +24,6 @@ from ride.training import (
     train_classifier,
 )
 from storage.runconfig import claim_run_dir
-from tasks.train import TrainSettings
 
 
 def train(out: Path, *args: str) -> int:
@@ -86,8 +86,10 @@ def tiny_state(path: Path, epoch: int) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--dataset", "imagenet"], "ride train trains on digits, mnist, cifar10, not 'imagenet'"),
-        (["--dataset", "digits", "--classifier", "resnet50"], "trains mnist-cnn on digits, not"),
+        (["--dataset", "imagenet"],
+         "--dataset: a classifier is trained on digits, mnist, cifar10, not 'imagenet'"),
+        (["--dataset", "digits", "--classifier", "resnet50"],
+         "--classifier: the classifier trained on digits is mnist-cnn, not 'resnet50'"),
         (["--dataset", "digits", "--epochs", "0"], "--epochs must be a positive integer, got 0"),
         (["--dataset", "digits", "--lr", "0"], "--lr must be positive"),
         (["--dataset", "mnist"], "--data-dir is required for dataset mnist"),
@@ -95,7 +97,7 @@ def tiny_state(path: Path, epoch: int) -> None:
         (["--dataset", "mnist", "--data-dir", "CIFAR"], "MNIST file train-images-idx3-ubyte"),
         (["--dataset", "cifar10", "--data-dir", "MNIST"], "CIFAR-10 batches not found"),
         (["--dataset", "cifar10", "--data-dir", "CIFAR", "--classifier", "mnist-cnn"],
-         "trains cifar-resnet18 on cifar10, not 'mnist-cnn'"),
+         "the classifier trained on cifar10 is cifar-resnet18, not 'mnist-cnn'"),
     ],
 )  # fmt: skip
 def test_bad_train_input_fails_fast_and_writes_nothing(
@@ -128,7 +130,9 @@ def test_train_directory_errors(tmp_path: Path, capsys: pytest.CaptureFixture[st
     ahead = tmp_path / "ahead"  # holds more epochs than asked for
     ahead.mkdir()
     tiny_state(ahead / "train_state.pt", 5)
-    assert "already holds 5 trained epochs, more than --epochs 3" in run(ahead, "--epochs", "3")
+    assert f"--out {ahead} already holds 5 trained epochs, more than the 3 epochs asked for" in run(
+        ahead, "--epochs", "3"
+    )
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "train_state.pt").write_bytes(b"garbage")
@@ -136,9 +140,11 @@ def test_train_directory_errors(tmp_path: Path, capsys: pytest.CaptureFixture[st
     evaluation = tmp_path / "evaluation"  # a `ride run` directory
     evaluation.mkdir()
     claim_run_dir(evaluation / "run.toml", {"seed": 0}, frozenset({"seed"}), "0.1.0")
-    assert "holds a `ride run` directory" in run(evaluation)
+    assert "holds a run (run.toml), not a training" in run(evaluation)
     for folder in (other, ahead, broken, evaluation):
         assert not (folder / "classifier.pt").exists()
     # and the other way round: `ride run` into a training directory
     assert main(["run", "--out", str(other), "--limit", "2"]) == 1
-    assert "holds a `ride train` output; use --weights" in capsys.readouterr().err
+    assert "holds a training (train.toml), not a run; give its classifier as weights" in (
+        capsys.readouterr().err
+    )

@@ -1,89 +1,59 @@
-"""Chunk task logic, tested without Prefect (``task.fn`` and the plain helpers)."""
+"""The chunk tasks are thin wrappers of ``pipeline/``: what they add is Prefect's (names,
+retries, the cache of reusable results); the work is tested in ``tests/pipeline``."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
-import pytest
-import torch
 
-import tasks.evaluate
+from pipeline.chunks import gray_box_images
+from pipeline.classifier import train_state
+from pipeline.config import RunConfig
 from ride.classifiers import build_classifier, save_classifier
-from ride.defenders import Ride
-from storage.images import ImageStore, adaptive_adv_name, adv_name
+from storage.images import ImageStore, adv_name
 from storage.layout import RunLayout
-from storage.results import SCHEMA, read_results, result_key
-from storage.steps import STEPS_SCHEMA, read_steps, robust_at_every_step, steps_path
-from tasks.config import RunConfig
+from tasks.cache import adversarial_images, for_run, trained_classifier_state
 from tasks.evaluate import (
     attack_chunk,
-    chunk_ranges,
+    claim_run,
     defend_chunk,
-    defend_rows,
+    prepare_classifier,
     prepare_images,
+    record_failure,
+    report,
 )
 
-CFG = RunConfig(
-    limit=3, chunk_size=2, attacks=("fgsm",), defenders=("ride",), ride_iters=3,
-    ride_checkpoints=2,
+CFG = RunConfig.from_mapping(
+    {"limit": 3, "chunk_size": 2, "attacks": ["fgsm"], "defenders": ["ride"],
+     "ride_iters": 3, "ride_checkpoints": 2}
 )  # fmt: skip
-VOLATILE = {"seconds", "worker"}
 
 
-def test_chunk_ranges_cover_every_image_once() -> None:
-    assert chunk_ranges(5, 2) == [(0, 2), (2, 4), (4, 5)]
-    assert chunk_ranges(4, 10) == [(0, 4)]
+def test_tasks_keep_their_names_and_retries() -> None:
+    tasks = {
+        claim_run: ("claim-run-dir", 0),
+        prepare_images: ("prepare-images", 2),
+        prepare_classifier: ("prepare-classifier", 1),
+        attack_chunk: ("attack-chunk", 2),
+        defend_chunk: ("defend-chunk", 2),
+        record_failure: ("record-failure", 0),
+        report: ("report", 0),
+        trained_classifier_state: ("train-classifier", 1),
+        adversarial_images: ("adversarial-images", 2),
+    }
+    for task, (name, retries) in tasks.items():
+        assert (task.name, task.retries) == (name, retries)
 
 
-def test_rows_of_a_chunk_equal_rows_of_its_images_one_by_one() -> None:
-    """Per-image seeds: a chunk's results do not depend on the chunk size (up to float32
-    rounding: the batched RIDE engine's grouped convolution rounds differently per size)."""
-    torch.manual_seed(0)
-    model = build_classifier("mnist-cnn").eval()
-    clean = torch.rand(3, 1, 28, 28)
-    labels = torch.tensor([1, 2, 3])
-    adv = (clean + 0.05).clamp(0, 1)
-    attack = CFG.attack_configs()[0]
-    defender = CFG.defender_configs()[0]
-    together, rows = defend_rows(CFG, attack, defender, 0, clean, labels, adv, model)
-    for i in range(3):
-        alone, row = defend_rows(
-            CFG, attack, defender, i, clean[i : i + 1], labels[i : i + 1], adv[i : i + 1], model
-        )
-        torch.testing.assert_close(alone[0], together[i], atol=1e-5, rtol=0)
-        for key, value in row[0].items():
-            if key in VOLATILE:
-                continue
-            if isinstance(value, float):
-                assert value == pytest.approx(rows[i][key], abs=1e-5), key
-            else:
-                assert value == rows[i][key], key
-    assert set(rows[0]) == set(SCHEMA.names)
-    assert rows[1]["index"] == 1 and rows[1]["label"] == 2
-
-
-def test_the_runs_precision_and_memory_sized_batches_reach_ride() -> None:
-    """``--precision`` changes how RIDE fits (not which defender it is), and each chunk's
-    images are fitted in groups sized by the device's free memory."""
-    half = replace(CFG, precision="bf16")
-    config = half.defender_configs()[0]
-    assert config == CFG.defender_configs()[0]
-    defender = tasks.evaluate._build_defender(half, config)
-    assert isinstance(defender, Ride)
-    assert (defender.precision, defender.max_batch) == ("bf16", "auto")
-    torch.manual_seed(0)
-    model = build_classifier("mnist-cnn").eval()
-    clean = torch.rand(2, 1, 28, 28)
-    labels = torch.tensor([1, 2])
-    attack = CFG.attack_configs()[0]
-    in_bf16, _ = defend_rows(half, attack, config, 0, clean, labels, clean, model)
-    in_fp32, _ = defend_rows(CFG, attack, config, 0, clean, labels, clean, model)
-    assert in_bf16.dtype == torch.float32 and not torch.equal(in_bf16, in_fp32)
-    assert float((in_bf16 - in_fp32).abs().max()) < 0.05
+def test_the_cached_tasks_run_the_pipeline_functions_and_no_cache_calls_them_plainly() -> None:
+    assert adversarial_images.fn is gray_box_images
+    assert trained_classifier_state.fn is train_state
+    uncached = RunConfig.from_mapping({"cache": False})
+    assert for_run(adversarial_images, uncached) is gray_box_images
+    cached = for_run(adversarial_images, CFG)
+    assert cached.persist_result and cached.cache_policy is not None
 
 
 def test_attack_then_defend_tasks_store_images_and_rows(
@@ -93,6 +63,8 @@ def test_attack_then_defend_tasks_store_images_and_rows(
     out = str(tmp_path)
     layout = RunLayout(tmp_path)
     save_classifier(build_classifier("mnist-cnn"), layout.classifier, "mnist-cnn")
+    claim_run.fn(out, CFG)
+    assert layout.run_toml.exists()
     assert prepare_images.fn(out, CFG) == 3
     attack, defender = CFG.attack_configs()[0], CFG.defender_configs()[0]
     assert attack_chunk.fn(out, CFG, attack, 2, 3).action == "ran"
@@ -104,94 +76,7 @@ def test_attack_then_defend_tasks_store_images_and_rows(
     outcome = defend_chunk.fn(out, CFG, attack, defender, 2, 3)
     assert (outcome.action, outcome.count) == ("ran", 1)
     assert defend_chunk.fn(out, CFG, attack, defender, 2, 3).action == "skipped"
-    frame = pd.read_parquet(layout.results)
-    assert list(frame["index"]) == [2] and frame["status"].item() == "ok"
-    assert frame["adv_clean_linf"].item() <= attack.eps + 1e-6
-
-
-WHITE_BOX = RunConfig(
-    limit=3, chunk_size=3, attacks=("bpda-eot",), eot=2, attack_iters=3, recheck=3,
-    defenders=("none", "ride"), ride_iters=3, ride_checkpoints=1,
-)  # fmt: skip
-
-
-def _white_box_run(tmp_path: Path) -> tuple[str, RunLayout]:
-    out = str(tmp_path)
-    layout = RunLayout(tmp_path)
-    save_classifier(build_classifier("mnist-cnn", seed=1), layout.classifier, "mnist-cnn")
-    assert prepare_images.fn(out, WHITE_BOX) == 3
-    attack = WHITE_BOX.attack_configs()[0]
-    for defender in WHITE_BOX.defender_configs():
-        assert defend_chunk.fn(out, WHITE_BOX, attack, defender, 0, 3).action == "ran"
-    return out, layout
-
-
-def test_bpda_chunks_store_adversarials_per_defender_and_one_step_row_per_iteration(
-    tmp_path: Path,
-) -> None:
-    _, layout = _white_box_run(tmp_path)
-    attack = WHITE_BOX.attack_configs()[0]
-    store = ImageStore(layout)
-    clean = store.read_rows("clean", 0, 3)
-    adversarials = {}
-    for defender in WHITE_BOX.defender_configs():
-        adv = store.read_rows(adaptive_adv_name(attack.id, defender.id), 0, 3)
-        assert np.abs(adv - clean).max() <= attack.eps + 1e-6
-        assert adv.min() >= 0.0 and adv.max() <= 1.0
-        adversarials[defender.id] = adv
-    assert not np.array_equal(adversarials["none"], adversarials["ride-K3-T1-a0.9-s0.5"])
-
-    steps = read_steps(layout.steps)
-    assert set(steps.columns) == set(STEPS_SCHEMA.names)
-    per_image = steps.groupby(["defender_id", "index"])["iteration"].apply(sorted)
-    assert len(per_image) == 2 * 3
-    assert all(its == [0, 1, 2, 3] for its in per_image)  # iterates 0..iters, once each
-
-    results = read_results(layout.results).set_index(["defender_id", "index"])
-    assert (results["recheck_draws"] == 3).all()
-    every_step = robust_at_every_step(steps).droplevel("attack_id")
-    for key, row in results.iterrows():
-        assert row["correct_worst"] == (every_step[key] and row["recheck_correct"] == 1.0)
-        assert row["correct_worst"] <= row["correct_defended"]  # worst case never flatters
-    final = steps[steps["iteration"] == 3].set_index(["defender_id", "index"])
-    assert (final["pred_defended"] == results.loc[final.index, "pred_defended"]).all()
-    assert (final["pred_adv"] == results.loc[final.index, "pred_adv"]).all()
-
-
-def test_a_resumed_bpda_chunk_reuses_its_stored_attack(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    out, layout = _white_box_run(tmp_path)
-    attack = WHITE_BOX.attack_configs()[0]
-    defender = WHITE_BOX.defender_configs()[1]
-    key = result_key(attack.id, defender.id, 0, 3)
-    before = read_results(layout.results)
-    steps_before = read_steps(layout.steps, key)
-    adv_before = ImageStore(layout).read_rows(adaptive_adv_name(attack.id, defender.id), 0, 3)
-
-    # Killed after the attack was stored, before the results: the attack is not rerun.
-    (layout.results / f"{key}.parquet").unlink()
-    calls: list[str] = []
-    real_attack = tasks.evaluate.run_attack
-
-    def counting_attack(*args: Any, **kwargs: Any) -> torch.Tensor:
-        calls.append("attack")
-        return real_attack(*args, **kwargs)
-
-    monkeypatch.setattr(tasks.evaluate, "run_attack", counting_attack)
-    assert defend_chunk.fn(out, WHITE_BOX, attack, defender, 0, 3).action == "ran"
-    assert calls == []
-    after = read_results(layout.results)
-    pd.testing.assert_frame_equal(
-        before.drop(columns=sorted(VOLATILE)), after.drop(columns=sorted(VOLATILE))
-    )
-    pd.testing.assert_frame_equal(steps_before, read_steps(layout.steps, key))
-
-    # Killed before the step file was written: the attack runs again, to the same images.
-    (layout.results / f"{key}.parquet").unlink()
-    steps_path(layout.steps, key).unlink()
-    assert defend_chunk.fn(out, WHITE_BOX, attack, defender, 0, 3).action == "ran"
-    assert calls == ["attack"]
-    adv_after = ImageStore(layout).read_rows(adaptive_adv_name(attack.id, defender.id), 0, 3)
-    np.testing.assert_array_equal(adv_before, adv_after)
-    pd.testing.assert_frame_equal(steps_before, read_steps(layout.steps, key))
+    record_failure.fn(out, CFG, attack, defender, 0, 2, "attack failed: boom")
+    frame = pd.read_parquet(layout.results).sort_values("index")
+    assert list(frame["index"]) == [0, 1, 2]
+    assert list(frame["status"]) == ["failed", "failed", "ok"]

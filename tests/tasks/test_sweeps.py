@@ -120,7 +120,9 @@ def test_command_line_rejects_a_bad_list(capsys: pytest.CaptureFixture[str]) -> 
 def test_fgsm_eps_applies_to_fgsm_only() -> None:
     cfg = RunConfig.from_mapping({"attacks": ["fgsm", "pgd"], "fgsm_eps": 0.015, "eps": 0.05})
     assert [a.id for a in cfg.attack_configs()] == ["fgsm-eps0.015", "pgd-eps0.05-step0.02-it10"]
-    assert RunConfig.from_mapping({"fgsm_eps": None}).run_id == RunConfig().run_id  # unset: an old run's id
+    assert (
+        RunConfig.from_mapping({"fgsm_eps": None}).run_id == RunConfig().run_id
+    )  # unset: an old run's id
 
 
 def test_data_dir_is_an_execution_setting() -> None:

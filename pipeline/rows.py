@@ -1,0 +1,210 @@
+"""The rows a chunk writes, built from the one declaration of their columns: the result
+schema ``storage.results.SCHEMA`` and the step schema ``storage.steps.STEPS_SCHEMA``.
+
+Every builder returns rows with exactly the schema's columns, in its order (:func:`complete`
+raises on a missing or extra column, so a builder and its schema cannot drift apart
+unnoticed); the distance columns are generated from the schema's ``DISTANCE_PAIRS`` x
+``NORMS``; a failed row is the identity columns with every other column of the schema empty;
+the step row of the final iterate takes the step schema's columns from the result row.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import torch
+
+from pipeline.config import RunConfig
+from ride.attacks import Attack, BPDAStep
+from ride.defenders import Defender
+from ride.metrics import distances
+from storage.results import DISTANCE_PAIRS, NORMS, SCHEMA
+from storage.steps import STEPS_SCHEMA
+
+Row = dict[str, Any]
+
+PREDICTIONS = ("clean", "adv", "defended")
+"""The images a result row classifies: ``pred_<kind>`` and ``correct_<kind>`` columns."""
+
+
+def complete(row: Mapping[str, Any], schema: pa.Schema) -> Row:
+    """``row`` in the column order of ``schema``; ValueError when the columns differ."""
+    names = schema.names
+    if set(row) != set(names):
+        missing = sorted(set(names) - set(row))
+        extra = sorted(set(row) - set(names))
+        raise ValueError(f"row columns differ from the schema: missing {missing}, extra {extra}")
+    return {name: row[name] for name in names}
+
+
+def identity_columns(
+    cfg: RunConfig, attack: Attack, defender: Defender, index: int, label: int
+) -> Row:
+    """What a result row is about: the run, the image, the attack and the defender."""
+    return {
+        "run_id": cfg.run_id,
+        "dataset": cfg.dataset,
+        "index": index,
+        "label": label,
+        "attack_id": attack.id,
+        "attack": attack.name,
+        "attack_params": json.dumps(attack.params(), sort_keys=True),
+        "defender_id": defender.id,
+        "defender": defender.name,
+        "defender_params": json.dumps(defender.params(), sort_keys=True),
+        "seed": cfg.seed,
+    }
+
+
+def distance_columns(
+    clean: torch.Tensor, adversarial: torch.Tensor, defended: torch.Tensor
+) -> list[dict[str, float]]:
+    """Per image: the three distances of Fig. 7a (``DISTANCE_PAIRS``) in the three norms."""
+    pairs = dict(
+        zip(
+            DISTANCE_PAIRS,
+            (
+                distances(adversarial, clean),
+                distances(defended, clean),
+                distances(defended, adversarial),
+            ),
+            strict=True,
+        )
+    )
+    return [
+        {f"{pair}_{norm}": float(pairs[pair][norm][i]) for pair in DISTANCE_PAIRS for norm in NORMS}
+        for i in range(len(clean))
+    ]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What defending and classifying one chunk found, per image.
+
+    ``predictions``: class indices (B,) of the clean, adversarial and defended (draw 0)
+    images; ``draw_correct``: (draws, B), each re-check draw classified correctly;
+    ``robust_so_far`` (adaptive attacks): the defended iterate was correct at every attack
+    step.
+    """
+
+    seeds: Sequence[int]
+    predictions: Mapping[str, torch.Tensor]
+    draw_correct: torch.Tensor
+    distances: Sequence[Mapping[str, float]]
+    robust_so_far: Sequence[bool] | None = None
+
+
+def result_rows(
+    cfg: RunConfig,
+    attack: Attack,
+    defender: Defender,
+    start: int,
+    labels: torch.Tensor,
+    verdict: Verdict,
+    *,
+    seconds: float,
+    worker: str,
+    device: str,
+) -> list[Row]:
+    """The ``ok`` result rows of a chunk; ``seconds`` spent on it in all, shared equally."""
+    rows = []
+    for i in range(len(labels)):
+        label = int(labels[i])
+        row = identity_columns(cfg, attack, defender, start + i, label)
+        row["defender_seed"] = verdict.seeds[i]
+        for kind in PREDICTIONS:
+            predicted = int(verdict.predictions[kind][i])
+            row[f"pred_{kind}"] = predicted
+            row[f"correct_{kind}"] = predicted == label
+        all_draws = bool(verdict.draw_correct[:, i].all())
+        robust = verdict.robust_so_far is None or verdict.robust_so_far[i]
+        row.update(
+            recheck_draws=cfg.recheck,
+            recheck_correct=float(verdict.draw_correct[:, i].float().mean()),
+            correct_worst=all_draws and robust,
+            **verdict.distances[i],
+            seconds=seconds / len(labels),
+            worker=worker,
+            device=device,
+            status="ok",
+            error=None,
+        )
+        rows.append(complete(row, SCHEMA))
+    return rows
+
+
+def failed_rows(
+    cfg: RunConfig,
+    attack: Attack,
+    defender: Defender,
+    start: int,
+    labels: Sequence[int],
+    error: str,
+) -> list[Row]:
+    """The ``failed`` rows of a chunk: who and what, every measured column empty."""
+    rows = []
+    for i, label in enumerate(labels):
+        row = identity_columns(cfg, attack, defender, start + i, int(label))
+        row.update(
+            {column: None for column in SCHEMA.names if column not in row},
+            status="failed",
+            error=error,
+        )
+        rows.append(complete(row, SCHEMA))
+    return rows
+
+
+def step_rows(
+    cfg: RunConfig,
+    attack: Attack,
+    defender: Defender,
+    start: int,
+    clean: torch.Tensor,
+    labels: torch.Tensor,
+    step: BPDAStep,
+) -> list[Row]:
+    """The ``steps/`` rows of one attack iterate, one per image."""
+    columns = distance_columns(clean, step.adversarial, step.defended)
+    rows = []
+    for i in range(len(clean)):
+        label = int(labels[i])
+        row = {
+            "run_id": cfg.run_id,
+            "dataset": cfg.dataset,
+            "index": start + i,
+            "label": label,
+            "attack_id": attack.id,
+            "defender_id": defender.id,
+            "iteration": step.iteration,
+            "pred_adv": int(step.pred_adversarial[i]),
+            "pred_defended": int(step.pred_defended[i]),
+            "correct_adv": int(step.pred_adversarial[i]) == label,
+            "correct_defended": int(step.pred_defended[i]) == label,
+            **columns[i],
+        }
+        rows.append(complete(row, STEPS_SCHEMA))
+    return rows
+
+
+def final_step_rows(results: Sequence[Mapping[str, Any]], iteration: int) -> list[Row]:
+    """The step rows of the final adversarial image (draw 0 of its re-check), taken from the
+    chunk's result rows."""
+    return [
+        complete(
+            {k: row[k] for k in STEPS_SCHEMA.names if k in row} | {"iteration": iteration},
+            STEPS_SCHEMA,
+        )
+        for row in results
+    ]
+
+
+def robust_so_far(tracked: Sequence[Mapping[str, Any]], start: int, count: int) -> list[bool]:
+    """Per image of the chunk: was its defended iterate correct at every tracked step?"""
+    return [
+        all(row["correct_defended"] for row in tracked if row["index"] == start + i)
+        for i in range(count)
+    ]

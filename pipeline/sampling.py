@@ -1,0 +1,138 @@
+"""The start of a run: claim its directory, sample the evaluated images into the clean Zarr
+array and create every array the chunk tasks write into.
+
+The run's images are the first ``limit`` images of the test split (ImageNet: two per class,
+sampled with the run's seed and recorded in ``sources.json``), cut into chunks of
+``chunk_size`` consecutive rows (:func:`chunk_ranges`), the unit of every later task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import RunConfig
+from pipeline.execution import data_dir
+from ride.datasets import (
+    IMAGENET_PER_CLASS,
+    dataset_shape,
+    imagenet_files,
+    load_dataset,
+    load_imagenet_images,
+    sample_per_class,
+)
+from storage.images import ImageStore, adaptive_adv_name, adv_name, defended_name
+from storage.layout import RunLayout
+from storage.runconfig import claim_run_dir
+from storage.sources import read_sources, write_sources
+
+CODE_VERSION = version("ride-pipeline")
+
+RowReader = Callable[[int, int], tuple[np.ndarray, np.ndarray]]
+"""Rows ``[start, stop)`` of the evaluated images: images (B, C, H, W) float32, labels (B,)."""
+
+
+def chunk_ranges(n: int, chunk_size: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` row ranges of ``n`` images in chunks of ``chunk_size``."""
+    return [(start, min(start + chunk_size, n)) for start in range(0, n, chunk_size)]
+
+
+def claim_run(layout: RunLayout, cfg: RunConfig) -> None:
+    """Write ``run.toml``, or check that the directory holds this same run."""
+    claim_run_dir(layout.run_toml, cfg.run_record(), cfg.identity(), CODE_VERSION)
+
+
+def imagenet_sources(layout: RunLayout, cfg: RunConfig, root: Path) -> list[tuple[str, int]]:
+    """The run's ImageNet files: recorded in ``sources.json``, or sampled and recorded now."""
+    if layout.sources.exists():
+        return read_sources(layout.sources)
+    files = sample_per_class(imagenet_files(root), IMAGENET_PER_CLASS, cfg.seed)[: cfg.limit]
+    write_sources(layout.sources, cfg.dataset, files)
+    return files
+
+
+def evaluated_rows(layout: RunLayout, cfg: RunConfig) -> tuple[int, RowReader]:
+    """How many images the run evaluates, and a reader of rows ``[start, stop)`` of them.
+
+    ImageNet decodes only the rows asked for (a chunk at a time); the small datasets load
+    their first ``limit`` test images once.
+    """
+    root = data_dir(cfg)
+    if cfg.dataset == "imagenet":
+        if root is None:
+            raise ValueError("data_dir is required for dataset imagenet")
+        folder = root
+        files = imagenet_sources(layout, cfg, folder)
+
+        def decode(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+            images = load_imagenet_images(folder, files[start:stop])  # (B, 3, 224, 224)
+            labels = np.array([label for _, label in files[start:stop]], dtype=np.int64)
+            return images.numpy(), labels
+
+        return len(files), decode
+    data = load_dataset(cfg.dataset, "test", seed=cfg.seed, data_dir=root, limit=cfg.limit)
+
+    def rows(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        images = data.images[start:stop].numpy().astype(np.float32)  # (B, C, H, W)
+        return images, data.labels[start:stop].numpy().astype(np.int64)
+
+    return len(data), rows
+
+
+def prepare_images(layout: RunLayout, cfg: RunConfig) -> int:
+    """Sample the evaluated images, write ``clean`` / ``labels`` and create every array;
+    returns the number of images.
+
+    Images are decoded and written one chunk at a time (a chunk's ``labels`` are written
+    last and mark it complete), so memory stays bounded by a chunk for ImageNet. ImageNet's
+    file list is recorded in ``sources.json`` first and reused by every later run.
+    Idempotent: a resumed run finds the arrays, checks their shapes and skips stored chunks.
+    """
+    store = ImageStore(layout)
+    n, rows = evaluated_rows(layout, cfg)
+    shape = (n, *dataset_shape(cfg.dataset))
+    attrs = {"dataset": cfg.dataset, "seed": cfg.seed, "split": "test"}
+    store.ensure_array("clean", shape, cfg.chunk_size, attrs=attrs)
+    store.ensure_array("labels", (n,), cfg.chunk_size, dtype="int64", attrs=attrs)
+    for start, stop in chunk_ranges(n, cfg.chunk_size):
+        if store.has_rows("labels", start):
+            continue
+        images, labels = rows(start, stop)
+        store.write_rows("clean", start, images)
+        store.write_rows("labels", start, labels)
+    create_arrays(store, cfg, shape)
+    return n
+
+
+def create_arrays(store: ImageStore, cfg: RunConfig, shape: tuple[int, ...]) -> None:
+    """The adversarial and defended arrays of every (attack, defender) pair of ``cfg``:
+    ``adv/<attack>`` (white-box: ``adv/<attack>/<defender>``) and
+    ``defended/<attack>/<defender>``, each with the settings that made it as attributes."""
+    attacks, defenders = cfg.attack_configs(), cfg.defender_configs()
+    for attack in attacks:
+        if attack.name == "none":
+            continue
+        if not attack.adaptive:
+            store.ensure_array(adv_name(attack.id), shape, cfg.chunk_size, attrs=attack.params())
+            continue
+        for defender in defenders:  # white-box: one adversarial set per defender
+            store.ensure_array(
+                adaptive_adv_name(attack.id, defender.id),
+                shape,
+                cfg.chunk_size,
+                attrs={"attack": attack.params(), "defender": defender.params()},
+            )
+    for attack in attacks:
+        for defender in defenders:
+            if defender.id == "none":
+                continue
+            params = {"attack": attack.params(), "defender": defender.params()}
+            store.ensure_array(
+                defended_name(attack.id, defender.id),
+                shape,
+                cfg.chunk_size,
+                attrs={"attack_id": attack.id, "defender_id": defender.id, **params},
+            )

@@ -1,0 +1,196 @@
+"""The attack and defence of one chunk, as plain functions: no Prefect, no Dask."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pipeline.chunks import attack_chunk, defend_chunk, defend_rows, record_failure
+from pipeline.config import RunConfig
+from pipeline.execution import executed_defender
+from pipeline.sampling import prepare_images
+from ride.attacks import BPDAEOT
+from ride.classifiers import build_classifier, save_classifier
+from ride.defenders import Ride
+from storage.images import ImageStore, adaptive_adv_name, adv_name, defended_name
+from storage.layout import RunLayout
+from storage.results import SCHEMA, read_results, result_key
+from storage.steps import STEPS_SCHEMA, read_steps, robust_at_every_step, steps_path
+
+CFG = RunConfig.from_mapping(
+    {"limit": 3, "chunk_size": 2, "attacks": ["fgsm"], "defenders": ["ride"],
+     "ride_iters": 3, "ride_checkpoints": 2}
+)  # fmt: skip
+WHITE_BOX = RunConfig.from_mapping(
+    {"limit": 3, "chunk_size": 3, "attacks": ["bpda-eot"], "eot": 2, "attack_iters": 3,
+     "recheck": 3, "defenders": ["none", "ride"], "ride_iters": 3, "ride_checkpoints": 1}
+)  # fmt: skip
+VOLATILE = {"seconds", "worker"}
+
+
+def test_rows_of_a_chunk_equal_rows_of_its_images_one_by_one() -> None:
+    """Per-image seeds: a chunk's results do not depend on the chunk size (up to float32
+    rounding: the batched RIDE engine's grouped convolution rounds differently per size)."""
+    torch.manual_seed(0)
+    model = build_classifier("mnist-cnn").eval()
+    clean = torch.rand(3, 1, 28, 28)
+    labels = torch.tensor([1, 2, 3])
+    adv = (clean + 0.05).clamp(0, 1)
+    attack, defender = CFG.attack_configs()[0], CFG.defender_configs()[0]
+    together, rows = defend_rows(CFG, attack, defender, 0, clean, labels, adv, model)
+    for i in range(3):
+        one = slice(i, i + 1)
+        alone, row = defend_rows(CFG, attack, defender, i, clean[one], labels[one], adv[one], model)
+        torch.testing.assert_close(alone[0], together[i], atol=1e-5, rtol=0)
+        for key, value in row[0].items():
+            if key in VOLATILE:
+                continue
+            if isinstance(value, float):
+                assert value == pytest.approx(rows[i][key], abs=1e-5), key
+            else:
+                assert value == rows[i][key], key
+    assert list(rows[0]) == SCHEMA.names
+    assert rows[1]["index"] == 1 and rows[1]["label"] == 2
+
+
+def test_the_runs_precision_and_memory_sized_batches_reach_ride() -> None:
+    """``precision`` changes how RIDE fits (not which defender it is), and each chunk's
+    images are fitted in groups sized by the device's free memory."""
+    half = replace(CFG, precision="bf16")
+    config = half.defender_configs()[0]
+    assert config == CFG.defender_configs()[0]
+    defender = executed_defender(half, config)
+    assert isinstance(defender, Ride)
+    assert (defender.precision, defender.max_batch) == ("bf16", "auto")
+    torch.manual_seed(0)
+    model = build_classifier("mnist-cnn").eval()
+    clean = torch.rand(2, 1, 28, 28)
+    labels = torch.tensor([1, 2])
+    attack = CFG.attack_configs()[0]
+    in_bf16, _ = defend_rows(half, attack, config, 0, clean, labels, clean, model)
+    in_fp32, _ = defend_rows(CFG, attack, config, 0, clean, labels, clean, model)
+    assert in_bf16.dtype == torch.float32 and not torch.equal(in_bf16, in_fp32)
+    assert float((in_bf16 - in_fp32).abs().max()) < 0.05
+
+
+def test_attack_then_defend_chunks_store_images_and_rows(tmp_path: Path) -> None:
+    out = str(tmp_path)
+    layout = RunLayout(tmp_path)
+    save_classifier(build_classifier("mnist-cnn"), layout.classifier, "mnist-cnn")
+    assert prepare_images(layout, CFG) == 3
+    attack, defender = CFG.attack_configs()[0], CFG.defender_configs()[0]
+    assert attack_chunk(out, CFG, attack, 2, 3).action == "ran"
+    assert attack_chunk(out, CFG, attack, 2, 3).action == "skipped"
+    store = ImageStore(layout)
+    clean = store.read_rows("clean", 2, 3)
+    adv = store.read_rows(adv_name(attack.id), 2, 3)
+    assert np.abs(adv - clean).max() <= attack.eps + 1e-6
+    outcome = defend_chunk(out, CFG, attack, defender, 2, 3)
+    assert (outcome.action, outcome.count) == ("ran", 1)
+    assert defend_chunk(out, CFG, attack, defender, 2, 3).action == "skipped"
+    assert store.has_rows(defended_name(attack.id, defender.id), 2)
+    frame = pd.read_parquet(layout.results)
+    assert list(frame["index"]) == [2] and frame["status"].item() == "ok"
+    assert frame["adv_clean_linf"].item() <= attack.eps + 1e-6
+
+
+def test_a_failed_chunk_records_one_failed_row_per_image(tmp_path: Path) -> None:
+    layout = RunLayout(tmp_path)
+    prepare_images(layout, CFG)
+    attack, defender = CFG.attack_configs()[0], CFG.defender_configs()[0]
+    record_failure(str(tmp_path), CFG, attack, defender, 0, 2, "attack failed: OSError: disk")
+    frame = read_results(layout.results)
+    assert list(frame.columns) == SCHEMA.names
+    assert list(frame["index"]) == [0, 1] and set(frame["status"]) == {"failed"}
+    assert set(frame["error"]) == {"attack failed: OSError: disk"}
+    labels = ImageStore(layout).read_rows("labels", 0, 2)
+    assert list(frame["label"]) == list(labels) and frame["pred_defended"].isna().all()
+    assert (layout.results / f"{result_key(attack.id, defender.id, 0, 2)}.failed.parquet").exists()
+
+
+def _white_box_run(tmp_path: Path) -> tuple[str, RunLayout]:
+    out = str(tmp_path)
+    layout = RunLayout(tmp_path)
+    save_classifier(build_classifier("mnist-cnn", seed=1), layout.classifier, "mnist-cnn")
+    assert prepare_images(layout, WHITE_BOX) == 3
+    attack = WHITE_BOX.attack_configs()[0]
+    for defender in WHITE_BOX.defender_configs():
+        assert defend_chunk(out, WHITE_BOX, attack, defender, 0, 3).action == "ran"
+    return out, layout
+
+
+def test_bpda_chunks_store_adversarials_per_defender_and_one_step_row_per_iteration(
+    tmp_path: Path,
+) -> None:
+    _, layout = _white_box_run(tmp_path)
+    attack = WHITE_BOX.attack_configs()[0]
+    store = ImageStore(layout)
+    clean = store.read_rows("clean", 0, 3)
+    adversarials = {}
+    for defender in WHITE_BOX.defender_configs():
+        adv = store.read_rows(adaptive_adv_name(attack.id, defender.id), 0, 3)
+        assert np.abs(adv - clean).max() <= attack.eps + 1e-6
+        assert adv.min() >= 0.0 and adv.max() <= 1.0
+        adversarials[defender.id] = adv
+    assert not np.array_equal(adversarials["none"], adversarials["ride-K3-T1-a0.9-s0.5"])
+
+    steps = read_steps(layout.steps)
+    assert list(steps.columns) == STEPS_SCHEMA.names
+    per_image = steps.groupby(["defender_id", "index"])["iteration"].apply(sorted)
+    assert len(per_image) == 2 * 3
+    assert all(its == [0, 1, 2, 3] for its in per_image)  # iterates 0..iters, once each
+
+    results = read_results(layout.results).set_index(["defender_id", "index"])
+    assert (results["recheck_draws"] == 3).all()
+    every_step = robust_at_every_step(steps).droplevel("attack_id")
+    for key, row in results.iterrows():
+        assert row["correct_worst"] == (every_step[key] and row["recheck_correct"] == 1.0)
+        assert row["correct_worst"] <= row["correct_defended"]  # worst case never flatters
+    final = steps[steps["iteration"] == 3].set_index(["defender_id", "index"])
+    assert (final["pred_defended"] == results.loc[final.index, "pred_defended"]).all()
+    assert (final["pred_adv"] == results.loc[final.index, "pred_adv"]).all()
+
+
+def test_a_resumed_bpda_chunk_reuses_its_stored_attack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, layout = _white_box_run(tmp_path)
+    attack = WHITE_BOX.attack_configs()[0]
+    defender = WHITE_BOX.defender_configs()[1]
+    key = result_key(attack.id, defender.id, 0, 3)
+    before = read_results(layout.results)
+    steps_before = read_steps(layout.steps, key)
+    adv_before = ImageStore(layout).read_rows(adaptive_adv_name(attack.id, defender.id), 0, 3)
+
+    # Killed after the attack was stored, before the results: the attack is not rerun.
+    (layout.results / f"{key}.parquet").unlink()
+    calls: list[str] = []
+    real_perturb = BPDAEOT.perturb
+
+    def counting_perturb(self: BPDAEOT, *args: Any, **kwargs: Any) -> torch.Tensor:
+        calls.append("attack")
+        return real_perturb(self, *args, **kwargs)
+
+    monkeypatch.setattr(BPDAEOT, "perturb", counting_perturb)
+    assert defend_chunk(out, WHITE_BOX, attack, defender, 0, 3).action == "ran"
+    assert calls == []
+    after = read_results(layout.results)
+    pd.testing.assert_frame_equal(
+        before.drop(columns=sorted(VOLATILE)), after.drop(columns=sorted(VOLATILE))
+    )
+    pd.testing.assert_frame_equal(steps_before, read_steps(layout.steps, key))
+
+    # Killed before the step file was written: the attack runs again, to the same images.
+    (layout.results / f"{key}.parquet").unlink()
+    steps_path(layout.steps, key).unlink()
+    assert defend_chunk(out, WHITE_BOX, attack, defender, 0, 3).action == "ran"
+    assert calls == ["attack"]
+    adv_after = ImageStore(layout).read_rows(adaptive_adv_name(attack.id, defender.id), 0, 3)
+    np.testing.assert_array_equal(adv_before, adv_after)
+    pd.testing.assert_frame_equal(steps_before, read_steps(layout.steps, key))
