@@ -65,9 +65,7 @@ def execution(default: Any, *, help: str) -> Any:
 
 def settings_of(cls: type) -> dict[str, Setting]:
     """The setting fields of dataclass ``cls``, by field name, in declaration order."""
-    return {
-        f.name: f.metadata[_SETTING] for f in dataclasses.fields(cls) if _SETTING in f.metadata
-    }
+    return {f.name: f.metadata[_SETTING] for f in dataclasses.fields(cls) if _SETTING in f.metadata}
 
 
 def is_execution_field(f: dataclasses.Field[Any]) -> bool:
@@ -162,7 +160,7 @@ class Registry(Generic[T]):
 
     def remove(self, name: str) -> None:
         """Forget ``name`` (tests that register a class of their own clean up with it)."""
-        self[name]  # noqa: B018  (the unknown-name error)
+        self[name]
         del self._entries[name]
 
     def __getitem__(self, name: str) -> Entry[T]:
