@@ -221,7 +221,8 @@ def default_batches(arch: str, side: int, device: torch.device) -> list[int]:
     return batches or [most]
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, object]:
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The benchmark's options, checked, with the device's default batches and processes."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="mnist")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -256,13 +257,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         check_precision(args.precision, args.device)
     except ValueError as error:
         parser.error(str(error))
+    arch, side = SIZES[args.size]
+    if args.batch is None:
+        args.batch = default_batches(arch, side, torch.device(args.device))
+    if args.processes is None:
+        args.processes = 2 if args.device == "cpu" else 0
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, object]:
+    args = _parse(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     arch, side = SIZES[args.size]
-    if args.batch is None:
-        args.batch = default_batches(arch, side, device)
-    if args.processes is None:
-        args.processes = 2 if device.type == "cpu" else 0
     flops = 3 * forward_flops_per_image(arch, side)  # forward + backward ~ 3x forward
 
     n_ref = args.reference_images

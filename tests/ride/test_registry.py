@@ -4,8 +4,10 @@ and an id everywhere, with nothing else to edit."""
 from __future__ import annotations
 
 import argparse
+import importlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -123,3 +125,30 @@ def test_every_built_in_setting_has_help_and_every_key_one_type() -> None:
     assert kinds["median_kernel"] is int and kinds["eps"] is float
     assert run_keys()["ride_iters"].default == 200  # the demo's K, not the class's 2000
     assert run_keys()["fgsm_eps"].fallback == "eps"
+
+
+def test_a_package_imports_every_module_it_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What ride/defenders, ride/attacks and ride/datasets do on import: a module dropped
+    into the folder registers its class with no import added anywhere."""
+    package = tmp_path / "plugins_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "from ride.registry import import_modules\nimport_modules(__name__, __path__)\n"
+    )
+    (package / "sharpen.py").write_text(
+        "from dataclasses import dataclass\n"
+        "from ride.registry import DEFENDERS, setting\n"
+        "@dataclass(frozen=True)\n"
+        "class Sharpen:\n"
+        "    amount: float = setting(1.0, help='unsharp amount')\n"
+        "DEFENDERS.add('sharpen-plugin', Sharpen, 'unsharp mask')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        importlib.import_module("plugins_pkg")
+        assert DEFENDERS["sharpen-plugin"].build(amount=2.0).amount == 2.0
+    finally:
+        if "sharpen-plugin" in DEFENDERS:
+            DEFENDERS.remove("sharpen-plugin")
