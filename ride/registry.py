@@ -203,3 +203,4 @@ def import_modules(package: str, path: Iterable[str]) -> None:
 ATTACKS: Registry[Any] = Registry("attack")
 DEFENDERS: Registry[Any] = Registry("defender")
 DATASETS: Registry[Any] = Registry("dataset")
+CLASSIFIERS: Registry[Any] = Registry("classifier")

@@ -6,7 +6,9 @@ ImageNet ("Classifiers"), plus VGG19 and Inception V3 (footnote 2).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import urlparse
 
 import torch
@@ -23,32 +25,90 @@ from ride.classifiers.networks import (
     Normalize,
     NormalizedNet,
 )
-
-CLASSIFIERS: tuple[str, ...] = ("mnist-cnn", "cifar-resnet18", "resnet50", "vgg19", "inception_v3")
-
+from ride.registry import CLASSIFIERS
 
 TORCHVISION_CLASSIFIERS: tuple[str, ...] = ("resnet50", "vgg19", "inception_v3")
 
 
-# Input (C, H, W) the pipeline feeds each classifier. The paper centre-crops ImageNet to
-# 224 x 224 for every network; torchvision's Inception V3 was trained on 299 x 299 crops but
-# pools adaptively and accepts any input of at least 75 x 75.
-_INPUTS: dict[str, tuple[int, int, int]] = {
-    "mnist-cnn": (1, 28, 28),
-    "cifar-resnet18": (3, 32, 32),
-    "resnet50": (3, 224, 224),
-    "vgg19": (3, 224, 224),
-    "inception_v3": (3, 224, 224),
-}
+@dataclass(frozen=True)
+class ClassifierSpec:
+    """A classifier network by name: what it takes and how to build it, untrained.
+
+    Registered in ``ride.registry.CLASSIFIERS`` (importable here as ``CLASSIFIERS``). A
+    plugin classifier is a subclass with its own ``network``: the pipeline trains it on the
+    dataset's train split, or loads ``weights`` into it.
+    """
+
+    name: ClassVar[str]
+    input_shape: ClassVar[tuple[int, int, int]]  # (C, H, W) the pipeline feeds it
+    num_classes: ClassVar[int] = 10  # its default number of outputs
+
+    def network(self, num_classes: int, seed: int) -> nn.Module:
+        """A fresh network with ``num_classes`` outputs, its weights seeded by ``seed``."""
+        raise NotImplementedError
 
 
-_DEFAULT_CLASSES: dict[str, int] = {
-    "mnist-cnn": 10,
-    "cifar-resnet18": 10,
-    "resnet50": 1000,
-    "vgg19": 1000,
-    "inception_v3": 1000,
-}
+@dataclass(frozen=True)
+class MnistCNNSpec(ClassifierSpec):
+    """The paper's MNIST classifier: two conv and two fully connected layers."""
+
+    name: ClassVar[str] = "mnist-cnn"
+    input_shape: ClassVar[tuple[int, int, int]] = (1, 28, 28)
+
+    def network(self, num_classes: int, seed: int) -> nn.Module:
+        return MnistCNN(num_classes=num_classes, seed=seed)
+
+
+@dataclass(frozen=True)
+class CifarResNet18Spec(ClassifierSpec):
+    """The paper's CIFAR-10 classifier: a ResNet-18 for 32x32 images."""
+
+    name: ClassVar[str] = "cifar-resnet18"
+    input_shape: ClassVar[tuple[int, int, int]] = (3, 32, 32)
+
+    def network(self, num_classes: int, seed: int) -> nn.Module:
+        return CifarResNet18(num_classes=num_classes, seed=seed)
+
+
+@dataclass(frozen=True)
+class TorchvisionSpec(ClassifierSpec):
+    """A torchvision ImageNet network with its normalisation in front, initialised with
+    torchvision's own scheme inside a forked, seeded global RNG. The paper centre-crops
+    ImageNet to 224 x 224 for every network; torchvision's Inception V3 was trained on 299 x
+    299 crops but pools adaptively and accepts any input of at least 75 x 75."""
+
+    name: ClassVar[str] = "resnet50"
+    input_shape: ClassVar[tuple[int, int, int]] = (3, 224, 224)
+    num_classes: ClassVar[int] = 1000
+
+    def network(self, num_classes: int, seed: int) -> nn.Module:
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = _torchvision_net(self.name, num_classes)
+        return _wrap_torchvision(self.name, net)
+
+
+@dataclass(frozen=True)
+class VGG19Spec(TorchvisionSpec):
+    """torchvision's VGG19 (paper, footnote 2)."""
+
+    name: ClassVar[str] = "vgg19"
+
+
+@dataclass(frozen=True)
+class InceptionV3Spec(TorchvisionSpec):
+    """torchvision's Inception V3 (paper, footnote 2)."""
+
+    name: ClassVar[str] = "inception_v3"
+
+
+CLASSIFIERS.add("mnist-cnn", MnistCNNSpec, "digits, mnist")
+CLASSIFIERS.add("cifar-resnet18", CifarResNet18Spec, "cifar10")
+CLASSIFIERS.add("resnet50", TorchvisionSpec, "imagenet")
+CLASSIFIERS.add("vgg19", VGG19Spec, "imagenet")
+CLASSIFIERS.add("inception_v3", InceptionV3Spec, "imagenet")
 
 
 def _torchvision_net(name: str, num_classes: int) -> nn.Module:
@@ -80,21 +140,20 @@ def _wrap_torchvision(name: str, net: nn.Module) -> NormalizedNet:
     return NormalizedNet(Normalize(IMAGENET_MEAN, IMAGENET_STD), net)
 
 
-def _check_name(name: str) -> None:
-    if name not in CLASSIFIERS:
-        raise ValueError(f"unknown classifier {name!r}; choose from: {', '.join(CLASSIFIERS)}")
+def classifier_spec(name: str) -> ClassifierSpec:
+    """The registered classifier ``name``; ValueError naming the choices when there is none."""
+    spec: ClassifierSpec = CLASSIFIERS[name].build()
+    return spec
 
 
 def classifier_input(name: str) -> tuple[int, int, int]:
     """Input shape ``(C, H, W)`` the pipeline feeds classifier ``name``."""
-    _check_name(name)
-    return _INPUTS[name]
+    return classifier_spec(name).input_shape
 
 
 def classifier_num_classes(name: str) -> int:
     """Default number of classes of classifier ``name`` (10, or 1000 for ImageNet networks)."""
-    _check_name(name)
-    return _DEFAULT_CLASSES[name]
+    return classifier_spec(name).num_classes
 
 
 def model_num_classes(model: nn.Module) -> int:
@@ -109,23 +168,17 @@ def model_num_classes(model: nn.Module) -> int:
 
 
 def build_classifier(name: str, num_classes: int | None = None, seed: int = 0) -> nn.Module:
-    """A fresh classifier ``name`` (one of ``CLASSIFIERS``), weights seeded by ``seed``.
+    """A fresh classifier ``name`` (registered in ``CLASSIFIERS``), weights seeded by ``seed``.
 
-    ``num_classes`` defaults to ``classifier_num_classes(name)``. The torchvision networks are
-    initialised with torchvision's own scheme inside a forked, seeded global RNG.
+    ``num_classes`` defaults to ``classifier_num_classes(name)``.
+
+    Example:
+        >>> model = build_classifier("mnist-cnn", seed=0)
+        >>> model(torch.zeros(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
     """
-    _check_name(name)
-    classes = _DEFAULT_CLASSES[name] if num_classes is None else num_classes
-    if name == "mnist-cnn":
-        return MnistCNN(num_classes=classes, seed=seed)
-    if name == "cifar-resnet18":
-        return CifarResNet18(num_classes=classes, seed=seed)
-    if classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {classes}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = _torchvision_net(name, classes)
-    return _wrap_torchvision(name, net)
+    spec = classifier_spec(name)
+    return spec.network(spec.num_classes if num_classes is None else num_classes, seed)
 
 
 def torchvision_weight_files(name: str) -> tuple[str, ...]:

@@ -51,7 +51,13 @@ def assert_same_state(a: nn.Module, b: nn.Module) -> None:
 
 
 def test_registry() -> None:
-    assert CLASSIFIERS == ("mnist-cnn", "cifar-resnet18", "resnet50", "vgg19", "inception_v3")
+    assert CLASSIFIERS.names() == (
+        "mnist-cnn",
+        "cifar-resnet18",
+        "resnet50",
+        "vgg19",
+        "inception_v3",
+    )
     assert classifier_input("mnist-cnn") == (1, 28, 28)
     assert classifier_input("cifar-resnet18") == (3, 32, 32)
     for name in TORCHVISION_CLASSIFIERS:
@@ -246,3 +252,29 @@ def test_find_torchvision_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert find_torchvision_weights("vgg19") is None
     model = load_torchvision_weights("resnet50")
     assert model_num_classes(model) == 1000 and not model.training
+
+
+def test_a_registered_classifier_spec_is_built_by_name() -> None:
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from ride.classifiers import ClassifierSpec, build_classifier
+
+    @dataclass(frozen=True)
+    class TinyMLP(ClassifierSpec):
+        name: ClassVar[str] = "tiny-mlp"
+        input_shape: ClassVar[tuple[int, int, int]] = (1, 28, 28)
+
+        def network(self, num_classes: int, seed: int) -> nn.Module:
+            torch.manual_seed(seed)
+            return nn.Sequential(nn.Flatten(), nn.Linear(784, num_classes))
+
+    CLASSIFIERS.add("tiny-mlp", TinyMLP, "a test network")
+    try:
+        assert classifier_input("tiny-mlp") == (1, 28, 28)
+        assert build_classifier("tiny-mlp", num_classes=3)(torch.zeros(2, 1, 28, 28)).shape == (
+            2,
+            3,
+        )
+    finally:
+        CLASSIFIERS.remove("tiny-mlp")

@@ -34,7 +34,7 @@ def test_mnist_cnn_shapes_and_seeded_init() -> None:
 
 
 def test_unknown_classifier() -> None:
-    assert CLASSIFIERS[0] == "mnist-cnn"
+    assert CLASSIFIERS.names()[0] == "mnist-cnn"
     with pytest.raises(ValueError, match="unknown classifier 'resnet'; choose from: mnist-cnn"):
         build_classifier("resnet")
 
