@@ -12,8 +12,10 @@ from typing import Any
 
 import pandas as pd
 
+from ride.attacks.adaptive import method_text
+
 #: Attacks whose rows carry per-step tracking and a worst-case count (ride.attacks).
-ADAPTIVE = ("bpda", "bpda-eot")
+ADAPTIVE = ("bpda", "bpda-eot", "adaptive")
 
 
 def accuracy_table(frame: pd.DataFrame, column: str = "correct_defended") -> pd.DataFrame:
@@ -82,15 +84,19 @@ def whitebox_rows(frame: pd.DataFrame) -> pd.DataFrame:
 
     Columns: defence, dataset, attack, distance (the L-infinity budget), final (accuracy on
     the final adversarial image, one defender draw), recheck (mean fraction of the re-check
-    draws classified correctly), worst (correct at every iterate and every re-check draw), n.
+    draws classified correctly), worst (correct at every iterate and every re-check draw), n,
+    method (the attack this defence got, from ``attack_params``: ``BPDA``, ``BPDA + EOT 15``,
+    ``exact gradient + EOT 15``, ...; the adaptive attack chooses it per defence).
     """
     columns = ["defence", "dataset", "attack", "distance", "final", "recheck", "worst", "n"]
+    columns.append("method")
     if "attack" not in frame:
         return pd.DataFrame(columns=columns)
     ok = frame[(frame["status"] == "ok") & frame["attack"].isin(ADAPTIVE)]
     rows = []
     for (attack_id, defender_id), group in ok.groupby(["attack_id", "defender_id"]):
-        eps = json.loads(group["attack_params"].iloc[0]).get("eps")
+        params = json.loads(group["attack_params"].iloc[0])
+        eps = params.get("eps")
         rows.append(
             {
                 "defence": defender_id,
@@ -101,6 +107,7 @@ def whitebox_rows(frame: pd.DataFrame) -> pd.DataFrame:
                 "recheck": float(group["recheck_correct"].mean()),
                 "worst": float(group["correct_worst"].mean()),
                 "n": len(group),
+                "method": _method(params),
             }
         )
     table = pd.DataFrame(rows, columns=columns)
@@ -108,6 +115,13 @@ def whitebox_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(
         ["attack", "defence"], key=lambda c: c.map(order) if c.name == "defence" else c
     ).reset_index(drop=True)
+
+
+def _method(params: dict[str, Any]) -> str:
+    """The attack a white-box row's defence got, from its ``attack_params``: the adaptive
+    attack records its choice (``gradient``, ``draws``), BPDA+EOT its ``eot``."""
+    draws = int(params.get("draws", params.get("eot", 1)))
+    return method_text({"gradient": params.get("gradient", "bpda"), "draws": draws})
 
 
 def whitebox_section(frame: pd.DataFrame) -> list[str]:
@@ -121,25 +135,28 @@ def whitebox_section(frame: pd.DataFrame) -> list[str]:
         "",
         "final: accuracy on the final adversarial image, one defender draw. recheck: mean "
         "fraction of the re-check draws classified correctly. worst: correct at every attack "
-        "iterate and every re-check draw, the honest count for a randomised defender.",
+        "iterate and every re-check draw, the honest count for a randomised defender. "
+        "method: the attack the defence got (the adaptive attack follows the exact gradient "
+        "through a defence that declares itself differentiable, else BPDA, and averages EOT "
+        "draws on one that declares itself randomised).",
         "",
-        "| defence | dataset | attack | distance | final | recheck | worst | n |",
-        "|---|---|---|---|---|---|---|---|",
+        "| defence | dataset | attack | distance | final | recheck | worst | n | method |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in table.itertuples(index=False):
         lines.append(
             f"| {row.defence} | {row.dataset} | {row.attack} | {row.distance} | "
-            f"{row.final:.3f} | {row.recheck:.3f} | {row.worst:.3f} | {row.n} |"
+            f"{row.final:.3f} | {row.recheck:.3f} | {row.worst:.3f} | {row.n} | {row.method} |"
         )
+    adaptive = table[table["attack"].str.startswith("adaptive-")]
     eot = table[table["attack"].str.startswith("bpda-eot")]
-    headline = eot if not eot.empty else table
-    which = "BPDA+EOT" if not eot.empty else "BPDA"
-    lines += [
-        "",
-        f"Headline (worst case under {which}): "
-        + ", ".join(f"{r.defence} {r.worst:.3f}" for r in headline.itertuples(index=False))
-        + ".",
-    ]
+    if not adaptive.empty:  # the attack each defence calls for, so the headline
+        which = "the adaptive attack"
+        cells = [f"{r.defence} {r.worst:.3f} ({r.method})" for r in adaptive.itertuples()]
+    else:
+        headline, which = (eot, "BPDA+EOT") if not eot.empty else (table, "BPDA")
+        cells = [f"{r.defence} {r.worst:.3f}" for r in headline.itertuples()]
+    lines += ["", f"Headline (worst case under {which}): " + ", ".join(cells) + "."]
     return lines
 
 

@@ -20,6 +20,7 @@ import torch
 
 from pipeline.config import RunConfig
 from ride.attacks import Attack, BPDAStep
+from ride.attacks.adaptive import Adaptive
 from ride.defenders import Defender
 from ride.metrics import distances
 from storage.results import DISTANCE_PAIRS, NORMS, SCHEMA
@@ -44,7 +45,15 @@ def complete(row: Mapping[str, Any], schema: pa.Schema) -> Row:
 def identity_columns(
     cfg: RunConfig, attack: Attack, defender: Defender, index: int, label: int
 ) -> Row:
-    """What a result row is about: the run, the image, the attack and the defender."""
+    """What a result row is about: the run, the image, the attack and the defender.
+
+    The params of an :class:`~ride.attacks.adaptive.Adaptive` attack also record the method
+    it chose for this defender (``gradient``: exact or bpda, ``draws``); those of every other
+    attack are its own params alone.
+    """
+    params: dict[str, Any] = dict(attack.params())
+    if isinstance(attack, Adaptive):
+        params.update(attack.method(defender))
     return {
         "run_id": cfg.run_id,
         "dataset": cfg.dataset,
@@ -52,7 +61,7 @@ def identity_columns(
         "label": label,
         "attack_id": attack.id,
         "attack": attack.name,
-        "attack_params": json.dumps(attack.params(), sort_keys=True),
+        "attack_params": json.dumps(params, sort_keys=True),
         "defender_id": defender.id,
         "defender": defender.name,
         "defender_params": json.dumps(defender.params(), sort_keys=True),

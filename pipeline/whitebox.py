@@ -1,4 +1,5 @@
-"""The white-box attack of one chunk: BPDA (+EOT) through the defender it is evaluated on.
+"""The white-box attack of one chunk: BPDA (+EOT), or the adaptive attack (exact gradient or
+BPDA, EOT or one draw, as the defender declares), through the defender it is evaluated on.
 
 Its adversarial images depend on the defender, so the attack runs inside that defender's
 chunk task; it stores them under ``adv/<attack>/<defender>`` and tracks every iterate (one
@@ -17,6 +18,7 @@ from pipeline.config import RunConfig
 from pipeline.execution import Logger, defender_seeds, executed_defender
 from pipeline.rows import Row, step_rows
 from ride.attacks import Attack, BPDAStep
+from ride.attacks.adaptive import Adaptive, method_text
 from ride.defenders import Defender
 from ride.seeding import derive_seed, generator_for
 from storage.images import ImageStore, adaptive_adv_name
@@ -64,8 +66,8 @@ def stored_attack(
 def adaptive_attack(
     layout: RunLayout, chunk: WhiteBoxChunk, key: str, logger: Logger
 ) -> tuple[torch.Tensor, list[Row]]:
-    """BPDA(+EOT) against the chunk's defender: the final adversarial images (also stored)
-    and the step rows of iterates 0..iters-1. Reuses a stored attack on resume."""
+    """The white-box attack against the chunk's defender: the final adversarial images (also
+    stored) and the step rows of iterates 0..iters-1. Reuses a stored attack on resume."""
     stored = stored_attack(layout, chunk, key)
     if stored is not None:
         return stored
@@ -84,6 +86,15 @@ def adaptive_attack(
             len(chunk.clean),
         )
 
+    if isinstance(attack, Adaptive):
+        logger.info(
+            "%s: %s (%s declares differentiable=%s, randomised=%s)",
+            chunk.where,
+            method_text(attack.method(defender)),
+            defender.id,
+            getattr(defender, "differentiable", False),
+            getattr(defender, "randomised", False),
+        )
     seeds = defender_seeds(cfg, attack, defender, chunk.start, len(chunk.clean))
     generator = generator_for(
         derive_seed(cfg.seed, cfg.dataset, chunk.start, attack.id, defender.id),
@@ -102,6 +113,15 @@ def adaptive_attack(
         adaptive_adv_name(attack.id, defender.id), chunk.start, adversarial.detach().cpu().numpy()
     )
     return adversarial, rows
+
+
+def attack_draws(attack: Attack, defender: object) -> int:
+    """Defender draws the white-box ``attack`` averages per gradient against ``defender``
+    (BPDA 1, BPDA+EOT ``eot``, the adaptive attack ``eot`` on a randomised defender, else 1)."""
+    if isinstance(attack, Adaptive):
+        return attack.method(defender)["draws"]
+    draws: Any = getattr(attack, "draws", 1)
+    return draws if isinstance(draws, int) else 1
 
 
 def attack_iters(attack: Attack) -> int:

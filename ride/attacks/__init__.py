@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ride.attacks.adaptive import Adaptive
 from ride.attacks.functional import (
     BPDAStep,
     DefenderFn,
@@ -29,6 +30,7 @@ __all__ = [
     "BPDAEOT",
     "FGSM",
     "PGD",
+    "Adaptive",
     "Attack",
     "BPDAStep",
     "DefenderFn",

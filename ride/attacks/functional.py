@@ -9,7 +9,10 @@ and ImageNet eps 0.05, step 0.01), FGSM with step 0.015 on ImageNet, and its whi
 
 Every attack is one walk of projected sign steps (``_sign_steps``); they differ only in the
 gradient they follow. BPDA is PGD whose classifier sees the defended image: the defender is
-wrapped so that its forward pass is the defender and its backward pass the identity.
+wrapped so that its forward pass is the defender and its backward pass the identity. Against
+a differentiable defender the same walk can follow the true gradient through the defender
+(``bpda(..., gradient="exact")``): no approximation is needed there (Tramer et al., "On
+adaptive attacks to adversarial example defenses", 2020).
 
 Invariants (enforced here, once): the result lies in the eps-ball around ``x`` and in [0, 1]
 after every step, the classifier runs in eval mode (its mode is restored afterwards), inputs are
@@ -21,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +40,11 @@ from ride.seeding import derive_seed
 
 #: The gradient an attack follows: (current iterate x^(k), k) -> d loss / d x^(k).
 GradientFn = Callable[[Tensor, int], Tensor]
+
+#: How :func:`bpda` differentiates through the defender: ``"bpda"`` takes its backward pass
+#: as the identity (:func:`bpda_identity`), ``"exact"`` backpropagates through it.
+Gradient = Literal["bpda", "exact"]
+GRADIENTS: tuple[Gradient, ...] = ("bpda", "exact")
 
 
 class DefenderFn(Protocol):
@@ -191,6 +199,7 @@ def bpda(
     seeds: Sequence[int] | None = None,
     generator: torch.Generator | None = None,
     on_step: Callable[[BPDAStep], None] | None = None,
+    gradient: Gradient = "bpda",
 ) -> Tensor:
     """BPDA, optionally with Expectation over Transformation (Athalye et al., 2018).
 
@@ -205,22 +214,48 @@ def bpda(
     predictions); the final iterate is returned, not defended. The defender runs with
     gradients enabled inside where it needs them (RIDE fits a network); none of its
     gradients reach ``x``.
+
+    ``gradient="exact"`` is the full-gradient white-box attack on a differentiable defender:
+    the defender runs on the iterate with the graph kept, and the gradient of the loss is
+    taken through it (its Jacobian included) instead of through the identity; draws,
+    seeds, EOT averaging and ``on_step`` are the same. The defender's output must then
+    depend on its input through autograd (ValueError otherwise).
     """
     eps, step = _check_walk(eps, step, iters)
     if isinstance(eot, bool) or not isinstance(eot, int) or eot < 1:
         raise ValueError(f"eot must be an int >= 1, got {eot!r}")
+    if gradient not in GRADIENTS:
+        raise ValueError(f"gradient must be one of {', '.join(GRADIENTS)}, got {gradient!r}")
     _check_inputs(x, y)
     image_seeds = check_seeds(seeds if seeds is not None else range(len(x)), len(x))
     x0 = x.detach().clone()
     start = _random_start(x0, eps, generator) if random_start else x0
 
-    def gradient(x_adv: Tensor, k: int) -> Tensor:
+    def through_defender(x_req: Tensor, draw: list[int]) -> Tensor:
+        """The defender's output on ``x_req`` with its graph (the exact gradient)."""
+        defended = defender(x_req, draw)
+        if not defended.requires_grad:
+            name = getattr(defender, "id", type(defender).__name__)
+            raise ValueError(
+                f"defender {name} gives no gradient to its input (its output is detached): "
+                'it is not differentiable, attack it with gradient="bpda"'
+            )
+        return defended
+
+    def walk_gradient(x_adv: Tensor, k: int) -> Tensor:
         total = torch.zeros_like(x_adv)
         for j in range(eot):
-            defended = defender(x_adv, draw_seeds(image_seeds, "bpda", k, j)).detach()
+            draw = draw_seeds(image_seeds, "bpda", k, j)
+            if gradient == "bpda":
+                defended = defender(x_adv, draw).detach()
             with torch.enable_grad():
                 x_req = x_adv.detach().requires_grad_(True)
-                logits = model(bpda_identity(x_req, defended))
+                if gradient == "bpda":
+                    logits = model(bpda_identity(x_req, defended))
+                else:
+                    through = through_defender(x_req, draw)
+                    defended = through.detach()
+                    logits = model(through)
                 loss = F.cross_entropy(logits, y, reduction="sum")
                 (grad,) = torch.autograd.grad(loss, [x_req])
             total += grad
@@ -233,4 +268,4 @@ def bpda(
         return total / eot
 
     with _eval_mode(model):
-        return _sign_steps(gradient, x0, eps, step, iters, start)
+        return _sign_steps(walk_gradient, x0, eps, step, iters, start)

@@ -32,6 +32,7 @@ EPS_HELP = "Linf budget in [0, 1] pixel units (MNIST 0.1; CIFAR-10 and ImageNet 
 STEP_HELP = "step size of each sign step (MNIST 0.02; CIFAR-10 and ImageNet 0.01)"
 ITERS_HELP = "iterations of PGD and BPDA (paper: 10)"
 RANDOM_START_HELP = "start at a uniform random point of the eps-ball"
+EOT_HELP = "defender draws averaged per gradient (adaptive: on randomised defenders only)"
 
 
 @dataclass(frozen=True)
@@ -282,7 +283,7 @@ class BPDAEOT(BPDA):
         'bpda-eot4-eps0.1-step0.02-it10'
     """
 
-    eot: int = setting(15, key="eot", help="bpda-eot: defender draws averaged per gradient")
+    eot: int = setting(15, key="eot", help=EOT_HELP)
 
     name: ClassVar[str] = "bpda-eot"
 

@@ -90,7 +90,7 @@ def test_random_start_is_seeded(
 
 
 def test_ids_and_params_are_stable() -> None:
-    assert ATTACKS.names() == ("none", "fgsm", "pgd", "bpda", "bpda-eot")
+    assert ATTACKS.names() == ("none", "fgsm", "pgd", "bpda", "bpda-eot", "adaptive")
     assert NoAttack().id == "none"
     assert FGSM().id == "fgsm-eps0.1"
     assert FGSM(eps=0.015).id == "fgsm-eps0.015"
