@@ -195,7 +195,61 @@ def _report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.set_defaults(handler=_cmd_report)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _cards_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "cards",
+        help="tabulate the defence cards of runs side by side as a leaderboard",
+        description="Read each run's DIR/card.json (written by `ride report`; built from its "
+        "results when missing) and print a markdown leaderboard, one row per run and "
+        "defender, best robust accuracy (under the run's strongest attack) first. A DIR "
+        "that is not a run is skipped with one line on stderr, and the exit status is 1.",
+    )
+    p.add_argument("run_dirs", type=Path, nargs="+", metavar="DIR", help="run directories")
+    p.add_argument("--csv", type=Path, default=None, help="also write the leaderboard as CSV")
+    p.add_argument(
+        "--out-md", type=Path, default=None, help="also write the markdown leaderboard to a file"
+    )
+    p.set_defaults(handler=_cmd_cards)
+
+
+def _register_named_plugins(argv: Sequence[str]) -> None:
+    """Register the plugin classes ``argv`` names by import path, so that the parser built
+    next has their keyed settings as options: ``--defender pkg.mod:Class`` (or
+    ``--defender=pkg.mod:Class``), the same for ``--attack``, and the ``defenders`` and
+    ``attacks`` of a ``--config`` preset. A plugin that cannot be registered is one warning
+    line here; the settings' check reports it as the error, with its option."""
+    from pipeline.config import ConfigError, load_preset
+    from ride.plugins import is_import_path, resolve
+    from ride.registry import ATTACKS, DEFENDERS
+
+    flags = {"--defender": DEFENDERS, "--attack": ATTACKS}
+    named: list[tuple[Any, object]] = []
+    for i, arg in enumerate(argv):
+        flag, eq, value = arg.partition("=")
+        given = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+        if flag in flags:
+            named.append((flags[flag], given))
+        elif flag == "--config" and given:
+            try:
+                preset = load_preset(Path(given))
+            except (ConfigError, OSError):
+                continue  # the settings' check reports it
+            for key, registry in (("defenders", DEFENDERS), ("attacks", ATTACKS)):
+                raw = preset.get(key, ())
+                names = [raw] if isinstance(raw, str) else raw if isinstance(raw, list) else []
+                named.extend((registry, name) for name in names)
+    for registry, name in named:
+        if isinstance(name, str) and is_import_path(name) and name not in registry:
+            try:
+                resolve(registry, name)
+            except ValueError as error:
+                print(f"ride: warning: {error}", file=sys.stderr)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``ride`` parser; the plugins ``argv`` (default ``sys.argv[1:]``) names by import
+    path are registered first, so that their settings are options."""
+    _register_named_plugins(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
         prog="ride",
         description="Evaluate RIDE and baseline defenders against adversarial attacks, "
@@ -205,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     _run_parser(sub)
     _train_parser(sub)
     _report_parser(sub)
+    _cards_parser(sub)
     return parser
 
 
@@ -241,8 +296,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from flows.evaluate import evaluate, make_task_runner
     from flows.server import prefect_api
+    from pipeline.sampling import command_line, recorded_command
 
-    with prefect_api():
+    with recorded_command(command_line(sys.argv)), prefect_api():  # run.toml's `command`
         summary = evaluate.with_options(task_runner=make_task_runner(cfg))(
             out=str(args.out), settings=settings
         )
@@ -305,6 +361,36 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cards(args: argparse.Namespace) -> int:
+    from analysis.cards import (
+        CardError,
+        leaderboard,
+        leaderboard_csv,
+        leaderboard_markdown,
+        load_card,
+    )
+    from storage.files import atomic_write_bytes
+
+    cards, skipped = [], 0
+    for run_dir in args.run_dirs:
+        try:
+            cards.append((str(run_dir), load_card(run_dir)))
+        except CardError as error:
+            print(f"ride: error: {error}; skipped", file=sys.stderr)
+            skipped += 1
+    rows = leaderboard(cards)
+    markdown = leaderboard_markdown(rows)
+    print(markdown, end="")
+    for path, text in ((args.out_md, markdown), (args.csv, leaderboard_csv(rows))):
+        if path is None:
+            continue
+        try:
+            atomic_write_bytes(path, text.encode())
+        except OSError as error:
+            raise CliError(f"cannot write {path}: {error.strerror or error}") from None
+    return 1 if skipped else 0
+
+
 def _preflight_text(error: PreflightError) -> str:
     """A preflight error as the command line says it: the parameter it starts with
     (``out``, ``epochs``...) becomes its option, as ``cli_text`` does for a run's settings."""
@@ -330,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     from pipeline.config import ConfigError, join_key
     from pipeline.preflight import PreflightError
     from ride.classifiers import CheckpointError

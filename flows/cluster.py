@@ -41,14 +41,16 @@ def _offers(worker: Mapping[str, Any], resources: Mapping[str, float]) -> bool:
 
 
 def check_cluster(
-    address: str, resources: Mapping[str, float], timeout: float = SCHEDULER_TIMEOUT
+    address: str, resources: Mapping[str, float], timeout: float | None = None
 ) -> int:
     """Check that the scheduler at ``address`` can run tasks asking for ``resources``.
 
     Returns the number of workers. Raises :class:`ClusterError` (one line, naming the
     address and what to do) when no scheduler answers within ``timeout`` seconds, when it
     has no workers, or when no single worker offers every resource in ``resources``.
+    ``timeout`` defaults to ``SCHEDULER_TIMEOUT``.
     """
+    timeout = SCHEDULER_TIMEOUT if timeout is None else timeout
     try:
         client = Client(address, timeout=timeout, set_as_default=False)
     except (OSError, TimeoutError) as error:

@@ -31,7 +31,8 @@ from flows.cluster import required_resources
 from pipeline.config import RunConfig
 from pipeline.execution import Logger
 from pipeline.sampling import chunk_ranges
-from ride.attacks import BPDA, Attack
+from pipeline.whitebox import attack_draws, attack_iters
+from ride.attacks import Attack
 from ride.defenders import Defender
 from storage.lock import run_lock
 from tasks.evaluate import (
@@ -295,13 +296,24 @@ def _settle(
 def _cost(job: _Job) -> int:
     """Relative cost of a defence task: defender fits x steps per fit x images.
 
-    A white-box attack (BPDA) runs the defender ``iters * draws`` times plus the re-check;
-    a RIDE fit costs ``iters * checkpoints`` Adam steps, a filter about one.
+    A white-box attack runs the defender ``iters * draws`` times plus the re-check (its
+    draws against this defender: :func:`~pipeline.whitebox.attack_draws`); a RIDE fit costs
+    ``iters * checkpoints`` Adam steps, a filter about one.
     """
-    fits = job.attack.iters * job.attack.draws + 1 if isinstance(job.attack, BPDA) else 1
-    settings = job.defender.params() if job.defender is not None else {}
-    steps = int(settings.get("iters", 1)) * int(settings.get("checkpoints", 1))
-    return fits * steps * (job.stop - job.start)
+    white_box = job.attack.adaptive and job.defender is not None
+    fits = attack_iters(job.attack) * attack_draws(job.attack, job.defender) + 1 if white_box else 1
+    return max(1, round(fits * _defence_cost(job.defender) * (job.stop - job.start)))
+
+
+def _defence_cost(defender: Defender | None) -> float:
+    """Relative cost of defending one image once: the defender's ``cost_hint`` (1 = a median
+    filter; RIDE: ``iters * checkpoints``), else guessed from its params (``iters *
+    checkpoints`` when it has them, else 1)."""
+    hint = getattr(defender, "cost_hint", None)
+    if hint is not None:
+        return float(hint)
+    settings = defender.params() if defender is not None else {}
+    return float(int(settings.get("iters", 1)) * int(settings.get("checkpoints", 1)))
 
 
 def _priority(job: _Job) -> int:

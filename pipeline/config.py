@@ -39,7 +39,8 @@ from pipeline.settings import (
 from ride.classifiers import CLASSIFIERS
 from ride.datasets import dataset_shape
 from ride.defenders import PRECISIONS, Defender, Precision
-from ride.registry import ATTACKS, DATASETS, DEFENDERS, Entry
+from ride.plugins import is_import_path, resolve
+from ride.registry import ATTACKS, DATASETS, DEFENDERS, Entry, Registry
 
 __all__ = [
     "ConfigError",
@@ -172,6 +173,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         for f in _option_fields():
             _check_type(f.name, getattr(self, f.name), f.metadata["kind"])
+        self._check_names()  # first: a plugin named by import path brings its run keys
         given = dict(self.settings)
         keys = run_keys()
         unknown = sorted(set(given) - set(keys))
@@ -179,7 +181,6 @@ class RunConfig:
             raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
         values = {k: key_value(rk, given.get(k, rk.default)) for k, rk in keys.items()}
         object.__setattr__(self, "settings", tuple(sorted(values.items())))
-        self._check_names()
         self._check_ranges()
         self._check_key_values(keys)
         self.attack_configs()
@@ -201,6 +202,7 @@ class RunConfig:
             what = key[:-1]
             require(len(names) > 0, key, f"give at least one {what}")
             for name in names:
+                _resolve_plugin(key, registry, name)
                 require(
                     name in registry,
                     key,
@@ -338,6 +340,7 @@ class RunConfig:
     def from_mapping(cls, settings: Mapping[str, Any]) -> RunConfig:
         """Validate a flat mapping (TOML preset, CLI, deployment parameters)."""
         options = {f.name for f in _option_fields()}
+        _resolve_plugins(settings)  # their keys are run keys once they are registered
         keys = run_keys()
         unknown = sorted(set(settings) - options - set(keys))
         if unknown:
@@ -355,6 +358,26 @@ class RunConfig:
                 values.pop("classifier", None)
         run_settings = tuple((k, v) for k, v in settings.items() if k in keys)
         return cls(**values, settings=run_settings)
+
+
+def _resolve_plugin(key: str, registry: Registry[Any], name: object) -> None:
+    """Register ``name`` when it is a plugin class named by import path (``pkg.mod:Class``,
+    :func:`ride.plugins.resolve`); a plugin that cannot be imported or breaks its protocol is
+    a ConfigError of ``key``."""
+    if isinstance(name, str) and is_import_path(name) and name not in registry:
+        try:
+            resolve(registry, name)
+        except ValueError as error:
+            raise ConfigError(str(error), key) from None
+
+
+def _resolve_plugins(settings: Mapping[str, Any]) -> None:
+    """:func:`_resolve_plugin` every attack and defender name of a flat mapping."""
+    for key, registry in (("attacks", ATTACKS), ("defenders", DEFENDERS)):
+        raw = settings.get(key, ())
+        names = (raw,) if isinstance(raw, str) else raw if isinstance(raw, list | tuple) else ()
+        for name in names:
+            _resolve_plugin(key, registry, name)
 
 
 def _unprefixed(message: str, key: str) -> str:

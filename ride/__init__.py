@@ -23,7 +23,7 @@ Every attack, defender and dataset is registered by name (``ride.ATTACKS``,
 
 from __future__ import annotations
 
-from ride.attacks import BPDA, BPDAEOT, FGSM, PGD, Attack, NoAttack, make_attack
+from ride.attacks import BPDA, BPDAEOT, FGSM, PGD, Adaptive, Attack, NoAttack, make_attack
 from ride.classifiers import build_classifier, load_classifier, predict
 from ride.datasets import ImageSet, load_dataset
 from ride.defenders import (
@@ -47,6 +47,7 @@ __all__ = [
     "DEFENDERS",
     "FGSM",
     "PGD",
+    "Adaptive",
     "Attack",
     "Defender",
     "ImageSet",
@@ -66,3 +67,7 @@ __all__ = [
     "predict",
     "train_classifier",
 ]
+
+from ride.plugins import autoload as _autoload  # once the built-ins are registered
+
+_autoload()  # installed plugins (the entry points of ride.plugins) register, once per process

@@ -1,4 +1,5 @@
-"""``run.toml``: the resolved config of a run, the code version and the start time.
+"""``run.toml``: the resolved config of a run, the code version, the start time and the
+command that started it (``command``, absent from run directories made before it existed).
 
 A run directory belongs to one run: a later ``ride run`` on the same directory must resolve
 to the same config (execution settings such as the number of workers aside), otherwise its
@@ -52,18 +53,38 @@ def check_same_run(path: Path, config: Mapping[str, Any], identity_keys: frozens
         )
 
 
+def read_run_document(path: Path) -> dict[str, Any]:
+    """The whole ``run.toml``: ``code_version``, ``started``, ``command`` (when recorded) and
+    the ``[config]`` table."""
+    try:
+        return tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise RunConfigMismatch(f"{path} is unreadable: {error}") from None
+
+
 def claim_run_dir(
-    path: Path, config: Mapping[str, Any], identity_keys: frozenset[str], code_version: str
+    path: Path,
+    config: Mapping[str, Any],
+    identity_keys: frozenset[str],
+    code_version: str,
+    command: str | None = None,
 ) -> None:
-    """Write ``run.toml``, or check that the existing one describes the same run."""
+    """Write ``run.toml``, or check that the existing one describes the same run.
+
+    ``command`` (what started the run, e.g. the ``ride run`` command line) is recorded
+    beside the config, never in it: it is no part of the run's identity, and a resume keeps
+    the command of the first run.
+    """
     if path.exists():
         check_same_run(path, config, identity_keys)
         return
-    document = {
+    document: dict[str, Any] = {
         "code_version": code_version,
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
-        "config": _toml_ready(config),
     }
+    if command is not None:
+        document["command"] = command
+    document["config"] = _toml_ready(config)
     atomic_write_bytes(path, tomli_w.dumps(document).encode())
 
 

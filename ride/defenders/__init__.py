@@ -11,10 +11,11 @@ Every defender is one frozen dataclass of its settings, registered by name in
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from torch import Tensor
 
+from ride.defenders.base import DefenderBase, settings_id
 from ride.defenders.filters import (
     Median,
     NoDefence,
@@ -41,6 +42,7 @@ __all__ = [
     "DEFENDERS",
     "PRECISIONS",
     "Defender",
+    "DefenderBase",
     "Median",
     "NoDefence",
     "Precision",
@@ -53,6 +55,7 @@ __all__ = [
     "make_defender",
     "median",
     "ride",
+    "settings_id",
     "tv_bregman",
     "tv_chambolle",
 ]
@@ -61,15 +64,29 @@ __all__ = [
 class Defender(Protocol):
     """A defender: ``x`` (B, C, H, W) in [0, 1] -> defended (B, C, H, W) in [0, 1].
 
-    Never mutates ``x``. ``seeds`` gives one seed per image; deterministic defenders ignore
-    it, RIDE seeds image i's network, noise and dropout masks with ``seeds[i]``. ``id`` names
-    it in storage, ``params()`` records its settings with every result.
+    ``__call__(x, seeds)`` returns a tensor of x's shape and device, finite, in [0, 1], and
+    never mutates ``x``. ``seeds`` gives one seed per image; RIDE seeds image i's network,
+    noise and dropout masks with ``seeds[i]``. ``randomised`` False promises the same output
+    whatever the seeds; ``differentiable`` True promises that autograd through ``__call__``
+    gives the true gradient (a white-box attack then needs no BPDA approximation);
+    ``cost_hint`` is the relative cost per image (1 = a median filter; None: unknown), used
+    to order tasks and weigh the ETA. ``id`` names it in storage, ``params()`` records its
+    settings with every result. :class:`DefenderBase` (``ride/defenders/base.py``, where the
+    protocol is written out) gives all but ``__call__``; the pipeline checks every output
+    (``pipeline/execution.py``).
     """
-
-    randomised: ClassVar[bool]
 
     @property
     def name(self) -> str: ...
+
+    @property
+    def randomised(self) -> bool: ...
+
+    @property
+    def differentiable(self) -> bool: ...
+
+    @property
+    def cost_hint(self) -> float | None: ...
 
     @property
     def id(self) -> str: ...

@@ -18,7 +18,8 @@ from skimage.restoration import denoise_tv_bregman, denoise_tv_chambolle
 from torch import Tensor
 
 from ride._checks import check_finite_number, check_images, fmt_number
-from ride.registry import DEFENDERS, setting, setting_values
+from ride.defenders.base import DefenderBase
+from ride.registry import DEFENDERS, setting
 
 
 def _check_kernel(kernel: int) -> int:
@@ -84,8 +85,9 @@ def tv_chambolle(x: Tensor, weight: float) -> Tensor:
 
 
 @dataclass(frozen=True)
-class NoDefence:
-    """No defence: the defended image is a detached copy of the input.
+class NoDefence(DefenderBase):
+    """No defence: the defended image is a copy of the input (autograd passes through it as
+    the identity, so it is ``differentiable``).
 
     Example:
         >>> import torch
@@ -96,21 +98,22 @@ class NoDefence:
 
     name: ClassVar[str] = "none"
     randomised: ClassVar[bool] = False
+    differentiable: ClassVar[bool] = True
+    # A task's own reading and classifying cost about one filter: ordering tasks by cost
+    # counts it (the copy itself is free).
+    cost_hint: ClassVar[float | None] = 1.0
 
     @property
     def id(self) -> str:
         return "none"
 
-    def params(self) -> dict[str, float | int | bool | str]:
-        return {"name": self.name}
-
     def __call__(self, x: Tensor, seeds: Sequence[int] | None = None) -> Tensor:
         check_images(x)
-        return x.detach().clone()
+        return x.clone()
 
 
 @dataclass(frozen=True)
-class Median:
+class Median(DefenderBase):
     """Median filter with zero padding (paper, "Median Filtering"; Table 4 sweeps 3..11).
 
     Example:
@@ -126,6 +129,8 @@ class Median:
 
     name: ClassVar[str] = "median"
     randomised: ClassVar[bool] = False
+    differentiable: ClassVar[bool] = False
+    cost_hint: ClassVar[float | None] = 1.0
 
     def __post_init__(self) -> None:
         _check_kernel(self.kernel)
@@ -134,15 +139,12 @@ class Median:
     def id(self) -> str:
         return f"median-k{self.kernel}"
 
-    def params(self) -> dict[str, float | int | bool | str]:
-        return {"name": self.name, **setting_values(self)}
-
     def __call__(self, x: Tensor, seeds: Sequence[int] | None = None) -> Tensor:
         return median(x, self.kernel)
 
 
 @dataclass(frozen=True)
-class TVBregman:
+class TVBregman(DefenderBase):
     """Split-Bregman TV minimisation (paper, "TV Minimization", Table 5); smaller ``weight``
     is smoother.
 
@@ -168,6 +170,8 @@ class TVBregman:
 
     name: ClassVar[str] = "tv-bregman"
     randomised: ClassVar[bool] = False
+    differentiable: ClassVar[bool] = False
+    cost_hint: ClassVar[float | None] = 1.0
 
     def __post_init__(self) -> None:
         _check_weight(self.weight)
@@ -177,15 +181,12 @@ class TVBregman:
         aniso = "" if self.isotropic else "-aniso"
         return f"tv-bregman-w{fmt_number(self.weight)}{aniso}"
 
-    def params(self) -> dict[str, float | int | bool | str]:
-        return {"name": self.name, **setting_values(self)}
-
     def __call__(self, x: Tensor, seeds: Sequence[int] | None = None) -> Tensor:
         return tv_bregman(x, self.weight, self.isotropic)
 
 
 @dataclass(frozen=True)
-class TVChambolle:
+class TVChambolle(DefenderBase):
     """Chambolle TV minimisation (paper, "TV Minimization", Table 6); larger ``weight`` is
     smoother.
 
@@ -209,6 +210,8 @@ class TVChambolle:
 
     name: ClassVar[str] = "tv-chambolle"
     randomised: ClassVar[bool] = False
+    differentiable: ClassVar[bool] = False
+    cost_hint: ClassVar[float | None] = 1.0
 
     def __post_init__(self) -> None:
         _check_weight(self.weight)
@@ -216,9 +219,6 @@ class TVChambolle:
     @property
     def id(self) -> str:
         return f"tv-chambolle-w{fmt_number(self.weight)}"
-
-    def params(self) -> dict[str, float | int | bool | str]:
-        return {"name": self.name, **setting_values(self)}
 
     def __call__(self, x: Tensor, seeds: Sequence[int] | None = None) -> Tensor:
         return tv_chambolle(x, self.weight)

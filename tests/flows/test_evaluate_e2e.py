@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import zarr
 
+from analysis.cards import validate_card
 from flows.cli import main
 from storage.results import SCHEMA
 
@@ -81,6 +82,7 @@ def test_run_resume_and_failed_chunk(prefect_server: str, tmp_path: Path) -> Non
     report = (out / "report.md").read_text()
     assert "| attack | none | median-k3 | ride-K3-T2-a0.9-s0.5 |" in report
     assert latest_artifact_markdown("ride-accuracy") == report  # attached to the flow run
+    validate_card(json.loads((out / "card.json").read_text()))  # the report step's card
 
     # Resume: the same command writes nothing new.
     assert main(["run", "--out", str(out), *ARGS]) == 0

@@ -165,7 +165,8 @@ class Ride:
         None, help="called with (steps done, steps total) after each checkpoint of each image"
     )
 
-    randomised: ClassVar[bool] = True
+    randomised: ClassVar[bool] = True  # each image's fit is seeded by its seed
+    differentiable: ClassVar[bool] = False  # the output is detached from the fits
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -213,6 +214,11 @@ class Ride:
         if self.arch is not None:
             return self
         return dataclasses.replace(self, arch=infer_arch(image_shape))
+
+    @property
+    def cost_hint(self) -> float:
+        """Relative cost per image (1: a median filter): its Adam steps, ``iters * checkpoints``."""
+        return float(self.iters * self.checkpoints)
 
     @property
     def name(self) -> str:

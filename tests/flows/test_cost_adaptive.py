@@ -1,0 +1,16 @@
+"""The cost of an adaptive-attack defence task counts the draws it uses on that defender."""
+
+from __future__ import annotations
+
+from flows.evaluate import _cost, _Job
+from ride.attacks import make_attack
+from ride.defenders import make_defender
+
+ADAPTIVE = make_attack("adaptive", iters=10, eot=4)
+MEDIAN = make_defender("median")
+RIDE = make_defender("ride", iters=100, checkpoints=2)
+
+
+def test_adaptive_cost_uses_the_draws_chosen_per_defender() -> None:
+    assert _cost(_Job(ADAPTIVE, RIDE, 0, 5)) == (10 * 4 + 1) * 200 * 5  # randomised: EOT 4
+    assert _cost(_Job(ADAPTIVE, MEDIAN, 0, 5)) == (10 * 1 + 1) * 5  # deterministic: one draw
