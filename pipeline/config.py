@@ -27,20 +27,22 @@ from typing import Any
 from pipeline.settings import (
     ConfigError,
     RunKey,
-    is_kind,
+    as_tuple,
+    check_type,
     join_key,
     key_value,
-    kind_name,
     load_preset,
     parse_sweep,
     require,
+    resolve_plugin,
+    resolve_plugins,
     run_keys,
+    unprefixed,
 )
 from ride.classifiers import CLASSIFIERS
 from ride.datasets import dataset_shape
 from ride.defenders import PRECISIONS, Defender, Precision
-from ride.plugins import is_import_path, resolve
-from ride.registry import ATTACKS, DATASETS, DEFENDERS, Entry, Registry
+from ride.registry import ATTACKS, DATASETS, DEFENDERS, Entry
 
 __all__ = [
     "ConfigError",
@@ -171,8 +173,8 @@ class RunConfig:
     settings: tuple[tuple[str, Any], ...] = field(default=(), metadata={"keys": True})
 
     def __post_init__(self) -> None:
-        for f in _option_fields():
-            _check_type(f.name, getattr(self, f.name), f.metadata["kind"])
+        for f in option_fields():
+            check_type(f.name, getattr(self, f.name), f.metadata["kind"])
         self._check_names()  # first: a plugin named by import path brings its run keys
         given = dict(self.settings)
         keys = run_keys()
@@ -202,7 +204,7 @@ class RunConfig:
             what = key[:-1]
             require(len(names) > 0, key, f"give at least one {what}")
             for name in names:
-                _resolve_plugin(key, registry, name)
+                resolve_plugin(key, registry, name)
                 require(
                     name in registry,
                     key,
@@ -251,7 +253,7 @@ class RunConfig:
                             try:
                                 entry.build(**{setting_name: value})
                             except ValueError as error:
-                                raise ConfigError(_unprefixed(str(error), key), key) from None
+                                raise ConfigError(unprefixed(str(error), key), key) from None
 
     def value(self, key: str) -> Any:
         """The value of run key ``key`` (its fallback key's while it is None)."""
@@ -306,7 +308,7 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The flat mapping this config was built from (lists for tuples)."""
-        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in _option_fields()}
+        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in option_fields()}
         out.update(dict(self.settings))
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
@@ -330,7 +332,7 @@ class RunConfig:
     @classmethod
     def execution_keys(cls) -> frozenset[str]:
         """Keys that may change between a run and its resume (workers, data_dir...)."""
-        return frozenset(f.name for f in _option_fields() if f.metadata["execution"])
+        return frozenset(f.name for f in option_fields() if f.metadata["execution"])
 
     def identity(self) -> frozenset[str]:
         """The keys that must match for a run directory to be resumed."""
@@ -339,8 +341,8 @@ class RunConfig:
     @classmethod
     def from_mapping(cls, settings: Mapping[str, Any]) -> RunConfig:
         """Validate a flat mapping (TOML preset, CLI, deployment parameters)."""
-        options = {f.name for f in _option_fields()}
-        _resolve_plugins(settings)  # their keys are run keys once they are registered
+        options = {f.name for f in option_fields()}
+        resolve_plugins(settings)  # their keys are run keys once they are registered
         keys = run_keys()
         unknown = sorted(set(settings) - options - set(keys))
         if unknown:
@@ -349,7 +351,7 @@ class RunConfig:
         for key in ("attacks", "defenders"):
             if key in values:
                 raw = values[key]
-                values[key] = (raw,) if isinstance(raw, str) else _as_tuple(key, raw)
+                values[key] = (raw,) if isinstance(raw, str) else as_tuple(key, raw)
         if values.get("classifier") is None:
             dataset = values.get("dataset", cls.dataset)
             if dataset in DATASETS:
@@ -360,38 +362,9 @@ class RunConfig:
         return cls(**values, settings=run_settings)
 
 
-def _resolve_plugin(key: str, registry: Registry[Any], name: object) -> None:
-    """Register ``name`` when it is a plugin class named by import path (``pkg.mod:Class``,
-    :func:`ride.plugins.resolve`); a plugin that cannot be imported or breaks its protocol is
-    a ConfigError of ``key``."""
-    if isinstance(name, str) and is_import_path(name) and name not in registry:
-        try:
-            resolve(registry, name)
-        except ValueError as error:
-            raise ConfigError(str(error), key) from None
-
-
-def _resolve_plugins(settings: Mapping[str, Any]) -> None:
-    """:func:`_resolve_plugin` every attack and defender name of a flat mapping."""
-    for key, registry in (("attacks", ATTACKS), ("defenders", DEFENDERS)):
-        raw = settings.get(key, ())
-        names = (raw,) if isinstance(raw, str) else raw if isinstance(raw, list | tuple) else ()
-        for name in names:
-            _resolve_plugin(key, registry, name)
-
-
-def _unprefixed(message: str, key: str) -> str:
-    """``"eps must be ..."`` -> ``"must be ..."`` when the error names the key itself."""
-    return message[len(key) + 1 :] if message.startswith(key + " ") else message
-
-
-def _option_fields() -> list[Any]:
-    return [f for f in fields(RunConfig) if "keys" not in f.metadata]
-
-
 def option_fields() -> list[Any]:
     """The :class:`RunConfig` fields that are ``ride run`` options, with their metadata."""
-    return _option_fields()
+    return [f for f in fields(RunConfig) if "keys" not in f.metadata]
 
 
 def _build(entry: Entry[Any], settings: Mapping[str, Any]) -> Any:
@@ -399,22 +372,3 @@ def _build(entry: Entry[Any], settings: Mapping[str, Any]) -> Any:
         return entry.build(**settings)
     except ValueError as error:
         raise ConfigError(f"{entry.name}: {error}") from None
-
-
-def _as_tuple(key: str, raw: object) -> tuple[Any, ...]:
-    if not isinstance(raw, list | tuple):
-        raise ConfigError(f"must be a name or a list of names, got {raw!r}", key)
-    return tuple(raw)
-
-
-def _check_type(key: str, value: object, kind: type) -> None:
-    """Bools are not numbers, counts are ints, names are strings; None where allowed."""
-    if value is None:
-        require(
-            key in ("limit", "weights", "scheduler", "data_dir", "cache_dir"), key, "must be given"
-        )
-        return
-    items = value if isinstance(value, tuple) else (value,)
-    for item in items:
-        ok = is_kind(item, kind)
-        require(ok, key, f"must be {kind_name(kind)}, got {item!r}")

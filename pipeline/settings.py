@@ -9,11 +9,21 @@ counts are ints) and errors name the key (:class:`ConfigError`), never a command
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ride.registry import ATTACKS, DEFENDERS, UNSET, Entry, field_default, field_type
+from ride.plugins import is_import_path, resolve
+from ride.registry import (
+    ATTACKS,
+    DEFENDERS,
+    UNSET,
+    Entry,
+    Registry,
+    field_default,
+    field_type,
+)
 
 Number = int | float
 
@@ -147,3 +157,47 @@ def parse_sweep(text: str, kind: type, key: str | None = None) -> Sweep:
 def require(condition: bool, key: str | None, message: str) -> None:
     if not condition:
         raise ConfigError(message, key)
+
+
+def resolve_plugin(key: str, registry: Registry[Any], name: object) -> None:
+    """Register ``name`` when it is a plugin class named by import path (``pkg.mod:Class``,
+    :func:`ride.plugins.resolve`); a plugin that cannot be imported or breaks its protocol is
+    a ConfigError of ``key``."""
+    if isinstance(name, str) and is_import_path(name) and name not in registry:
+        try:
+            resolve(registry, name)
+        except ValueError as error:
+            raise ConfigError(str(error), key) from None
+
+
+def resolve_plugins(settings: Mapping[str, Any]) -> None:
+    """:func:`resolve_plugin` every attack and defender name of a flat mapping."""
+    for key, registry in (("attacks", ATTACKS), ("defenders", DEFENDERS)):
+        raw = settings.get(key, ())
+        names = (raw,) if isinstance(raw, str) else raw if isinstance(raw, list | tuple) else ()
+        for name in names:
+            resolve_plugin(key, registry, name)
+
+
+def unprefixed(message: str, key: str) -> str:
+    """``"eps must be ..."`` -> ``"must be ..."`` when the error names the key itself."""
+    return message[len(key) + 1 :] if message.startswith(key + " ") else message
+
+
+def as_tuple(key: str, raw: object) -> tuple[Any, ...]:
+    if not isinstance(raw, list | tuple):
+        raise ConfigError(f"must be a name or a list of names, got {raw!r}", key)
+    return tuple(raw)
+
+
+def check_type(key: str, value: object, kind: type) -> None:
+    """Bools are not numbers, counts are ints, names are strings; None where allowed."""
+    if value is None:
+        require(
+            key in ("limit", "weights", "scheduler", "data_dir", "cache_dir"), key, "must be given"
+        )
+        return
+    items = value if isinstance(value, tuple) else (value,)
+    for item in items:
+        ok = is_kind(item, kind)
+        require(ok, key, f"must be {kind_name(kind)}, got {item!r}")

@@ -185,6 +185,38 @@ def draw_seeds(seeds: Sequence[int], *stage: str | int) -> list[int]:
     return [derive_seed(int(s), *stage) for s in seeds]
 
 
+def _draw_gradient(
+    model: nn.Module,
+    defender: DefenderFn,
+    x_adv: Tensor,
+    y: Tensor,
+    draw: list[int],
+    gradient: Gradient,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One defender draw at iterate ``x_adv``: the loss gradient in ``x_adv`` (through the
+    identity for BPDA, through the defender itself for ``"exact"``), the defended image and
+    the classifier's logits on it."""
+    if gradient == "bpda":
+        defended = defender(x_adv, draw).detach()
+    with torch.enable_grad():
+        x_req = x_adv.detach().requires_grad_(True)
+        if gradient == "bpda":
+            logits = model(bpda_identity(x_req, defended))
+        else:
+            through = defender(x_req, draw)  # the graph kept: the exact gradient
+            if not through.requires_grad:
+                name = getattr(defender, "id", type(defender).__name__)
+                raise ValueError(
+                    f"defender {name} gives no gradient to its input (its output is detached): "
+                    'it is not differentiable, attack it with gradient="bpda"'
+                )
+            defended = through.detach()
+            logits = model(through)
+        loss = F.cross_entropy(logits, y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, [x_req])
+    return grad, defended, logits
+
+
 def bpda(
     model: nn.Module,
     defender: DefenderFn,
@@ -231,33 +263,11 @@ def bpda(
     x0 = x.detach().clone()
     start = _random_start(x0, eps, generator) if random_start else x0
 
-    def through_defender(x_req: Tensor, draw: list[int]) -> Tensor:
-        """The defender's output on ``x_req`` with its graph (the exact gradient)."""
-        defended = defender(x_req, draw)
-        if not defended.requires_grad:
-            name = getattr(defender, "id", type(defender).__name__)
-            raise ValueError(
-                f"defender {name} gives no gradient to its input (its output is detached): "
-                'it is not differentiable, attack it with gradient="bpda"'
-            )
-        return defended
-
     def walk_gradient(x_adv: Tensor, k: int) -> Tensor:
         total = torch.zeros_like(x_adv)
         for j in range(eot):
             draw = draw_seeds(image_seeds, "bpda", k, j)
-            if gradient == "bpda":
-                defended = defender(x_adv, draw).detach()
-            with torch.enable_grad():
-                x_req = x_adv.detach().requires_grad_(True)
-                if gradient == "bpda":
-                    logits = model(bpda_identity(x_req, defended))
-                else:
-                    through = through_defender(x_req, draw)
-                    defended = through.detach()
-                    logits = model(through)
-                loss = F.cross_entropy(logits, y, reduction="sum")
-                (grad,) = torch.autograd.grad(loss, [x_req])
+            grad, defended, logits = _draw_gradient(model, defender, x_adv, y, draw, gradient)
             total += grad
             if j == 0 and on_step is not None:
                 with torch.no_grad():
