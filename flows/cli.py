@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flows import interrupts
+from flows.interrupts import Terminated
 from flows.run_options import (
     DATA_DIR_HELP,
     add_run_parser,
@@ -240,19 +241,12 @@ def _preflight_text(error: PreflightError) -> str:
     return cli_text(message)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a batch scheduler's preemption, ``kill PID``): stop like Ctrl-C does."""
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise Terminated
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
-        # Unwind on SIGTERM so the temporary Prefect server and the local Dask cluster are
-        # stopped by their context managers instead of outliving this process.
-        signal.signal(signal.SIGTERM, _terminate)
+        # Unwind on SIGTERM as on Ctrl-C, so the temporary Prefect server and the local Dask
+        # cluster are stopped by their context managers instead of outliving this process;
+        # a signal that library code swallowed still stops the flow at its next task.
+        interrupts.install()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")

@@ -28,6 +28,7 @@ from prefect.task_runners import TaskRunner
 from prefect_dask import DaskTaskRunner
 
 from flows.cluster import required_resources
+from flows.interrupts import raise_if_requested
 from pipeline.config import RunConfig
 from pipeline.execution import Logger
 from pipeline.sampling import chunk_ranges
@@ -207,6 +208,7 @@ def _evaluate_locked(out: str, cfg: RunConfig) -> dict[str, Any]:
     job_of = {future: job for job, future in futures.items()}
     failed = 0
     for future in as_completed(list(futures.values())):
+        raise_if_requested()  # a Ctrl-C that task submission swallowed still stops the run
         failed += _settle(out, cfg, job_of[future], futures, progress, logger)
 
     markdown = report(out)
