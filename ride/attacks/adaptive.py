@@ -11,17 +11,13 @@ gradient). Both walks are :func:`~ride.attacks.functional.bpda`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar, TypedDict
 
-import torch
-from torch import Tensor, nn
-
 from ride._checks import fmt_number
-from ride.attacks.functional import BPDAStep, DefenderFn, Gradient, _check_walk, bpda
-from ride.attacks.modules import EOT_HELP, EPS_HELP, ITERS_HELP, STEP_HELP, Attack
-from ride.registry import ATTACKS, setting
+from ride.attacks.functional import DefenderFn, Gradient
+from ride.attacks.modules import BPDAEOT
+from ride.registry import ATTACKS
 
 
 class Method(TypedDict):
@@ -39,7 +35,7 @@ def method_text(method: Method) -> str:
 
 
 @dataclass(frozen=True)
-class Adaptive(Attack):
+class Adaptive(BPDAEOT):
     """The adaptive white-box attack (Athalye, Carlini and Wagner, 2018; Tramer et al.,
     "On adaptive attacks to adversarial example defenses", 2020): PGD through the defender,
     chosen per defender from what it declares (:meth:`method`):
@@ -66,26 +62,15 @@ class Adaptive(Attack):
         True
     """
 
-    defender: DefenderFn | None = field(default=None, compare=False, repr=False)
-    eps: float = setting(0.1, key="eps", help=EPS_HELP)
-    step: float = setting(0.02, key="step", help=STEP_HELP)
-    iters: int = setting(10, key="attack_iters", help=ITERS_HELP)
-    eot: int = setting(15, key="eot", help=EOT_HELP)
-
     name: ClassVar[str] = "adaptive"
-    adaptive: ClassVar[bool] = True
-
-    def __post_init__(self) -> None:
-        _check_walk(self.eps, self.step, self.iters)
-        if isinstance(self.eot, bool) or not isinstance(self.eot, int) or self.eot < 1:
-            raise ValueError(f"eot must be an int >= 1, got {self.eot!r}")
 
     @property
     def id(self) -> str:
-        """``adaptive-eot15-eps0.1-step0.02-it10``."""
+        """``adaptive-eot15-eps0.1-step0.02-it10``, ``-rs`` appended with a random start."""
+        rs = "-rs" if self.random_start else ""
         return (
             f"{self.name}-eot{self.eot}-eps{fmt_number(self.eps)}"
-            f"-step{fmt_number(self.step)}-it{fmt_number(self.iters)}"
+            f"-step{fmt_number(self.step)}-it{fmt_number(self.iters)}{rs}"
         )
 
     def method(self, defender: object) -> Method:
@@ -98,48 +83,9 @@ class Adaptive(Attack):
             "draws": self.eot if randomised else 1,
         }
 
-    def perturb(
-        self,
-        model: nn.Module,
-        x: Tensor,
-        y: Tensor,
-        *,
-        generator: torch.Generator | None = None,
-        defender: DefenderFn | None = None,
-        seeds: Sequence[int] | None = None,
-        on_step: Callable[[BPDAStep], None] | None = None,
-    ) -> Tensor:
-        target = defender if defender is not None else self.defender
-        if target is None:
-            raise ValueError("Adaptive is adaptive: give the defender it attacks")
-        method = self.method(target)
-        return bpda(
-            model,
-            target,
-            x,
-            y,
-            self.eps,
-            self.step,
-            self.iters,
-            method["draws"],
-            seeds=seeds,
-            generator=generator,
-            on_step=on_step,
-            gradient=method["gradient"],
-        )
-
-    def __call__(
-        self,
-        x: Tensor,
-        y: Tensor,
-        generator: torch.Generator | None = None,
-        seeds: Sequence[int] | None = None,
-    ) -> Tensor:
-        if self.model is None:
-            raise ValueError(
-                "Adaptive has no model: construct it as Adaptive(model, defender, ...)"
-            )
-        return self.perturb(self.model, x, y, generator=generator, seeds=seeds)
+    def walk(self, defender: DefenderFn) -> tuple[int, Gradient]:
+        method = self.method(defender)
+        return method["draws"], method["gradient"]
 
 
 ATTACKS.add("adaptive", Adaptive, "white-box, exact gradient or BPDA (+EOT) per defender")

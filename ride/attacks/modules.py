@@ -19,6 +19,7 @@ from ride._checks import fmt_number
 from ride.attacks.functional import (
     BPDAStep,
     DefenderFn,
+    Gradient,
     _check_eps,
     _check_inputs,
     _check_walk,
@@ -241,6 +242,7 @@ class BPDA(Attack):
         if target is None:
             cls = type(self).__name__
             raise ValueError(f"{cls} is adaptive: give the defender it attacks")
+        draws, gradient = self.walk(target)
         return bpda(
             model,
             target,
@@ -249,12 +251,18 @@ class BPDA(Attack):
             self.eps,
             self.step,
             self.iters,
-            self.draws,
+            draws,
             self.random_start,
             seeds=seeds,
             generator=generator,
             on_step=on_step,
+            gradient=gradient,
         )
+
+    def walk(self, defender: DefenderFn) -> tuple[int, Gradient]:
+        """The defender draws per gradient and the gradient followed through ``defender``:
+        BPDA's are fixed (:class:`~ride.attacks.adaptive.Adaptive` chooses per defender)."""
+        return self.draws, "bpda"
 
     def __call__(
         self,

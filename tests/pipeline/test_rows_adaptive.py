@@ -26,7 +26,7 @@ def _params(attack_name: str, defender_name: str) -> dict[str, object]:
 
 def test_adaptive_rows_record_the_method_chosen_for_their_defender() -> None:
     assert _params("adaptive", "median") == {
-        "name": "adaptive", "eps": 0.1, "step": 0.02, "iters": 10, "eot": 3,
+        "name": "adaptive", "eps": 0.1, "step": 0.02, "iters": 10, "random_start": False, "eot": 3,
         "gradient": "bpda", "draws": 1,
     }  # fmt: skip
     ride = _params("adaptive", "ride")  # randomised, not differentiable: BPDA+EOT

@@ -276,8 +276,10 @@ def test_ids_params_and_registration() -> None:
         "eps": 0.1,
         "step": 0.02,
         "iters": 10,
+        "random_start": False,
         "eot": 15,
     }
+    assert Adaptive(random_start=True).id == "adaptive-eot15-eps0.1-step0.02-it10-rs"
     assert make_attack("adaptive", eot=5, iters=2) == Adaptive(eot=5, iters=2)
     assert Adaptive.adaptive and Adaptive(eot=3) != Adaptive(eot=4)
     # the attacks that were there keep their ids
