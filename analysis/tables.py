@@ -88,8 +88,9 @@ def whitebox_rows(frame: pd.DataFrame) -> pd.DataFrame:
     method (the attack this defence got, from ``attack_params``: ``BPDA``, ``BPDA + EOT 15``,
     ``exact gradient + EOT 15``, ...; the adaptive attack chooses it per defence).
     """
-    columns = ["defence", "dataset", "attack", "distance", "final", "recheck", "worst", "n"]
-    columns.append("method")
+    columns = [
+        "defence", "dataset", "attack", "distance", "final", "recheck", "worst", "n", "method"
+    ]  # fmt: skip
     if "attack" not in frame:
         return pd.DataFrame(columns=columns)
     ok = frame[(frame["status"] == "ok") & frame["attack"].isin(ADAPTIVE)]

@@ -137,11 +137,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from flows.evaluate import evaluate, make_task_runner
     from flows.server import prefect_api
-    from pipeline.sampling import command_line, recorded_command
+    from pipeline.sampling import command_line
 
-    with recorded_command(command_line(sys.argv)), prefect_api():  # run.toml's `command`
+    with prefect_api():
         summary = evaluate.with_options(task_runner=make_task_runner(cfg))(
-            out=str(args.out), settings=settings
+            out=str(args.out), settings=settings, command=command_line(sys.argv)
         )
     print()
     print(f"classifier clean test accuracy: {summary['classifier_test_accuracy']:.4f}")

@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow
+from prefect.runtime import deployment
 
 from flows.checks import check_run, check_training
 from flows.evaluate import evaluate, make_task_runner
 from flows.train import train
 from pipeline.config import load_preset
+from pipeline.sampling import deployment_command
 
 
 @flow(name="ride-evaluate-deployment")
@@ -32,7 +34,10 @@ def evaluate_deployment(
     resolved = {**(load_preset(Path(preset)) if preset else {}), **(settings or {})}
     cfg = check_run(out, resolved)
     runner = make_task_runner(cfg)
-    summary: dict[str, Any] = evaluate.with_options(task_runner=runner)(out=out, settings=resolved)
+    command = deployment_command(deployment.name)  # None when the flow is called directly
+    summary: dict[str, Any] = evaluate.with_options(task_runner=runner)(
+        out=out, settings=resolved, command=command
+    )
     return summary
 
 

@@ -182,8 +182,9 @@ class _Progress:
 
 
 @flow(name="ride-evaluate")
-def evaluate(out: str, settings: dict[str, Any]) -> dict[str, Any]:
-    """Evaluate every (attack, defender) pair of ``settings`` on the run directory ``out``.
+def evaluate(out: str, settings: dict[str, Any], command: str | None = None) -> dict[str, Any]:
+    """Evaluate every (attack, defender) pair of ``settings`` on the run directory ``out``;
+    ``command`` (what started the run) is recorded in ``run.toml``.
 
     Returns a summary: images, chunk tasks, failed chunk tasks, the classifier's clean test
     accuracy and the markdown report.
@@ -192,12 +193,12 @@ def evaluate(out: str, settings: dict[str, Any]) -> dict[str, Any]:
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     with run_lock(root):  # one run per directory; released when this process ends
-        return _evaluate_locked(out, cfg)
+        return _evaluate_locked(out, cfg, command)
 
 
-def _evaluate_locked(out: str, cfg: RunConfig) -> dict[str, Any]:
+def _evaluate_locked(out: str, cfg: RunConfig, command: str | None) -> dict[str, Any]:
     logger = get_run_logger()
-    claim_run(out, cfg)
+    claim_run(out, cfg, command)
     n_images = prepare_images(out, cfg)
     test_accuracy = prepare_classifier(out, cfg)
     logger.info("classifier %s: clean test accuracy %.4f", cfg.classifier, test_accuracy)

@@ -8,10 +8,8 @@ sampled with the run's seed and recorded in ``sources.json``), cut into chunks o
 
 from __future__ import annotations
 
-import os
 import shlex
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from importlib.metadata import version
 from pathlib import Path
 
@@ -43,10 +41,6 @@ def chunk_ranges(n: int, chunk_size: int) -> list[tuple[int, int]]:
     return [(start, min(start + chunk_size, n)) for start in range(0, n, chunk_size)]
 
 
-#: Environment variable through which ``ride run`` hands its command line to the claim.
-COMMAND_ENV = "RIDE_COMMAND"
-
-
 def command_line(argv: Sequence[str]) -> str:
     """``argv`` as one shell line; the ``ride`` console script's own path becomes ``ride``."""
     if argv and Path(argv[0]).name == "ride":
@@ -54,39 +48,17 @@ def command_line(argv: Sequence[str]) -> str:
     return shlex.join(argv)
 
 
-@contextmanager
-def recorded_command(command: str) -> Iterator[None]:
-    """Within this block, a run claimed in this process records ``command`` in run.toml."""
-    before = os.environ.get(COMMAND_ENV)
-    os.environ[COMMAND_ENV] = command
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(COMMAND_ENV, None)
-        else:
-            os.environ[COMMAND_ENV] = before
+def deployment_command(deployment: str | None) -> str | None:
+    """What ``run.toml`` records for a run started by deployment ``deployment`` of the
+    evaluation entry flow; None outside a deployment."""
+    return f"deployment ride-evaluate-deployment/{deployment}" if deployment else None
 
 
-def run_command() -> str | None:
-    """What started the run being claimed: the ``ride run`` command line (set by the CLI with
-    :func:`recorded_command`); for a flow run a Prefect worker started from a deployment
-    (the worker sets ``PREFECT__DEPLOYMENT_NAME``), ``deployment
-    ride-evaluate-deployment/<name>``, the entry flow of every evaluation deployment in
-    ``prefect.yaml``; else None (the flow called from Python), recorded as no command."""
-    command = os.environ.get(COMMAND_ENV)
-    if command:
-        return command
-    deployment = os.environ.get("PREFECT__DEPLOYMENT_NAME")
-    if deployment:
-        return f"deployment ride-evaluate-deployment/{deployment}"
-    return None
-
-
-def claim_run(layout: RunLayout, cfg: RunConfig) -> None:
-    """Write ``run.toml`` (with the command that started the run, :func:`run_command`), or
-    check that the directory holds this same run."""
-    claim_run_dir(layout.run_toml, cfg.run_record(), cfg.identity(), CODE_VERSION, run_command())
+def claim_run(layout: RunLayout, cfg: RunConfig, command: str | None = None) -> None:
+    """Write ``run.toml`` (with ``command``, what started the run: the ``ride run`` command
+    line, a deployment, or None for the flow called from Python), or check that the
+    directory holds this same run."""
+    claim_run_dir(layout.run_toml, cfg.run_record(), cfg.identity(), CODE_VERSION, command)
 
 
 def imagenet_sources(layout: RunLayout, cfg: RunConfig, root: Path) -> list[tuple[str, int]]:

@@ -47,9 +47,10 @@ def _logger() -> Logger:
 
 
 @task(name="claim-run-dir")
-def claim_run(out: str, cfg: RunConfig) -> None:
-    """Write ``run.toml``, or check that ``out`` holds this same run."""
-    sampling.claim_run(RunLayout(Path(out)), cfg)
+def claim_run(out: str, cfg: RunConfig, command: str | None = None) -> None:
+    """Write ``run.toml`` (recording ``command``, what started the run), or check that
+    ``out`` holds this same run."""
+    sampling.claim_run(RunLayout(Path(out)), cfg, command)
 
 
 @task(name="prepare-images", retries=2, retry_delay_seconds=2)

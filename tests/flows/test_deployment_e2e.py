@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,5 +80,7 @@ def test_deploy_all_and_trigger_a_run_with_parameters(
     rows = pd.read_parquet(out / "results")
     assert len(rows) == 4 * 2 * 2 and set(rows["status"]) == {"ok"}
     assert set(rows["defender_id"]) == {"none", "median-k3"}
+    command = tomllib.loads((out / "run.toml").read_text())["command"]
+    assert command == "deployment ride-evaluate-deployment/evaluate"
     assert worker.poll() is None  # the worker ran it and is still serving
     print(f"deployment run: {time.monotonic() - began:.1f} s")

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pandas as pd
@@ -83,3 +84,4 @@ def test_the_example_plugins_run_gray_box_and_white_box(
     assert params["noise-vote"]["gradient"] == "bpda" and params["noise-vote"]["draws"] == 2
     toml = (out / "run.toml").read_text()
     assert 'classifier = "tiny-mlp"' in toml and "jpeg_quality = 50" in toml
+    assert tomllib.loads(toml)["command"].endswith("--jpeg-quality 50 --vote-count 5")

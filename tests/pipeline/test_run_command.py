@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import tomllib
 from pathlib import Path
 
-import pytest
-
 from pipeline.config import RunConfig
-from pipeline.sampling import COMMAND_ENV, claim_run, command_line, recorded_command, run_command
+from pipeline.sampling import claim_run, command_line, deployment_command
 from storage.layout import RunLayout
 
 
@@ -19,33 +16,21 @@ def test_command_line_is_shell_quoted_and_names_the_ride_script() -> None:
     assert command_line(["python", "-m", "flows.cli", "run"]) == "python -m flows.cli run"
 
 
-def test_claim_records_the_command_and_a_resume_keeps_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv(COMMAND_ENV, raising=False)
-    monkeypatch.delenv("PREFECT__DEPLOYMENT_NAME", raising=False)
+def test_claim_records_the_command_and_a_resume_keeps_it(tmp_path: Path) -> None:
     layout, cfg = RunLayout(tmp_path), RunConfig.from_mapping({"limit": 4})
-    with recorded_command("ride run --limit 4"):
-        claim_run(layout, cfg)
-        assert run_command() == "ride run --limit 4"
-    assert COMMAND_ENV not in os.environ  # restored after the block
-    with recorded_command("ride run --limit 4 --workers 1"):
-        claim_run(layout, cfg)
+    claim_run(layout, cfg, "ride run --limit 4")
+    claim_run(layout, cfg, "ride run --limit 4 --workers 1")
     document = tomllib.loads(layout.run_toml.read_text())
     assert document["command"] == "ride run --limit 4"
     # The config, hence the run's identity, is what a run without a command records.
     plain = RunLayout(tmp_path / "plain")
     plain.root.mkdir()
     claim_run(plain, cfg)
+    assert "command" not in tomllib.loads(plain.run_toml.read_text())
     assert document["config"] == tomllib.loads(plain.run_toml.read_text())["config"]
     assert "command" not in document["config"]
 
 
-def test_a_deployment_run_and_a_plain_flow_call(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(COMMAND_ENV, raising=False)
-    monkeypatch.delenv("PREFECT__DEPLOYMENT_NAME", raising=False)
-    assert run_command() is None
-    monkeypatch.setenv("PREFECT__DEPLOYMENT_NAME", "whitebox")
-    assert run_command() == "deployment ride-evaluate-deployment/whitebox"
-    with recorded_command("ride run"):
-        assert run_command() == "ride run"
+def test_a_deployment_run_and_a_plain_flow_call() -> None:
+    assert deployment_command(None) is None
+    assert deployment_command("whitebox") == "deployment ride-evaluate-deployment/whitebox"
