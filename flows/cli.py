@@ -7,7 +7,8 @@ import argparse
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -108,15 +109,22 @@ class CliError(Exception):
     """A problem with the user's input: printed as one line, exit status 1."""
 
 
+RESUME_AFTER_WRITE_FAILURE = (
+    "what was stored is kept; free space (or make the folder writable) and rerun the same "
+    "command to resume"
+)
+"""The end of the one line for a run stopped by a write that failed (exit status 3)."""
+
+
 def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     """Preset (if any) overridden by the options given on the command line."""
     from pipeline.config import RunConfig, load_preset
 
     settings: dict[str, Any] = load_preset(args.config) if args.config else {}
     option_keys = set(RunConfig().to_dict())
-    for key, value in vars(args).items():
-        if key in option_keys and value is not None:
-            settings[key] = value
+    given = {key for key, value in vars(args).items() if key in option_keys and value is not None}
+    args.preset_keys = frozenset(settings) - given  # errors about these name the preset's key
+    settings.update({key: value for key, value in vars(args).items() if key in given})
     if "scheduler" not in settings and os.environ.get("RIDE_SCHEDULER"):
         settings["scheduler"] = os.environ["RIDE_SCHEDULER"]
     return settings
@@ -129,20 +137,46 @@ def preflight(out: Path, settings: dict[str, Any]) -> None:
     check_run(out, settings)
 
 
+@contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """Hold ``out``'s run lock (creating ``out``) from before the Prefect server starts.
+
+    The preflight found ``out`` free, but a run started at the same moment may have locked it
+    since: the second of two fails here, in one line, before it starts a server. The flow
+    takes the lock again (re-entrant in this process), as it must when started another way.
+    """
+    from storage.lock import run_lock
+
+    out.mkdir(parents=True, exist_ok=True)
+    with run_lock(out, reentrant=True):
+        yield
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from flows.checks import check_run
 
     settings = resolve_settings(args)
     cfg = check_run(Path(args.out), settings)
+    from pipeline.sampling import resume_note
+    from storage.layout import RunLayout
+
+    note = resume_note(RunLayout(Path(args.out)))
+    if note is not None:
+        print(f"ride: note: {note}", file=sys.stderr)
 
     from flows.evaluate import evaluate, make_task_runner
     from flows.server import prefect_api
     from pipeline.sampling import command_line
 
-    with prefect_api():
+    with _locked(Path(args.out)), prefect_api():
         summary = evaluate.with_options(task_runner=make_task_runner(cfg))(
             out=str(args.out), settings=settings, command=command_line(sys.argv)
         )
+    if summary.get("unwritable"):
+        print(
+            f"ride: error: {summary['unwritable']}; {RESUME_AFTER_WRITE_FAILURE}", file=sys.stderr
+        )
+        return 3
     print()
     print(f"classifier clean test accuracy: {summary['classifier_test_accuracy']:.4f}")
     print(summary["report"])
@@ -168,7 +202,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from flows.server import prefect_api
     from flows.train import train
 
-    with prefect_api():
+    with _locked(out), prefect_api():
         summary = train(out=str(out), settings=settings)
     trained = summary["trained"]
     if not trained:
@@ -255,20 +289,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pipeline.preflight import PreflightError
     from ride.classifiers import CheckpointError
     from ride.datasets import DatasetError
-    from storage.images import StorageError
+    from storage.files import StorageError, WriteError
     from storage.lock import RunDirBusy
     from storage.runconfig import RunConfigMismatch
 
     try:
         return int(args.handler(args))
     except ConfigError as error:
-        where = "--config" if error.key == "config" else option_flag(error.key or "")
+        if error.key in getattr(args, "preset_keys", ()):
+            where = f"{args.config}: {error.key}"  # a TOML key of the preset, as written there
+        else:
+            where = "--config" if error.key == "config" else option_flag(error.key or "")
         text = join_key(where, error.message) if error.key else str(error)
         print(f"ride: error: {text}", file=sys.stderr)
         return 1
     except PreflightError as error:
         print(f"ride: error: {_preflight_text(error)}", file=sys.stderr)
         return 1
+    except WriteError as error:  # a write outside the chunk tasks (run.toml, report.md)
+        print(f"ride: error: {error}; {RESUME_AFTER_WRITE_FAILURE}", file=sys.stderr)
+        return 3
     except (
         CliError,
         CheckpointError,

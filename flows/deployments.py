@@ -14,6 +14,7 @@ from typing import Any
 
 from prefect import flow
 from prefect.runtime import deployment
+from prefect.states import Failed, State
 
 from flows.checks import check_run, check_training
 from flows.evaluate import evaluate, make_task_runner
@@ -25,11 +26,12 @@ from pipeline.sampling import deployment_command
 @flow(name="ride-evaluate-deployment")
 def evaluate_deployment(
     out: str, settings: dict[str, Any] | None = None, preset: str | None = None
-) -> dict[str, Any]:
+) -> dict[str, Any] | State[Any]:
     """Run :func:`flows.evaluate.evaluate` on a local Dask cluster or ``settings['scheduler']``.
 
     ``preset`` is a TOML file of ``configs/`` (relative to the worker's working directory);
     ``settings`` takes the same keys (``ride_iters``, ``attacks``...) and overrides it.
+    A run stopped by a write that failed (disk full) ends the flow run Failed, with that line.
     """
     resolved = {**(load_preset(Path(preset)) if preset else {}), **(settings or {})}
     cfg = check_run(out, resolved)
@@ -38,6 +40,8 @@ def evaluate_deployment(
     summary: dict[str, Any] = evaluate.with_options(task_runner=runner)(
         out=out, settings=resolved, command=command
     )
+    if summary.get("unwritable"):  # the run stopped on a write that failed: a failed run
+        return Failed(message=f"{summary['unwritable']}; free space and run it again")
     return summary
 
 

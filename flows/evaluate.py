@@ -7,17 +7,22 @@ defence waiting for its attack chunk (``wait_for``), so it starts as soon as tha
 stored. Costly tasks run first (Dask priorities), progress is logged as tasks finish
 (``as_completed``), failed chunks get ``failed`` rows, then the report is written. The task
 runner (a local Dask cluster or an existing scheduler) is chosen by :func:`make_task_runner`.
+
+A write that fails (disk full, read-only: a task returns :class:`~tasks.evaluate.Unwritable`)
+ends the run at once: the tasks not yet finished are cancelled, no ``failed`` rows and no
+report are written, and the summary's ``unwritable`` says which file could not be written.
+What was stored stays valid, and rerunning after freeing space completes the run.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import dask
 from distributed import LocalCluster
@@ -27,6 +32,7 @@ from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import TaskRunner
 from prefect_dask import DaskTaskRunner
 
+from flows import worker_setup
 from flows.cluster import required_resources
 from flows.interrupts import raise_if_requested
 from pipeline.config import RunConfig
@@ -38,6 +44,7 @@ from ride.defenders import Defender
 from storage.lock import run_lock
 from tasks.evaluate import (
     ChunkOutcome,
+    Unwritable,
     attack_chunk,
     claim_run,
     defend_chunk,
@@ -48,6 +55,8 @@ from tasks.evaluate import (
 )
 
 WORKER_MALLOC_TRIM_THRESHOLD = 256 * 2**20
+
+T = TypeVar("T")
 
 
 def make_task_runner(cfg: RunConfig) -> TaskRunner[Any]:
@@ -83,12 +92,19 @@ def local_cluster(**cluster_kwargs: Any) -> LocalCluster:
     The nanny prefers a variable already in this process's environment over its
     ``pre-spawn-environ`` setting (and an in-process Dask worker leaves the default there),
     so the threshold is also put in the environment while the nannies start.
+
+    Worker processes ignore a terminal's Ctrl-C and a SIGTERM to the process group
+    (:mod:`flows.worker_setup`): ``ride`` stops them as it unwinds; signalled, they printed
+    tracebacks under its one line.
     """
     threshold = str(WORKER_MALLOC_TRIM_THRESHOLD)
-    tuned = {
+    tuned: dict[str, Any] = {
         "distributed.worker.profile.enabled": False,
         "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": threshold,
     }
+    if cluster_kwargs.get("processes", True):
+        preloads = list(dask.config.get("distributed.worker.preload", []))
+        tuned["distributed.worker.preload"] = [*preloads, worker_setup.PRELOAD]
     before = os.environ.get("MALLOC_TRIM_THRESHOLD_")
     os.environ["MALLOC_TRIM_THRESHOLD_"] = threshold
     try:
@@ -187,19 +203,50 @@ def evaluate(out: str, settings: dict[str, Any], command: str | None = None) -> 
     ``command`` (what started the run) is recorded in ``run.toml``.
 
     Returns a summary: images, chunk tasks, failed chunk tasks, the classifier's clean test
-    accuracy and the markdown report.
+    accuracy, the markdown report, and ``unwritable``: None, or the line saying which write
+    failed when one did (the run then stopped; the other entries are None).
     """
     cfg = RunConfig.from_mapping(settings)
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     with run_lock(root):  # one run per directory; released when this process ends
-        return _evaluate_locked(out, cfg, command)
+        try:
+            return _evaluate_locked(out, cfg, command)
+        except _Stopped as stopped:
+            get_run_logger().error("%s; the run stops, what was stored is kept", stopped.line)
+            summary: dict[str, Any] = dict.fromkeys(
+                ("images", "tasks", "failed", "classifier_test_accuracy", "report")
+            )
+            return {**summary, "unwritable": stopped.line}
+
+
+class _Stopped(Exception):
+    """A task could not write to the run directory: the run stops (:func:`_written`)."""
+
+    def __init__(self, unwritable: Unwritable) -> None:
+        super().__init__(unwritable.line)
+        self.line = unwritable.line
+
+
+def _written(value: T | Unwritable) -> T:
+    """A task's result, or :class:`_Stopped` when the task could not write."""
+    if isinstance(value, Unwritable):
+        raise _Stopped(value)
+    return value
+
+
+def _cancel(futures: Iterable[PrefectFuture[Any]]) -> None:
+    """Cancel the tasks not yet finished (the run stops): Dask drops those still queued."""
+    for future in futures:
+        wrapped = getattr(future, "wrapped_future", None)
+        if wrapped is not None and callable(getattr(wrapped, "cancel", None)):
+            wrapped.cancel()
 
 
 def _evaluate_locked(out: str, cfg: RunConfig, command: str | None) -> dict[str, Any]:
     logger = get_run_logger()
     claim_run(out, cfg, command)
-    n_images = prepare_images(out, cfg)
+    n_images = _written(prepare_images(out, cfg))
     test_accuracy = prepare_classifier(out, cfg)
     logger.info("classifier %s: clean test accuracy %.4f", cfg.classifier, test_accuracy)
 
@@ -208,11 +255,15 @@ def _evaluate_locked(out: str, cfg: RunConfig, command: str | None) -> dict[str,
     futures = _submit_all(out, cfg, jobs)
     job_of = {future: job for job, future in futures.items()}
     failed = 0
-    for future in as_completed(list(futures.values())):
-        raise_if_requested()  # a Ctrl-C that task submission swallowed still stops the run
-        failed += _settle(out, cfg, job_of[future], futures, progress, logger)
+    try:
+        for future in as_completed(list(futures.values())):
+            raise_if_requested()  # a Ctrl-C that task submission swallowed still stops the run
+            failed += _settle(out, cfg, job_of[future], futures, progress, logger)
+    except _Stopped:
+        _cancel(futures.values())
+        raise
 
-    markdown = report(out)
+    markdown = _written(report(out))
     if failed:
         logger.warning(
             "%d of %d chunk tasks failed; their rows have status 'failed'", failed, progress.total
@@ -223,6 +274,7 @@ def _evaluate_locked(out: str, cfg: RunConfig, command: str | None) -> dict[str,
         "failed": failed,
         "classifier_test_accuracy": test_accuracy,
         "report": markdown,
+        "unwritable": None,
     }
 
 
@@ -241,10 +293,10 @@ def _plan(cfg: RunConfig, n_images: int) -> list[_Job]:
 
 def _submit_all(
     out: str, cfg: RunConfig, jobs: list[_Job]
-) -> dict[_Job, PrefectFuture[ChunkOutcome]]:
+) -> dict[_Job, PrefectFuture[ChunkOutcome | Unwritable]]:
     """Submit every job at once, each defence chunk waiting for its attack chunk; costly
     tasks first (Dask priority), so the last minutes are not one long task on one worker."""
-    futures: dict[_Job, PrefectFuture[ChunkOutcome]] = {}
+    futures: dict[_Job, PrefectFuture[ChunkOutcome | Unwritable]] = {}
     for job in jobs:
         with _placement(cfg), dask.annotate(priority=_priority(job)):
             if job.defender is None:
@@ -268,12 +320,13 @@ def _settle(
     out: str,
     cfg: RunConfig,
     job: _Job,
-    futures: dict[_Job, PrefectFuture[ChunkOutcome]],
+    futures: dict[_Job, PrefectFuture[ChunkOutcome | Unwritable]],
     progress: _Progress,
     logger: Logger,
 ) -> int:
     """Log a finished task; for a failed defence chunk write its ``failed`` rows. Returns
-    the failed defence chunks recorded (0 or 1).
+    the failed defence chunks recorded (0 or 1); raises :class:`_Stopped` when the task (or
+    its attack chunk, or writing its ``failed`` rows) could not write.
 
     A defence chunk whose attack chunk failed never ran (Prefect leaves it ``NotReady``):
     its rows say ``attack failed: <the attack's error>``.
@@ -283,15 +336,19 @@ def _settle(
         error = _failure(future)
         if error is not None:
             logger.error("%s failed: %s", job.label, error)
+        else:
+            _written(future.result())
         return 0
     attack_error = None if job.upstream is None else _failure(futures[job.upstream])
+    if attack_error is None and job.upstream is not None:
+        _written(futures[job.upstream].result())
     error = _failure(future) if attack_error is None else f"attack failed: {attack_error}"
     if error is None:
-        logger.info(progress.line(job, future.result()))
+        logger.info(progress.line(job, _written(future.result())))
         return 0
     if attack_error is None:
         logger.error("%s failed: %s", job.label, error)
-    record_failure(out, cfg, *job.where, error)
+    _written(record_failure(out, cfg, *job.where, error))
     logger.info(progress.line(job, None))
     return 1
 

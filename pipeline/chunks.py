@@ -2,8 +2,10 @@
 outputs (images to Zarr, rows to Parquet) back to storage.
 
 A chunk is ``[start, stop)`` rows of the run's images. Storage says what is done: a chunk
-whose output is stored is skipped (``ChunkOutcome.action == "skipped"``), so a rerun of the
-same run recomputes nothing.
+whose output is stored, and reads back whole, is skipped (``ChunkOutcome.action ==
+"skipped"``), so a rerun of the same run recomputes nothing; an output found unreadable or
+missing (a truncated result file, a deleted or garbled Zarr chunk) is dropped and recomputed.
+A write that fails (disk full, read-only) raises :class:`storage.files.WriteError`.
 
 - :func:`attack_chunk`: the gray-box adversarial images of a chunk (they do not depend on a
   defender; :func:`gray_box_images` computes them and is what the caller may cache).
@@ -49,7 +51,7 @@ from ride.attacks import Attack
 from ride.classifiers import predict
 from ride.defenders import Defender, defend_draws
 from ride.seeding import derive_seed, generator_for
-from storage.images import ImageStore, adv_name, defended_name
+from storage.images import ImageStore, StorageError, adv_name, defended_name
 from storage.layout import RunLayout
 from storage.results import is_finished, result_key, write_results
 from storage.steps import write_steps
@@ -87,13 +89,15 @@ def attack_chunk(
     start: int,
     stop: int,
     images: GrayBoxImages = gray_box_images,
+    logger: Logger | None = None,
 ) -> ChunkOutcome:
-    """Store the gray-box adversarial images of rows ``[start, stop)``, made by ``images``."""
+    """Store the gray-box adversarial images of rows ``[start, stop)``, made by ``images``;
+    a stored chunk that does not read back is recomputed (``logger`` is told)."""
     began = time.perf_counter()
     layout = RunLayout(Path(out))
     store = ImageStore(layout)
     name = adv_name(attack.id)
-    if store.has_rows(name, start):
+    if store.has_rows(name, start, default_logger(logger).warning):
         return ChunkOutcome("skipped", 0.0)
     device = worker_device(cfg)
     key = chunk_key(layout, cfg.dataset, cfg.seed, cfg.classifier, str(device), start, stop)
@@ -163,14 +167,23 @@ def defend_chunk(
 
     Adaptive attacks (BPDA, BPDA+EOT) are run here, against this defender, and also store
     their adversarial images per defender and one ``steps/`` row per image and iterate.
+
+    The chunk counts as done when its result file reads back with its rows and its defended
+    images (a defender other than ``none``) read back whole; otherwise the bad output is
+    dropped (``logger`` is told) and the whole chunk is redone. The gray-box adversarial
+    images it defends must read back whole too.
     """
     began = time.perf_counter()
     layout = RunLayout(Path(out))
     key = result_key(attack.id, defender.id, start, stop)
-    if is_finished(layout.results, key):
+    note = default_logger(logger).warning
+    store = ImageStore(layout)
+    defended_array = None if defender.id == "none" else defended_name(attack.id, defender.id)
+    if is_finished(layout.results, key, stop - start, note, cfg.run_id) and (
+        defended_array is None or store.has_rows(defended_array, start, note)
+    ):
         return ChunkOutcome("skipped", 0.0)
     device = worker_device(cfg)
-    store = ImageStore(layout)
     clean, labels, model = load_chunk(layout, cfg.classifier, start, stop, device)
     tracked: list[Row] | None = None
     if attack.name == "none":
@@ -179,6 +192,11 @@ def defend_chunk(
         chunk = WhiteBoxChunk(cfg, attack, defender, start, clean, labels, model)
         adversarial, tracked = adaptive_attack(layout, chunk, key, default_logger(logger))
     else:
+        if not store.has_rows(adv_name(attack.id), start, note):
+            raise StorageError(
+                f"the adversarial images {adv_name(attack.id)} rows {start}-{stop} are not "
+                "stored (their attack-chunk task stores them first)"
+            )
         adversarial = torch.from_numpy(store.read_rows(adv_name(attack.id), start, stop)).to(device)
     robust = None if tracked is None else robust_so_far(tracked, start, stop - start)
     defended, rows = defend_rows(
@@ -195,10 +213,8 @@ def defend_chunk(
     )
     if tracked is not None:  # the final iterate: draw 0 of the re-check
         write_steps(layout.steps, key, tracked + final_step_rows(rows, attack_iters(attack)))
-    if defender.id != "none":
-        store.write_rows(
-            defended_name(attack.id, defender.id), start, defended.detach().cpu().numpy()
-        )
+    if defended_array is not None:  # read back before it is marked done (write_rows)
+        store.write_rows(defended_array, start, defended.detach().cpu().numpy())
     write_results(layout.results, key, rows)
     correct = sum(bool(row["correct_defended"]) for row in rows)
     return ChunkOutcome("ran", time.perf_counter() - began, correct, len(rows))

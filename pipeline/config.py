@@ -152,7 +152,7 @@ class RunConfig:
         execution=True,
     )
     # Reuse the trained classifier and gray-box adversarial chunks of earlier runs (Prefect
-    # task caching, tasks/cache.py); where the cache lives (None: $RIDE_CACHE_DIR or
+    # pipeline/cache.py, stored without pickle); where the cache lives (None: $RIDE_CACHE_DIR or
     # ~/.cache/ride-pipeline). A cached result equals the recomputed one on the same device.
     cache: bool = option(
         True,
@@ -166,6 +166,16 @@ class RunConfig:
         "cache of trained classifiers and gray-box adversarial images shared by runs; every "
         "worker must reach it (default: $RIDE_CACHE_DIR, else ~/.cache/ride-pipeline)",
         kind=str,
+        execution=True,
+    )
+    # A run directory whose run.toml is lost: its results say nothing of which run made them,
+    # so resuming into it is refused unless the user vouches for the settings given.
+    force_claim: bool = option(
+        False,
+        "adopt a run directory that holds results but no run.toml (deleted or lost) for these "
+        "settings; rows stored by another run stay on disk but are left out of the report",
+        flag="--force-claim",
+        kind=bool,
         execution=True,
     )
     # The run keys of the registered attacks and defenders (run_keys()), as sorted pairs;

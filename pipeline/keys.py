@@ -1,7 +1,7 @@
 """What a reusable result depends on: digests of code, files and arrays, and the keys built
 from them.
 
-Two results are shared between runs (``tasks/cache.py`` caches them with Prefect): the
+Two results are shared between runs (``pipeline/cache.py`` caches them): the
 trained classifier (:class:`ClassifierKey`) and each chunk of gray-box adversarial images
 (:class:`ChunkKey`). A key names everything its result depends on, so equal keys mean equal
 results on the same device.

@@ -41,7 +41,7 @@ from ride.datasets import (
 from storage.images import StorageError
 from storage.layout import RunLayout, TrainLayout
 from storage.lock import RunDirBusy, check_unlocked
-from storage.runconfig import RunConfigMismatch, check_same_run
+from storage.runconfig import RunConfigMismatch, check_claimable, check_same_run
 from storage.sources import read_sources
 
 
@@ -188,6 +188,7 @@ def preflight(out: Path, settings: Mapping[str, Any]) -> RunConfig:
     with _as_preflight_error():
         check_unlocked(out)
         check_same_run(RunLayout(out).run_toml, cfg.run_record(), cfg.identity())
+        check_claimable(RunLayout(out).run_toml, cfg.force_claim)
     check_inputs(out, cfg)
     if not cfg.scheduler:
         check_device(cfg.device)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import RunConfig
-from pipeline.execution import data_dir
+from pipeline.execution import Logger, data_dir, default_logger
 from ride.datasets import (
     IMAGENET_PER_CLASS,
     dataset_shape,
@@ -27,7 +27,7 @@ from ride.datasets import (
 )
 from storage.images import ImageStore, adaptive_adv_name, adv_name, defended_name
 from storage.layout import RunLayout
-from storage.runconfig import claim_run_dir
+from storage.runconfig import claim_run_dir, version_note
 from storage.sources import read_sources, write_sources
 
 CODE_VERSION = version("ride-pipeline")
@@ -54,11 +54,28 @@ def deployment_command(deployment: str | None) -> str | None:
     return f"deployment ride-evaluate-deployment/{deployment}" if deployment else None
 
 
-def claim_run(layout: RunLayout, cfg: RunConfig, command: str | None = None) -> None:
+def claim_run(layout: RunLayout, cfg: RunConfig, command: str | None = None) -> str | None:
     """Write ``run.toml`` (with ``command``, what started the run: the ``ride run`` command
-    line, a deployment, or None for the flow called from Python), or check that the
-    directory holds this same run."""
-    claim_run_dir(layout.run_toml, cfg.run_record(), cfg.identity(), CODE_VERSION, command)
+    line, a deployment, or None for the flow called from Python, and the run id), or check
+    that the directory holds this same run. Returns one line when the run was started by
+    another code version (:func:`resume_note`)."""
+    note = resume_note(layout)
+    claim_run_dir(
+        layout.run_toml,
+        cfg.run_record(),
+        cfg.identity(),
+        CODE_VERSION,
+        command,
+        run_id=cfg.run_id,
+        force=cfg.force_claim,
+    )
+    return note
+
+
+def resume_note(layout: RunLayout) -> str | None:
+    """One line when ``layout`` holds a run started by another version of this code (it is
+    resumed all the same: the settings, not the version, make a run), else None."""
+    return version_note(layout.run_toml, CODE_VERSION)
 
 
 def imagenet_sources(layout: RunLayout, cfg: RunConfig, root: Path) -> list[tuple[str, int]]:
@@ -98,15 +115,18 @@ def evaluated_rows(layout: RunLayout, cfg: RunConfig) -> tuple[int, RowReader]:
     return len(data), rows
 
 
-def prepare_images(layout: RunLayout, cfg: RunConfig) -> int:
+def prepare_images(layout: RunLayout, cfg: RunConfig, logger: Logger | None = None) -> int:
     """Sample the evaluated images, write ``clean`` / ``labels`` and create every array;
     returns the number of images.
 
     Images are decoded and written one chunk at a time (a chunk's ``labels`` are written
     last and mark it complete), so memory stays bounded by a chunk for ImageNet. ImageNet's
     file list is recorded in ``sources.json`` first and reused by every later run.
-    Idempotent: a resumed run finds the arrays, checks their shapes and skips stored chunks.
+    Idempotent: a resumed run finds the arrays, checks their shapes and skips stored chunks
+    whose clean images and labels both read back whole; a chunk that does not (garbled,
+    deleted) is decoded from the dataset again (``logger`` is told).
     """
+    note = default_logger(logger).warning
     store = ImageStore(layout)
     n, rows = evaluated_rows(layout, cfg)
     shape = (n, *dataset_shape(cfg.dataset))
@@ -114,7 +134,7 @@ def prepare_images(layout: RunLayout, cfg: RunConfig) -> int:
     store.ensure_array("clean", shape, cfg.chunk_size, attrs=attrs)
     store.ensure_array("labels", (n,), cfg.chunk_size, dtype="int64", attrs=attrs)
     for start, stop in chunk_ranges(n, cfg.chunk_size):
-        if store.has_rows("labels", start):
+        if store.has_rows("clean", start, note) and store.has_rows("labels", start, note):
             continue
         images, labels = rows(start, stop)
         store.write_rows("clean", start, images)

@@ -4,7 +4,8 @@ BPDA, EOT or one draw, as the defender declares), through the defender it is eva
 Its adversarial images depend on the defender, so the attack runs inside that defender's
 chunk task; it stores them under ``adv/<attack>/<defender>`` and tracks every iterate (one
 ``steps/`` row per image and iterate, the data of the paper's Fig. 7). A resumed chunk
-whose attack was stored (images and step file) reuses it instead of attacking again.
+whose attack was stored (images and step file, both reading back whole) reuses it instead of
+attacking again; a stored part that does not read back is dropped and the attack redone.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from ride.attacks import Attack, BPDAStep
 from ride.attacks.adaptive import Adaptive, method_text
 from ride.defenders import Defender
 from ride.seeding import derive_seed, generator_for
+from storage.files import Note
 from storage.images import ImageStore, adaptive_adv_name
 from storage.layout import RunLayout
-from storage.steps import read_steps, steps_path
+from storage.steps import read_steps, steps_finished
 
 
 @dataclass(frozen=True)
@@ -46,13 +48,18 @@ class WhiteBoxChunk:
 
 
 def stored_attack(
-    layout: RunLayout, chunk: WhiteBoxChunk, key: str
+    layout: RunLayout, chunk: WhiteBoxChunk, key: str, note: Note | None = None
 ) -> tuple[torch.Tensor, list[Row]] | None:
     """The chunk's adversarial images and step rows of iterates 0..iters-1, when an earlier
-    run stored both; None otherwise."""
+    run stored both and both read back whole (the step file with its iters + 1 rows per
+    image); None otherwise (a bad part is dropped, ``note`` is told)."""
     name = adaptive_adv_name(chunk.attack.id, chunk.defender.id)
     store = ImageStore(layout)
-    if not (store.has_rows(name, chunk.start) and steps_path(layout.steps, key).exists()):
+    step_count = len(chunk.clean) * (attack_iters(chunk.attack) + 1)
+    if not (
+        store.has_rows(name, chunk.start, note)
+        and steps_finished(layout.steps, key, step_count, note)
+    ):
         return None
     stored = read_steps(layout.steps, key)
     stored = stored[stored["iteration"] < attack_iters(chunk.attack)]
@@ -68,7 +75,7 @@ def adaptive_attack(
 ) -> tuple[torch.Tensor, list[Row]]:
     """The white-box attack against the chunk's defender: the final adversarial images (also
     stored) and the step rows of iterates 0..iters-1. Reuses a stored attack on resume."""
-    stored = stored_attack(layout, chunk, key)
+    stored = stored_attack(layout, chunk, key, logger.warning)
     if stored is not None:
         return stored
     cfg, attack, defender = chunk.cfg, chunk.attack, chunk.defender

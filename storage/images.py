@@ -10,7 +10,10 @@ Arrays (all ``(N, C, H, W)`` float32 in [0, 1], chunked along N by one task's im
 Every array is created once, by one process, before any task writes; a task then writes
 exactly one chunk (its ``[start, stop)`` rows), so no two processes ever write the same
 chunk. A chunk counts as written only once its completion marker exists: the marker is
-written after the chunk, so a crash mid-write leaves a chunk that is simply recomputed.
+written after the chunk (and after the chunk was read back), so a crash mid-write leaves a
+chunk that is simply recomputed. A marker is trusted only with its data: a marked chunk that
+fails to decode, is missing (an unwritten chunk reads as the fill value: NaN, labels -1) or
+holds the fill value loses its marker and counts as not written (:meth:`ImageStore.has_rows`).
 """
 
 from __future__ import annotations
@@ -23,11 +26,18 @@ import numpy as np
 import zarr
 from zarr.errors import ContainsArrayError
 
+from storage.files import Note, StorageError, writing
 from storage.layout import RunLayout
 
-
-class StorageError(RuntimeError):
-    """A run directory's image store is inconsistent with what the run expects."""
+__all__ = [
+    "ImageStore",
+    "Note",
+    "StorageError",
+    "adaptive_adv_name",
+    "adv_name",
+    "defended_name",
+    "fill_problem",
+]
 
 
 def adv_name(attack_id: str) -> str:
@@ -88,21 +98,70 @@ class ImageStore:
                 ) from None
 
     def write_rows(self, name: str, start: int, data: np.ndarray) -> None:
-        """Write rows ``[start, start + len(data))`` of ``name`` and mark that chunk done."""
+        """Write rows ``[start, start + len(data))`` of ``name``, check that they read back
+        as written, and mark that chunk done.
+
+        Data holding the array's fill value (NaN; -1 for labels) is refused with a
+        ValueError: it would read as an unwritten chunk. A failed write (disk full,
+        read-only) is a :class:`~storage.files.WriteError` naming the array; the chunk then
+        has no marker and counts as not written.
+        """
         array = self._group("r+")[name]
         assert isinstance(array, zarr.Array)
-        array[start : start + len(data)] = data
-        self._marker(name, start).parent.mkdir(parents=True, exist_ok=True)
-        self._marker(name, start).touch()
+        where = f"{self.layout.images / name} rows {start}-{start + len(data)}"
+        expected = np.asarray(data, dtype=array.dtype)
+        problem = fill_problem(expected, array.fill_value)
+        if problem is not None:
+            raise ValueError(f"refusing to store {where}: {problem}")
+        with writing(self.layout.images / name):
+            array[start : start + len(data)] = expected
+        if not np.array_equal(self.read_rows(name, start, start + len(data)), expected):
+            raise StorageError(f"{where} read back different from what was written")
+        marker = self._marker(name, start)
+        with writing(marker):
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
 
     def read_rows(self, name: str, start: int, stop: int) -> np.ndarray:
         array = self._group("r")[name]
         assert isinstance(array, zarr.Array)
         return np.asarray(array[start:stop])
 
-    def has_rows(self, name: str, start: int) -> bool:
-        """True when the chunk starting at ``start`` was written completely."""
-        return self._marker(name, start).exists()
+    def has_rows(self, name: str, start: int, note: Note | None = None) -> bool:
+        """True when the chunk starting at ``start`` was written completely and reads back.
+
+        Its marker says it was written; its data must also decode and hold no fill value (a
+        deleted chunk reads as all fill). A marked chunk that does not loses its marker, so
+        it counts as not written and is recomputed; ``note`` gets one line saying why.
+        """
+        marker = self._marker(name, start)
+        if not marker.exists():
+            return False
+        problem = self.chunk_problem(name, start)
+        if problem is None:
+            return True
+        with writing(marker):
+            marker.unlink(missing_ok=True)
+        if note is not None:
+            note(f"{problem}; its done marker is dropped and the chunk recomputed")
+        return False
+
+    def chunk_problem(self, name: str, start: int) -> str | None:
+        """Why the stored chunk of ``name`` starting at ``start`` cannot be trusted (it does
+        not decode, or holds the fill value: missing or never written); None when it reads
+        back whole."""
+        try:
+            array = self.array(name)
+            stop = min(start + array.chunks[0], array.shape[0])
+            where = f"{self.layout.images / name} rows {start}-{stop}"
+            data = np.asarray(array[start:stop])
+        except Exception as error:  # any decoding failure: the chunk is not usable
+            text = (str(error).splitlines() or [""])[0]
+            return f"{self.layout.images / name} chunk at row {start} does not decode " + (
+                f"({type(error).__name__}: {text})" if text else f"({type(error).__name__})"
+            )
+        problem = fill_problem(data, array.fill_value)
+        return None if problem is None else f"{where} {problem}"
 
     def array(self, name: str) -> zarr.Array:
         array = self._group("r")[name]
@@ -111,3 +170,17 @@ class ImageStore:
 
     def _marker(self, name: str, start: int) -> Path:
         return self.layout.done / name / f"{start:09d}"
+
+
+def fill_problem(data: np.ndarray, fill: Any) -> str | None:
+    """What in ``data`` reads as never written: NaN in a float array (its fill value), the
+    fill value in an integer one; None when nothing."""
+    if np.issubdtype(data.dtype, np.floating):
+        missing = int(np.isnan(data).sum())
+        what = "NaN"
+    else:
+        missing = int((data == fill).sum())
+        what = f"the fill value {fill}"
+    if not missing:
+        return None
+    return f"holds {missing} {what} value(s) (missing or never written)"

@@ -1,16 +1,17 @@
 """The Parquet result store: one row per (image, attack, defender).
 
-One file per finished task under ``results/``, written to a hidden temporary name and
-renamed, so ``pandas.read_parquet(results_dir)`` and DuckDB's
-``read_parquet('results/*.parquet')`` only ever see whole files. A task whose file
-``<key>.parquet`` exists is finished (storage is the source of truth for resume); a task
-that failed writes ``<key>.failed.parquet`` instead, which a later successful run of the same
-task supersedes.
+One file per finished task under ``results/``, written to a hidden temporary name, fsynced
+and renamed (:func:`storage.files.atomic_file`), so ``pandas.read_parquet(results_dir)`` and
+DuckDB's ``read_parquet('results/*.parquet')`` only ever see whole files. A task whose file
+``<key>.parquet`` exists and reads back whole (footer, schema, row count) is finished
+(storage is the source of truth for resume); an unreadable one (truncated, 0 bytes: what a
+power cut can leave) is renamed ``_<key>.parquet.corrupt``, kept for inspection, and its
+task redone. A task that failed writes ``<key>.failed.parquet`` instead, which a later successful
+run of the same task supersedes.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from storage.files import temporary_sibling
+from storage.files import Note, StorageError, atomic_file, set_aside, writing
 
 DISTANCE_PAIRS = ("adv_clean", "defended_clean", "defended_adv")
 NORMS = ("l1", "l2", "linf")
@@ -76,13 +77,73 @@ def result_path(results_dir: Path, key: str, failed: bool = False) -> Path:
     return results_dir / (f"{key}.failed.parquet" if failed else f"{key}.parquet")
 
 
-def is_finished(results_dir: Path, key: str) -> bool:
-    """True when the task ``key`` already wrote its rows successfully."""
-    return result_path(results_dir, key).exists()
+class UnreadableFile(StorageError):
+    """A stored Parquet file of the run cannot be read (truncated, empty, not Parquet)."""
+
+
+def table_problem(path: Path, schema: pa.Schema, rows: int | None = None) -> str | None:
+    """Why ``path`` is not a whole table: it does not read (footer, data), lacks a column of
+    ``schema`` or holds other than ``rows`` rows (when given). None when it reads back."""
+    try:
+        table = pq.ParquetFile(path).read()
+    except Exception as error:  # pyarrow raises ArrowInvalid, OSError...: all mean unreadable
+        text = (str(error).splitlines() or [""])[0]
+        return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    missing = [name for name in schema.names if name not in table.column_names]
+    if missing:
+        return f"no column {', '.join(missing)}"
+    if rows is not None and table.num_rows != rows:
+        return f"{table.num_rows} rows where {rows} were written"
+    return None
+
+
+def finished_file(
+    path: Path, schema: pa.Schema, rows: int | None = None, note: Note | None = None
+) -> bool:
+    """True when ``path`` exists and reads back whole (:func:`table_problem`). An unreadable
+    one is renamed ``*.corrupt`` (:func:`storage.files.set_aside`), ``note`` is told, and
+    False returned: its task is redone."""
+    if not path.exists():
+        return False
+    problem = table_problem(path, schema, rows)
+    if problem is None:
+        return True
+    aside = set_aside(path)
+    if note is not None:
+        note(f"{path} is unreadable ({problem}); kept as {aside.name}, its task is redone")
+    return False
+
+
+def is_finished(
+    results_dir: Path,
+    key: str,
+    rows: int | None = None,
+    note: Note | None = None,
+    run_id: str | None = None,
+) -> bool:
+    """True when the task ``key`` already wrote its rows successfully: its file reads back
+    with ``rows`` rows (when given). An unreadable file is set aside (:func:`finished_file`).
+
+    With ``run_id``, rows written by another run (a directory adopted with
+    ``--force-claim`` under other settings) do not count: the task is redone for this run.
+    """
+    path = result_path(results_dir, key)
+    if not finished_file(path, SCHEMA, rows, note):
+        return False
+    if run_id is None:
+        return True
+    written_by = set(pq.read_table(path, columns=["run_id"]).column("run_id").to_pylist())
+    if written_by == {run_id}:
+        return True
+    if note is not None:
+        note(f"{path} holds rows of run {', '.join(sorted(written_by))}; redone for {run_id}")
+    return False
 
 
 def write_table(path: Path, rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> Path:
-    """Write ``rows`` (exactly ``schema``'s columns) to ``path`` atomically (temp + rename)."""
+    """Write ``rows`` (exactly ``schema``'s columns) to ``path`` durably and atomically
+    (temp, fsync, rename: :func:`storage.files.atomic_file`); a failed write is a
+    :class:`~storage.files.WriteError` naming ``path``, and leaves ``path`` as it was."""
     if not rows:
         raise ValueError(f"no rows to write to {path.name}")
     for row in rows:
@@ -93,10 +154,10 @@ def write_table(path: Path, rows: Sequence[Mapping[str, Any]], schema: pa.Schema
                 f"rows of {path.name} do not match the schema: missing {missing}, extra {extra}"
             )
     table = pa.Table.from_pylist([dict(row) for row in rows], schema=schema)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_sibling(path)
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as file:
+        pq.write_table(table, file)
     return path
 
 
@@ -114,16 +175,35 @@ def write_results(results_dir: Path, key: str, rows: Sequence[Mapping[str, Any]]
     failed = statuses == {"failed"}
     path = write_table(result_path(results_dir, key, failed=failed), rows, SCHEMA)
     if not failed:
-        result_path(results_dir, key, failed=True).unlink(missing_ok=True)
+        superseded = result_path(results_dir, key, failed=True)
+        with writing(superseded):
+            superseded.unlink(missing_ok=True)
     return path
 
 
+def read_tables(files: Sequence[Path], schema: pa.Schema) -> pa.Table:
+    """The rows of ``files`` as one table of ``schema``; an unreadable file is an
+    :class:`UnreadableFile` naming it (in one line), not pyarrow's error without a name."""
+    try:
+        return pq.read_table([str(p) for p in files], schema=schema)
+    except Exception:
+        for path in files:
+            problem = table_problem(path, schema)
+            if problem is not None:
+                raise UnreadableFile(
+                    f"{path} is unreadable ({problem}); rerun the run (`ride run` with the "
+                    "same --out and settings) to set it aside and redo its task"
+                ) from None
+        raise
+
+
 def read_results(results_dir: Path) -> pd.DataFrame:
-    """All rows of a run, failed rows superseded by a later success dropped."""
+    """All rows of a run, failed rows superseded by a later success dropped. An unreadable
+    file is an :class:`UnreadableFile` naming it."""
     files = sorted(p for p in results_dir.glob("*.parquet") if not p.name.startswith("."))
     if not files:
         return SCHEMA.empty_table().to_pandas()
-    frame = pq.read_table([str(p) for p in files], schema=SCHEMA).to_pandas()
+    frame = read_tables(files, SCHEMA).to_pandas()
     ok_keys = set(
         frame.loc[frame["status"] == "ok", ["attack_id", "defender_id", "index"]].itertuples(
             index=False, name=None

@@ -23,6 +23,38 @@ class RunConfigMismatch(ValueError):
     """The run directory holds a different run."""
 
 
+def holds_results(root: Path) -> bool:
+    """True when ``root`` holds anything a run stores (result or step files, images)."""
+    return (
+        any((root / "results").glob("*.parquet"))
+        or any((root / "steps").glob("*.parquet"))
+        or (root / "images.zarr").exists()
+    )
+
+
+def check_claimable(path: Path, force: bool = False) -> None:
+    """Raise :class:`RunConfigMismatch` when the run directory of ``path`` (its
+    ``run.toml``) holds results but no ``run.toml``: nothing then says which run they belong
+    to. ``force`` (``--force-claim``) adopts them for the run being started."""
+    if path.exists() or force or not holds_results(path.parent):
+        return
+    raise RunConfigMismatch(
+        f"{path.parent} holds results but no run.toml, so which run they belong to is unknown; "
+        "rerun with the settings that made them and --force-claim to adopt them, or use "
+        "another run directory"
+    )
+
+
+def version_note(path: Path, code_version: str) -> str | None:
+    """One line when the run in ``path`` was started by another code version, else None."""
+    if not path.exists():
+        return None
+    recorded = read_run_document(path).get("code_version")
+    if recorded is None or recorded == code_version:
+        return None
+    return f"{path.parent} was started by ride-pipeline {recorded}; resuming it with {code_version}"
+
+
 def read_run_config(path: Path) -> dict[str, Any]:
     """The ``[config]`` table of an existing ``run.toml``."""
     try:
@@ -54,8 +86,8 @@ def check_same_run(path: Path, config: Mapping[str, Any], identity_keys: frozens
 
 
 def read_run_document(path: Path) -> dict[str, Any]:
-    """The whole ``run.toml``: ``code_version``, ``started``, ``command`` (when recorded) and
-    the ``[config]`` table."""
+    """The whole ``run.toml``: ``code_version``, ``started``, ``command`` and ``run_id`` (when
+    recorded) and the ``[config]`` table."""
     try:
         return tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as error:
@@ -68,20 +100,28 @@ def claim_run_dir(
     identity_keys: frozenset[str],
     code_version: str,
     command: str | None = None,
+    *,
+    run_id: str | None = None,
+    force: bool = False,
 ) -> None:
     """Write ``run.toml``, or check that the existing one describes the same run.
 
     ``command`` (what started the run, e.g. the ``ride run`` command line) is recorded
     beside the config, never in it: it is no part of the run's identity, and a resume keeps
-    the command of the first run.
+    the command of the first run. ``run_id`` is recorded too: the report keeps only the rows
+    of that run. A directory that holds results but no ``run.toml`` is refused unless
+    ``force`` (:func:`check_claimable`).
     """
     if path.exists():
         check_same_run(path, config, identity_keys)
         return
+    check_claimable(path, force)
     document: dict[str, Any] = {
         "code_version": code_version,
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    if run_id is not None:
+        document["run_id"] = run_id
     if command is not None:
         document["command"] = command
     document["config"] = _toml_ready(config)

@@ -12,6 +12,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from ride.datasets import DatasetError
+from ride.datasets.imagenet import check_relative
 from storage.files import atomic_write_json
 from storage.images import StorageError
 
@@ -47,5 +49,8 @@ def read_sources(path: Path) -> list[tuple[str, int]]:
             or not isinstance(item[1], int)
         ):
             raise StorageError(f"{path}: entry {i} is not [relative path, label]: {item!r}")
-        out.append((item[0], item[1]))
+        try:
+            out.append((check_relative(item[0], f"{path}: entry {i}"), item[1]))
+        except DatasetError as error:
+            raise StorageError(str(error)) from None
     return out

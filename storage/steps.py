@@ -3,8 +3,9 @@
 Written by the adaptive attacks (BPDA, BPDA+EOT), which defend every iterate anyway: row
 ``iteration = k`` describes the iterate x^(k) after k sign steps (0 = the start) and the
 first defender draw on it; the last iteration (k = iters) is the final adversarial image and
-draw 0 of its re-check. One file per task under ``steps/``, written atomically before the
-task's adversarial images, so a resumed task finds it.
+draw 0 of its re-check. One file per task under ``steps/``, written durably and atomically
+before the task's result file, so a resumed task finds it; like a result file it counts only
+when it reads back whole (:func:`steps_finished`), else it is set aside as ``*.corrupt``.
 
 This is what the paper's Fig. 7 is drawn from: accuracy against the iteration (7b) and the
 distances adversarial-to-clean, defended-to-clean and defended-to-adversarial (7a).
@@ -18,9 +19,9 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from storage.results import DISTANCE_PAIRS, NORMS, write_table
+from storage.files import Note
+from storage.results import DISTANCE_PAIRS, NORMS, finished_file, read_tables, write_table
 
 STEPS_SCHEMA = pa.schema(
     [
@@ -45,6 +46,15 @@ def steps_path(steps_dir: Path, key: str) -> Path:
     return steps_dir / f"{key}.parquet"
 
 
+def steps_finished(
+    steps_dir: Path, key: str, rows: int | None = None, note: Note | None = None
+) -> bool:
+    """True when the task ``key``'s step file exists and reads back whole with ``rows`` rows
+    (when given); an unreadable one is renamed ``*.corrupt`` (see
+    :func:`storage.results.finished_file`) and the attack is redone."""
+    return finished_file(steps_path(steps_dir, key), STEPS_SCHEMA, rows, note)
+
+
 def write_steps(steps_dir: Path, key: str, rows: Sequence[Mapping[str, Any]]) -> Path:
     """Write one task's step rows atomically (they must match :data:`STEPS_SCHEMA`)."""
     return write_table(steps_path(steps_dir, key), rows, STEPS_SCHEMA)
@@ -59,7 +69,7 @@ def read_steps(steps_dir: Path, key: str | None = None) -> pd.DataFrame:
         files = sorted(p for p in steps_dir.glob("*.parquet") if not p.name.startswith("."))
     if not files:
         return STEPS_SCHEMA.empty_table().to_pandas()
-    return pq.read_table([str(p) for p in files], schema=STEPS_SCHEMA).to_pandas()
+    return read_tables(files, STEPS_SCHEMA).to_pandas()
 
 
 def robust_at_every_step(steps: pd.DataFrame) -> pd.Series:

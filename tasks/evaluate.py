@@ -3,13 +3,18 @@
 Each task takes the run directory, the run's config and the chunk's row range (paths, ids
 and small configs, never tensors), calls the plain function of ``pipeline/`` that does the
 work on the worker, and adds what Prefect gives: retries (a lost worker or a full disk
-moment is transient; a bug is not, and ends in ``failed`` rows after the retries), the
-cache of the reusable results (:mod:`tasks.cache`) and the task run's logger.
+moment is transient; a bug is not, and ends in ``failed`` rows after the retries) and the
+task run's logger; the cache of reusable results is :mod:`pipeline.cache`.
+
+A write that fails for good (:class:`storage.files.WriteError`: disk full, read-only) is
+returned as :class:`Unwritable`, not raised: retrying it is pointless, the flow ends the run
+on it, and Prefect logs no traceback for a task that returns.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import get_run_logger, task
@@ -18,16 +23,18 @@ from prefect.exceptions import MissingContextError
 
 from analysis.publish import write_report
 from pipeline import chunks, classifier, sampling
+from pipeline.cache import cached_images, cached_trainer, run_cache
 from pipeline.chunks import ChunkOutcome
 from pipeline.config import RunConfig
 from pipeline.execution import Logger
 from ride.attacks import Attack
 from ride.defenders import Defender
+from storage.files import WriteError
 from storage.layout import RunLayout
-from tasks.cache import adversarial_images, for_run, trained_classifier_state
 
 __all__ = [
     "ChunkOutcome",
+    "Unwritable",
     "attack_chunk",
     "claim_run",
     "defend_chunk",
@@ -36,6 +43,18 @@ __all__ = [
     "record_failure",
     "report",
 ]
+
+
+@dataclass(frozen=True)
+class Unwritable:
+    """A task's write to the run directory failed: ``line`` says which file and why
+    (``cannot write PATH: No space left on device``). What was stored before stays valid."""
+
+    line: str
+
+    @classmethod
+    def of(cls, error: WriteError) -> Unwritable:
+        return cls(str(error))
 
 
 def _logger() -> Logger:
@@ -49,40 +68,53 @@ def _logger() -> Logger:
 @task(name="claim-run-dir")
 def claim_run(out: str, cfg: RunConfig, command: str | None = None) -> None:
     """Write ``run.toml`` (recording ``command``, what started the run), or check that
-    ``out`` holds this same run."""
-    sampling.claim_run(RunLayout(Path(out)), cfg, command)
+    ``out`` holds this same run; a run started by another code version is noted in the log."""
+    note = sampling.claim_run(RunLayout(Path(out)), cfg, command)
+    if note is not None:
+        _logger().warning(note)
 
 
 @task(name="prepare-images", retries=2, retry_delay_seconds=2)
-def prepare_images(out: str, cfg: RunConfig) -> int:
+def prepare_images(out: str, cfg: RunConfig) -> int | Unwritable:
     """Sample the evaluated images into ``clean`` / ``labels``, create every array; the
     number of images (:func:`pipeline.sampling.prepare_images`)."""
-    return sampling.prepare_images(RunLayout(Path(out)), cfg)
+    try:
+        return sampling.prepare_images(RunLayout(Path(out)), cfg, _logger())
+    except WriteError as error:
+        return Unwritable.of(error)
 
 
 @task(name="prepare-classifier", retries=1)
 def prepare_classifier(out: str, cfg: RunConfig) -> float:
     """The run's classifier in ``classifier.pt`` (trained through the cache when it must be
     trained) and its clean accuracy (:func:`pipeline.classifier.prepare_classifier`)."""
-    train = for_run(trained_classifier_state, cfg)
+    train = cached_trainer(run_cache(cfg), logger=_logger())
     return classifier.prepare_classifier(RunLayout(Path(out)), cfg, train)
 
 
 @task(name="attack-chunk", retries=2, retry_delay_seconds=2)
-def attack_chunk(out: str, cfg: RunConfig, attack: Attack, start: int, stop: int) -> ChunkOutcome:
+def attack_chunk(
+    out: str, cfg: RunConfig, attack: Attack, start: int, stop: int
+) -> ChunkOutcome | Unwritable:
     """Gray-box adversarial images of rows ``[start, stop)``; they do not depend on a defender,
-    so they come from the cache when an earlier run made them (``adversarial-images``)."""
-    images = for_run(adversarial_images, cfg)
-    return chunks.attack_chunk(out, cfg, attack, start, stop, images)
+    so they come from the cache when an earlier run made them (:mod:`pipeline.cache`)."""
+    images = cached_images(run_cache(cfg), logger=_logger())
+    try:
+        return chunks.attack_chunk(out, cfg, attack, start, stop, images, _logger())
+    except WriteError as error:
+        return Unwritable.of(error)
 
 
 @task(name="defend-chunk", retries=2, retry_delay_seconds=2)
 def defend_chunk(
     out: str, cfg: RunConfig, attack: Attack, defender: Defender, start: int, stop: int
-) -> ChunkOutcome:
+) -> ChunkOutcome | Unwritable:
     """Defend rows ``[start, stop)`` against one attack (running it first when it is
     white-box), classify, store images and rows (:func:`pipeline.chunks.defend_chunk`)."""
-    return chunks.defend_chunk(out, cfg, attack, defender, start, stop, _logger())
+    try:
+        return chunks.defend_chunk(out, cfg, attack, defender, start, stop, _logger())
+    except WriteError as error:
+        return Unwritable.of(error)
 
 
 @task(name="record-failure")
@@ -94,16 +126,23 @@ def record_failure(
     start: int,
     stop: int,
     error: str,
-) -> None:
+) -> Unwritable | None:
     """Write ``failed`` rows for a chunk whose task failed after its retries."""
-    chunks.record_failure(out, cfg, attack, defender, start, stop, error)
+    try:
+        chunks.record_failure(out, cfg, attack, defender, start, stop, error)
+    except WriteError as unwritable:
+        return Unwritable.of(unwritable)
+    return None
 
 
 @task(name="report")
-def report(out: str) -> str:
+def report(out: str) -> str | Unwritable:
     """The accuracy tables of the run as markdown, also a Prefect artifact and ``report.md``;
     the figures under ``figures/``."""
-    markdown, _, problems = write_report(RunLayout(Path(out)))
+    try:
+        markdown, _, problems = write_report(RunLayout(Path(out)))
+    except WriteError as error:
+        return Unwritable.of(error)
     for problem in problems:
         _logger().warning("figure not drawn: %s", problem)
     create_markdown_artifact(markdown=markdown, key="ride-accuracy", description=f"ride run {out}")

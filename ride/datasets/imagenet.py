@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import ClassVar
 
 import numpy as np
@@ -50,6 +50,22 @@ class _ImageNetListing:
     num_classes: int
 
 
+def check_relative(name: str, where: str) -> str:
+    """``name`` when it is a relative path that stays inside the data folder; else a
+    DatasetError naming ``where`` (the file and line that gave it).
+
+    Checked on the text, before any file is touched: an absolute path or a ``..`` component
+    is refused, so a list file can never make a run read outside ``--data-dir``. (Symbolic
+    links inside the folder are the folder owner's choice and are followed.)
+    """
+    parts = PurePosixPath(name).parts
+    if not name or PurePosixPath(name).is_absolute() or name.startswith("~") or ".." in parts:
+        raise DatasetError(
+            f"{where}: image path {name!r} leaves the data folder; give paths relative to it"
+        )
+    return name
+
+
 def _is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
 
@@ -69,7 +85,7 @@ def _read_labels_file(data_dir: Path, labels_file: Path) -> list[tuple[str, int]
             raise DatasetError(
                 f"{labels_file}:{number}: expected '<filename> <class_index>', got {text[:60]!r}"
             )
-        name, label = parts[0], int(parts[1])
+        name, label = check_relative(parts[0], f"{labels_file}:{number}"), int(parts[1])
         if name in out:
             raise DatasetError(f"{labels_file}:{number}: {name} is listed twice")
         if not (data_dir / name).is_file():
@@ -166,7 +182,7 @@ def load_imagenet_images(
         raise ValueError(f"need 1 <= size <= resize, got size={size}, resize={resize}")
     out = torch.empty((len(files), 3, size, size), dtype=torch.float32)  # (N, 3, size, size)
     for i, (name, _) in enumerate(files):
-        path = Path(data_dir) / name
+        path = Path(data_dir) / check_relative(name, "image list")
         try:
             with Image.open(path) as im:
                 im.load()

@@ -6,7 +6,9 @@ import importlib
 import inspect
 from pathlib import Path
 
+import pytest
 import yaml
+from prefect.states import State
 
 from pipeline.config import RunConfig, load_preset
 from pipeline.train import TrainSettings
@@ -38,3 +40,24 @@ def test_every_deployment_points_at_a_flow_with_matching_parameters() -> None:
         else:
             RunConfig.from_mapping(settings)
         assert deployment["work_pool"]["name"] == "ride-process"
+
+
+def test_a_run_stopped_by_a_failed_write_fails_the_deployment_flow_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Not Completed with a summary nobody reads: Failed, with the line the CLI prints."""
+    import flows.deployments as deployments
+
+    line = f"cannot write {tmp_path}/results/x.parquet: No space left on device"
+
+    class StoppedFlow:
+        def with_options(self, **_: object) -> StoppedFlow:
+            return self
+
+        def __call__(self, **_: object) -> dict[str, object]:
+            return {"unwritable": line}
+
+    monkeypatch.setattr(deployments, "evaluate", StoppedFlow())
+    state = deployments.evaluate_deployment.fn(out=str(tmp_path / "run"), settings={"limit": 2})
+    assert isinstance(state, State) and state.is_failed()
+    assert state.message == f"{line}; free space and run it again"

@@ -88,20 +88,22 @@ def test_run_resume_and_failed_chunk(prefect_server: str, tmp_path: Path) -> Non
     assert main(["run", "--out", str(out), *ARGS]) == 0
     assert snapshot(results) == first
 
-    # A chunk whose adversarial images are unreadable fails after its retries, is recorded
-    # as failed rows, and the run goes on; the exit status says so.
+    # A chunk whose adversarial images are unusable (they decode, but hold inf, which the
+    # median filter passes on against the defender protocol) fails after its retries, is
+    # recorded as failed rows, and the run goes on; the exit status says so. (A chunk that
+    # does not decode is recomputed instead: tests/faults/test_storage.py.)
     (results / f"{PGD}__median-k3__0000002-0000004.parquet").unlink()
+    zarr.open_array(str(out / "images.zarr" / "adv" / PGD), mode="r+")[2:4] = np.inf
     chunk = out / "images.zarr" / "adv" / PGD / "c" / "1" / "0" / "0" / "0"
-    chunk.write_bytes(b"corrupt")
     assert main(["run", "--out", str(out), *ARGS]) == 3
     frame = pd.read_parquet(results)
     failed = frame[frame["status"] == "failed"]
     assert sorted(failed["index"]) == [2, 3] and failed["error"].str.len().gt(0).all()
     assert len(frame) == 24
 
-    # Repairing the input and rerunning supersedes the failed rows.
+    # Repairing the input (a deleted chunk loses its done marker and is recomputed) and
+    # rerunning supersedes the failed rows.
     chunk.unlink()
-    (out / ".done" / "adv" / PGD / f"{2:09d}").unlink()
     assert main(["run", "--out", str(out), *ARGS]) == 0
     frame = pd.read_parquet(results)
     assert len(frame) == 24 and set(frame["status"]) == {"ok"}
@@ -113,12 +115,13 @@ def test_run_resume_and_failed_chunk(prefect_server: str, tmp_path: Path) -> Non
     # `ride report` reads only Parquet and writes report.md.
     assert main(["report", str(out)]) == 0
 
-    # An attack chunk that fails (its clean rows are unreadable): the defence chunks waiting
-    # for it never run, and are recorded as failed with the attack's error.
+    # An attack chunk that fails (its clean rows hold inf, so its images come out NaN, which
+    # the store refuses): the defence chunks waiting for it never run, and are recorded as
+    # failed with the attack's error.
     for path in results.glob(f"{PGD}__*__0000002-0000004.parquet"):
         path.unlink()
     (out / ".done" / "adv" / PGD / f"{2:09d}").unlink()
-    (out / "images.zarr" / "clean" / "c" / "1" / "0" / "0" / "0").write_bytes(b"corrupt")
+    zarr.open_array(str(out / "images.zarr" / "clean"), mode="r+")[2:4] = np.inf
     assert main(["run", "--out", str(out), *ARGS]) == 3
     frame = pd.read_parquet(results)
     failed = frame[frame["status"] == "failed"]

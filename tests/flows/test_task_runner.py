@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import dask
 import pytest
@@ -47,3 +48,22 @@ def test_local_workers_run_without_profiler_and_malloc_trimming(
     assert settings == [(False, str(WORKER_MALLOC_TRIM_THRESHOLD))]
     assert dask.config.get("distributed.worker.profile.enabled")  # the caller's config is untouched
     assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"  # and so is its environment
+
+
+def worker_signal_handlers() -> tuple[object, object]:
+    return signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+
+
+def test_local_workers_leave_terminal_signals_to_ride() -> None:
+    """A Ctrl-C or SIGTERM to ride's process group must not reach into the workers (they
+    printed tracebacks): ride stops them through their nannies."""
+    with (
+        local_cluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        handlers = list(client.run(worker_signal_handlers).values())
+    assert handlers == [(signal.SIG_IGN, signal.SIG_IGN)]
+    assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN  # this process keeps its own
+    assert dask.config.get("distributed.worker.preload") == []  # and its config

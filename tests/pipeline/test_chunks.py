@@ -100,6 +100,62 @@ def test_attack_then_defend_chunks_store_images_and_rows(tmp_path: Path) -> None
     assert frame["adv_clean_linf"].item() <= attack.eps + 1e-6
 
 
+def test_a_stored_output_that_does_not_read_back_is_recomputed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Markers and result files are trusted only with their data: a deleted adversarial or
+    defended chunk, or a cut-short result file, is dropped and its chunk redone."""
+    out = str(tmp_path)
+    layout = RunLayout(tmp_path)
+    save_classifier(build_classifier("mnist-cnn"), layout.classifier, "mnist-cnn")
+    prepare_images(layout, CFG)
+    attack, defender = CFG.attack_configs()[0], CFG.defender_configs()[0]
+    store = ImageStore(layout)
+    adv, defended = adv_name(attack.id), defended_name(attack.id, defender.id)
+    attack_chunk(out, CFG, attack, 0, 2)
+    defend_chunk(out, CFG, attack, defender, 0, 2)
+    adv_before, defended_before = store.read_rows(adv, 0, 2), store.read_rows(defended, 0, 2)
+    chunk = ("c", "0", "0", "0", "0")
+
+    layout.images.joinpath(adv, *chunk).unlink()
+    assert attack_chunk(out, CFG, attack, 0, 2).action == "ran"
+    np.testing.assert_array_equal(store.read_rows(adv, 0, 2), adv_before)
+    layout.images.joinpath(defended, *chunk).unlink()
+    assert defend_chunk(out, CFG, attack, defender, 0, 2).action == "ran"
+    np.testing.assert_array_equal(store.read_rows(defended, 0, 2), defended_before)
+    result = layout.results / f"{result_key(attack.id, defender.id, 0, 2)}.parquet"
+    result.write_bytes(result.read_bytes()[:100])
+    assert defend_chunk(out, CFG, attack, defender, 0, 2).action == "ran"
+    assert len(read_results(layout.results)) == 2
+    assert result.with_name(f"_{result.name}.corrupt").exists()
+    assert defend_chunk(out, CFG, attack, defender, 0, 2).action == "skipped"
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 3 and all("redone" in w or "recomputed" in w for w in warned)
+
+
+def test_a_cut_short_step_file_makes_the_white_box_attack_run_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, layout = _white_box_run(tmp_path)
+    attack, defender = WHITE_BOX.attack_configs()[0], WHITE_BOX.defender_configs()[0]
+    key = result_key(attack.id, defender.id, 0, 3)
+    (layout.results / f"{key}.parquet").unlink()
+    path = steps_path(layout.steps, key)
+    path.write_bytes(b"")  # what a power cut can leave
+    calls: list[str] = []
+    real_perturb = BPDAEOT.perturb
+
+    def counting_perturb(self: BPDAEOT, *args: Any, **kwargs: Any) -> torch.Tensor:
+        calls.append("attack")
+        return real_perturb(self, *args, **kwargs)
+
+    monkeypatch.setattr(BPDAEOT, "perturb", counting_perturb)
+    assert defend_chunk(out, WHITE_BOX, attack, defender, 0, 3).action == "ran"
+    assert calls == ["attack"]
+    assert path.with_name(f"_{path.name}.corrupt").exists()
+    assert len(read_steps(layout.steps, key)) == 3 * 4
+
+
 def test_a_failed_chunk_records_one_failed_row_per_image(tmp_path: Path) -> None:
     layout = RunLayout(tmp_path)
     prepare_images(layout, CFG)

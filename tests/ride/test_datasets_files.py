@@ -383,3 +383,18 @@ def test_registry_and_digits_limit() -> None:
         load_dataset("digits", "test", limit=-1)
     with pytest.raises(ValueError, match="sources must name 2 files, got 1"):
         ImageSet("x", torch.zeros(2, 1, 2, 2), torch.zeros(2, dtype=torch.int64), 2, ("a",))
+
+
+@pytest.mark.parametrize("name", ["../outside/x.JPEG", "/etc/x.JPEG", "a/../../x.JPEG", "~/x.JPEG"])
+def test_labels_file_paths_may_not_leave_the_data_folder(tmp_path: Path, name: str) -> None:
+    """Refused on the text, even when the file it names exists and is an image."""
+    data, outside = tmp_path / "val", tmp_path / "outside"
+    data.mkdir()
+    outside.mkdir()
+    noise_image(np.random.default_rng(0), 8, 8).save(outside / "x.JPEG")
+    noise_image(np.random.default_rng(1), 8, 8).save(data / "in.JPEG")
+    (data / "labels.txt").write_text(f"in.JPEG 0\n{name} 1\n")
+    with pytest.raises(DatasetError, match=r"labels\.txt:2: image path .* leaves the data folder"):
+        imagenet_files(data)
+    with pytest.raises(DatasetError, match="leaves the data folder"):
+        load_imagenet_images(data, [(name, 1)])

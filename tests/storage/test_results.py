@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +12,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+import storage.files
+from storage.files import WriteError, atomic_write_bytes
 from storage.results import (
     SCHEMA,
+    UnreadableFile,
     is_finished,
     read_results,
     result_key,
@@ -99,3 +104,104 @@ def test_pandas_and_duckdb_see_the_same_rows(tmp_path: Path) -> None:
 def test_empty_store_reads_as_empty_frame_with_columns(tmp_path: Path) -> None:
     frame = read_results(tmp_path)
     assert frame.empty and list(frame.columns) == SCHEMA.names
+
+
+def broken(path: Path, how: str) -> bytes:
+    """Break a written file as a power cut can: cut it in half, or leave it empty."""
+    data = path.read_bytes()[: len(path.read_bytes()) // 2] if how == "truncated" else b""
+    path.write_bytes(data)
+    return data
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty"])
+def test_an_unreadable_file_is_not_finished_and_set_aside(tmp_path: Path, how: str) -> None:
+    path = write_results(tmp_path, KEY, [make_row(0), make_row(1)])
+    data = broken(path, how)
+    notes: list[str] = []
+    assert not is_finished(tmp_path, KEY, 2, notes.append)
+    aside = tmp_path / f"_{path.name}.corrupt"
+    assert not path.exists() and aside.read_bytes() == data  # kept for inspection
+    assert len(notes) == 1 and path.name in notes[0] and aside.name in notes[0]
+    write_results(tmp_path, result_key("none", "median-k3", 0, 1), [make_row(0)])
+    assert len(read_results(tmp_path)) == len(pd.read_parquet(tmp_path)) == 1  # out of the way
+    write_results(tmp_path, KEY, [make_row(0), make_row(1)])  # the task redone
+    assert is_finished(tmp_path, KEY, 2)
+    broken(path, how)
+    assert not is_finished(tmp_path, KEY, 2)  # a second bad copy does not replace the first
+    assert aside.read_bytes() == data and (tmp_path / f"_{path.name}.corrupt-2").exists()
+
+
+def test_a_file_with_other_than_its_rows_is_not_finished(tmp_path: Path) -> None:
+    write_results(tmp_path, KEY, [make_row(0)])
+    notes: list[str] = []
+    assert is_finished(tmp_path, KEY)  # no row count asked: readable is enough
+    assert not is_finished(tmp_path, KEY, 2, notes.append)
+    assert "1 rows where 2 were written" in notes[0]
+
+
+def test_reading_an_unreadable_file_names_it_in_one_line(tmp_path: Path) -> None:
+    write_results(tmp_path, KEY, [make_row(0), make_row(1)])
+    other = write_results(tmp_path, result_key("none", "median-k3", 0, 2), [make_row(0)])
+    broken(other, "truncated")
+    with pytest.raises(UnreadableFile) as raised:
+        read_results(tmp_path)
+    assert str(other) in str(raised.value) and len(str(raised.value).splitlines()) == 1
+
+
+def test_a_write_is_fsynced_before_its_rename_and_its_folder_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What makes a power cut leave the old file or the whole new one, never a 0-byte one."""
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        events.append(f"fsync {'dir' if os.path.isdir(target) else Path(target).name}")
+        real_fsync(fd)
+
+    def replace(src: Any, dst: Any) -> None:
+        events.append(f"replace {Path(src).name} -> {Path(dst).name}")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(storage.files.os, "fsync", fsync)
+    monkeypatch.setattr(storage.files.os, "replace", replace)
+    path = write_results(tmp_path, KEY, [make_row(0)])
+    tmp = f".{path.name}.{os.getpid()}.tmp"
+    assert events == [f"fsync {tmp}", f"replace {tmp} -> {path.name}", "fsync dir"]
+    events.clear()
+    atomic_write_bytes(tmp_path / "report.md", b"# report")
+    assert events[0].startswith("fsync .report.md") and events[-1] == "fsync dir"
+
+
+def test_a_failed_write_names_the_file_and_leaves_the_stored_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_results(tmp_path, KEY, [make_row(0), make_row(1)])
+    stored = path.read_bytes()
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(storage.files.os, "fsync", full)
+    with pytest.raises(WriteError) as raised:
+        write_results(tmp_path, KEY, [make_row(0, correct=False), make_row(1)])
+    assert str(raised.value) == f"cannot write {path}: No space left on device"
+    assert isinstance(raised.value, OSError) and raised.value.errno == errno.ENOSPC
+    assert path.read_bytes() == stored  # what was stored stays valid
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left behind
+
+
+def test_rows_of_another_run_do_not_finish_a_task(tmp_path: Path) -> None:
+    """A directory adopted with --force-claim under other settings: the stored file of a
+    task of the same key was written by another run, so the task is redone, and said so."""
+    rows = [make_row(index=i) for i in range(2)]
+    write_results(tmp_path, "k", rows)
+    notes: list[str] = []
+    run_id = rows[0]["run_id"]
+    assert is_finished(tmp_path, "k", 2, notes.append, run_id=run_id)
+    assert not is_finished(tmp_path, "k", 2, notes.append, run_id="digits-other")
+    assert notes == [
+        f"{tmp_path / 'k.parquet'} holds rows of run {run_id}; redone for digits-other"
+    ]
+    assert (tmp_path / "k.parquet").exists()  # kept: the redo replaces it

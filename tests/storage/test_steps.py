@@ -9,10 +9,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from storage.results import UnreadableFile
 from storage.steps import (
     STEPS_SCHEMA,
     read_steps,
     robust_at_every_step,
+    steps_finished,
     steps_path,
     write_steps,
 )
@@ -46,6 +48,18 @@ def test_steps_round_trip_with_the_fixed_schema(tmp_path: Path) -> None:
     assert read_steps(tmp_path, "key").equals(frame)
     assert read_steps(tmp_path, "other").empty
     assert not list(tmp_path.glob(".*"))  # no temporary file left behind
+
+
+def test_a_step_file_counts_only_when_it_reads_back_whole(tmp_path: Path) -> None:
+    path = write_steps(tmp_path, "key", [step_row(i, k, True) for i in range(2) for k in range(3)])
+    assert steps_finished(tmp_path, "key", 6) and not steps_finished(tmp_path, "other")
+    path.write_bytes(path.read_bytes()[:-10])  # the footer cut off
+    with pytest.raises(UnreadableFile, match=r"key\.parquet is unreadable"):
+        read_steps(tmp_path)
+    notes: list[str] = []
+    assert not steps_finished(tmp_path, "key", 6, notes.append)
+    assert (tmp_path / "_key.parquet.corrupt").exists() and "redone" in notes[0]
+    assert read_steps(tmp_path).empty
 
 
 def test_rows_must_match_the_schema(tmp_path: Path) -> None:

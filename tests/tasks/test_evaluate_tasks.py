@@ -1,21 +1,24 @@
 """The chunk tasks are thin wrappers of ``pipeline/``: what they add is Prefect's (names,
-retries, the cache of reusable results); the work is tested in ``tests/pipeline``."""
+retries, the run logger); the work is tested in ``tests/pipeline``."""
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from pipeline.chunks import gray_box_images
-from pipeline.classifier import train_state
 from pipeline.config import RunConfig
 from ride.classifiers import build_classifier, save_classifier
+from storage.files import WriteError
 from storage.images import ImageStore, adv_name
 from storage.layout import RunLayout
-from tasks.cache import adversarial_images, for_run, trained_classifier_state
+from tasks import evaluate
 from tasks.evaluate import (
+    Unwritable,
     attack_chunk,
     claim_run,
     defend_chunk,
@@ -40,26 +43,14 @@ def test_tasks_keep_their_names_and_retries() -> None:
         defend_chunk: ("defend-chunk", 2),
         record_failure: ("record-failure", 0),
         report: ("report", 0),
-        trained_classifier_state: ("train-classifier", 1),
-        adversarial_images: ("adversarial-images", 2),
     }
     for task, (name, retries) in tasks.items():
         assert (task.name, task.retries) == (name, retries)
 
 
-def test_the_cached_tasks_run_the_pipeline_functions_and_no_cache_calls_them_plainly() -> None:
-    assert adversarial_images.fn is gray_box_images
-    assert trained_classifier_state.fn is train_state
-    uncached = RunConfig.from_mapping({"cache": False})
-    assert for_run(adversarial_images, uncached) is gray_box_images
-    cached = for_run(adversarial_images, CFG)
-    assert cached.persist_result and cached.cache_policy is not None
-
-
 def test_attack_then_defend_tasks_store_images_and_rows(
     prefect_server: str, tmp_path: Path
 ) -> None:
-    """(The attack task's cached sub-task talks to the session's Prefect server.)"""
     out = str(tmp_path)
     layout = RunLayout(tmp_path)
     save_classifier(build_classifier("mnist-cnn"), layout.classifier, "mnist-cnn")
@@ -80,3 +71,18 @@ def test_attack_then_defend_tasks_store_images_and_rows(
     frame = pd.read_parquet(layout.results).sort_values("index")
     assert list(frame["index"]) == [0, 1, 2]
     assert list(frame["status"]) == ["failed", "failed", "ok"]
+
+
+def test_a_failed_write_is_returned_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Disk full: the task returns the one line (no retry, no traceback from Prefect)."""
+
+    def full(*args: Any, **kwargs: Any) -> None:
+        raise WriteError(errno.ENOSPC, "No space left on device", "/out/results/x.parquet")
+
+    for name in ("attack_chunk", "defend_chunk", "record_failure"):
+        monkeypatch.setattr(evaluate.chunks, name, full)
+    attack, defender = CFG.attack_configs()[0], CFG.defender_configs()[0]
+    line = Unwritable("cannot write /out/results/x.parquet: No space left on device")
+    assert attack_chunk.fn("/out", CFG, attack, 0, 2) == line
+    assert defend_chunk.fn("/out", CFG, attack, defender, 0, 2) == line
+    assert record_failure.fn("/out", CFG, attack, defender, 0, 2, "boom") == line

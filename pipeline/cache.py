@@ -1,0 +1,130 @@
+"""Caching across runs: work that does not depend on what changed is not redone.
+
+Two results are reused between run directories: the trained classifier (it depends on the
+dataset's train split, the seed, the network and the training settings) and each chunk of
+gray-box adversarial images (the clean images, the classifier and the attack, not any
+defender). A second run that adds a defender, or reruns the same protocol into another
+``out``, gets both from the cache; changing an attack setting recomputes only that attack's
+chunks.
+
+An entry's key is a digest of everything its result depends on: the key dataclass of
+:mod:`pipeline.keys` (data, classifier and ``ride`` source digests), the attack's settings
+and the source of the function that computes it. Entries live in the cache folder
+(``cache_dir``, ``$RIDE_CACHE_DIR``, default ``~/.cache/ride-pipeline``) in formats that load
+without running code (:mod:`storage.cache`); an entry that is refused there is logged and
+computed again. The run directory stays the source of truth for a run: the chunk tasks copy
+what the cache gives into it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.chunks import GrayBoxImages, gray_box_images
+from pipeline.classifier import Trainer, train_state
+from pipeline.config import RunConfig
+from pipeline.execution import Logger, default_logger
+from pipeline.keys import ChunkKey, ClassifierKey
+from ride.attacks import Attack
+from ride.datasets import ImageSet, dataset_shape
+from storage.cache import CacheEntryRefused, ResultCache
+
+CACHE_ENV = "RIDE_CACHE_DIR"
+
+
+def default_cache_dir() -> Path:
+    """``$RIDE_CACHE_DIR``, else ``~/.cache/ride-pipeline``."""
+    configured = os.environ.get(CACHE_ENV)
+    return Path(configured) if configured else Path.home() / ".cache" / "ride-pipeline"
+
+
+def run_cache(cfg: RunConfig) -> ResultCache | None:
+    """The cache the run ``cfg`` reads and writes; None with ``cache = false``."""
+    if not cfg.cache:
+        return None
+    return ResultCache(Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir())
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-ready form of a key part: dataclasses by type and fields, the rest as is."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        kind = f"{type(value).__module__}.{type(value).__qualname__}"
+        fields = {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {"type": kind, **fields}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def entry_key(compute: Callable[..., Any], *parts: Any) -> str:
+    """The cache key of ``compute(*parts)``: a digest of its source (a callable object's:
+    its class's) and of ``parts``."""
+    code = compute if inspect.isroutine(compute) else type(compute)
+    document = {
+        "function": f"{code.__module__}.{code.__qualname__}",
+        "source": inspect.getsource(code),
+        "parts": [_plain(part) for part in parts],
+    }
+    text = json.dumps(document, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def cached_images(
+    cache: ResultCache | None,
+    compute: GrayBoxImages = gray_box_images,
+    logger: Logger | None = None,
+) -> GrayBoxImages:
+    """``compute`` (a chunk's gray-box adversarial images) through ``cache``."""
+    if cache is None:
+        return compute
+    log = default_logger(logger)
+
+    def images(out: str, attack: Attack, key: ChunkKey) -> np.ndarray:
+        name = entry_key(compute, attack, key)
+        shape = (key.stop - key.start, *dataset_shape(key.dataset))
+        try:
+            found = cache.load_array(name, shape)
+        except CacheEntryRefused as refused:
+            log.warning("cache entry refused, computing it again: %s", refused)
+            found = None
+        if found is not None:
+            return found
+        array = compute(out, attack, key)
+        cache.save_array(name, array)
+        return array
+
+    return images
+
+
+def cached_trainer(
+    cache: ResultCache | None, compute: Trainer = train_state, logger: Logger | None = None
+) -> Trainer:
+    """``compute`` (a classifier's training) through ``cache``."""
+    if cache is None:
+        return compute
+    log = default_logger(logger)
+
+    def train(key: ClassifierKey, split: ImageSet) -> dict[str, torch.Tensor]:
+        name = entry_key(compute, key)
+        try:
+            found = cache.load_tensors(name)
+        except CacheEntryRefused as refused:
+            log.warning("cache entry refused, training again: %s", refused)
+            found = None
+        if found is not None:
+            return found
+        state = compute(key, split)
+        cache.save_tensors(name, state)
+        return state
+
+    return train
