@@ -9,22 +9,23 @@ arbitrary objects, so a file planted in a shared cache folder can at worst be re
 executed. An entry that does not load, or is not what its key promises (shape, dtype,
 values), counts as absent and is computed and written again.
 
-Entries are written to a hidden temporary name and renamed, so two workers that compute the
-same entry at once each leave a whole file. The folder is created private (mode 0700): whoever
-can write into a cache can change the results of every run that reads it.
+Entries are written like every file of a run (``storage.files.atomic_file``: a hidden
+temporary name, fsynced, renamed), so two workers that compute the same entry at once each
+leave a whole file, and a failed write is a one-line ``WriteError``. The folder is created
+private (mode 0700): whoever can write into a cache can change the results of every run that
+reads it.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from storage.files import temporary_sibling
+from storage.files import atomic_file
 
 
 class CacheEntryRefused(ValueError):
@@ -36,15 +37,6 @@ def _private_dir(path: Path) -> Path:
     existing folder keeps its mode (a shared cache is set up on purpose)."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
-
-
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = temporary_sibling(path)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -88,11 +80,8 @@ class ResultCache:
         _private_dir(path.parent.parent)
         path.parent.mkdir(exist_ok=True)
 
-        def write(tmp: Path) -> None:
-            with tmp.open("wb") as handle:
-                np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
-
-        _write_atomically(path, write)
+        with atomic_file(path) as file:
+            np.save(file, np.ascontiguousarray(array), allow_pickle=False)
 
     def load_tensors(self, key: str) -> dict[str, torch.Tensor] | None:
         """The tensors stored under ``key`` (on the CPU), or None when there are none.
@@ -121,4 +110,5 @@ class ResultCache:
         _private_dir(path.parent.parent)
         path.parent.mkdir(exist_ok=True)
         cpu = {name: value.detach().cpu() for name, value in state.items()}
-        _write_atomically(path, lambda tmp: torch.save(cpu, tmp))
+        with atomic_file(path) as file:
+            torch.save(cpu, file)

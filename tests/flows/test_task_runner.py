@@ -33,9 +33,16 @@ def worker_settings() -> tuple[bool, str | None]:
     )
 
 
-def test_local_workers_run_without_profiler_and_malloc_trimming(
+def worker_signal_handlers() -> tuple[object, object]:
+    return signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+
+
+def test_local_workers_are_tuned_for_ride_and_leave_terminal_signals_to_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """No profiler and no malloc trimming in the workers (they slowed RIDE's fits), and a
+    Ctrl-C or SIGTERM to ride's process group does not reach into them (they printed
+    tracebacks): ride stops them through their nannies. The caller keeps its own settings."""
     # What an in-process Dask worker leaves in the environment: it must not win.
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
     with (
@@ -45,25 +52,10 @@ def test_local_workers_run_without_profiler_and_malloc_trimming(
         Client(cluster) as client,
     ):
         settings = list(client.run(worker_settings).values())
-    assert settings == [(False, str(WORKER_MALLOC_TRIM_THRESHOLD))]
-    assert dask.config.get("distributed.worker.profile.enabled")  # the caller's config is untouched
-    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"  # and so is its environment
-
-
-def worker_signal_handlers() -> tuple[object, object]:
-    return signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-
-
-def test_local_workers_leave_terminal_signals_to_ride() -> None:
-    """A Ctrl-C or SIGTERM to ride's process group must not reach into the workers (they
-    printed tracebacks): ride stops them through their nannies."""
-    with (
-        local_cluster(
-            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
         handlers = list(client.run(worker_signal_handlers).values())
+    assert settings == [(False, str(WORKER_MALLOC_TRIM_THRESHOLD))]
     assert handlers == [(signal.SIG_IGN, signal.SIG_IGN)]
-    assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN  # this process keeps its own
-    assert dask.config.get("distributed.worker.preload") == []  # and its config
+    assert dask.config.get("distributed.worker.profile.enabled")  # the caller's config is untouched
+    assert dask.config.get("distributed.worker.preload") == []
+    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"  # and so is its environment
+    assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN  # and its own handlers

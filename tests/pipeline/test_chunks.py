@@ -34,6 +34,19 @@ WHITE_BOX = RunConfig.from_mapping(
 VOLATILE = {"seconds", "worker"}
 
 
+def count_attacks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A list that gets one item per run of the BPDA+EOT attack from now on."""
+    calls: list[str] = []
+    real_perturb = BPDAEOT.perturb
+
+    def counting_perturb(self: BPDAEOT, *args: Any, **kwargs: Any) -> torch.Tensor:
+        calls.append("attack")
+        return real_perturb(self, *args, **kwargs)
+
+    monkeypatch.setattr(BPDAEOT, "perturb", counting_perturb)
+    return calls
+
+
 def test_rows_of_a_chunk_equal_rows_of_its_images_one_by_one() -> None:
     """Per-image seeds: a chunk's results do not depend on the chunk size (up to float32
     rounding: the batched RIDE engine's grouped convolution rounds differently per size)."""
@@ -142,14 +155,7 @@ def test_a_cut_short_step_file_makes_the_white_box_attack_run_again(
     (layout.results / f"{key}.parquet").unlink()
     path = steps_path(layout.steps, key)
     path.write_bytes(b"")  # what a power cut can leave
-    calls: list[str] = []
-    real_perturb = BPDAEOT.perturb
-
-    def counting_perturb(self: BPDAEOT, *args: Any, **kwargs: Any) -> torch.Tensor:
-        calls.append("attack")
-        return real_perturb(self, *args, **kwargs)
-
-    monkeypatch.setattr(BPDAEOT, "perturb", counting_perturb)
+    calls = count_attacks(monkeypatch)
     assert defend_chunk(out, WHITE_BOX, attack, defender, 0, 3).action == "ran"
     assert calls == ["attack"]
     assert path.with_name(f"_{path.name}.corrupt").exists()
@@ -226,14 +232,7 @@ def test_a_resumed_bpda_chunk_reuses_its_stored_attack(
 
     # Killed after the attack was stored, before the results: the attack is not rerun.
     (layout.results / f"{key}.parquet").unlink()
-    calls: list[str] = []
-    real_perturb = BPDAEOT.perturb
-
-    def counting_perturb(self: BPDAEOT, *args: Any, **kwargs: Any) -> torch.Tensor:
-        calls.append("attack")
-        return real_perturb(self, *args, **kwargs)
-
-    monkeypatch.setattr(BPDAEOT, "perturb", counting_perturb)
+    calls = count_attacks(monkeypatch)
     assert defend_chunk(out, WHITE_BOX, attack, defender, 0, 3).action == "ran"
     assert calls == []
     after = read_results(layout.results)
