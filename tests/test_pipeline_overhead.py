@@ -33,6 +33,11 @@ def test_the_benchmark_compares_a_plain_loop_with_ride_run(
     (only,) = summary["runs"]
     assert only["images"] == 12 and only["same_accuracies"] is True
     assert only["result_files"] == 3 * 3 * 2  # attacks x defenders x chunks
-    assert only["ratio"] == pytest.approx(only["ride_run_s"] / only["plain_s"], rel=0.05)
+    # The ratio of the unrounded times; the printed times are rounded to 0.01 s.
+    plain, piped = only["plain_s"], only["ride_run_s"]
+    assert (
+        piped / (plain + 0.005) - 0.01 <= only["ratio"] <= piped / max(plain - 0.005, 1e-3) + 0.01
+    )
+    assert only["ratio"] > 1
     assert lines[-2].startswith("| 12 |")
     assert not (tmp_path / "work" / "run-12").exists()  # the run folder is removed
