@@ -25,7 +25,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -40,6 +40,7 @@ from ride.datasets import ImageSet, dataset_shape
 from storage.cache import CacheEntryRefused, ResultCache
 
 CACHE_ENV = "RIDE_CACHE_DIR"
+T = TypeVar("T")
 
 
 def default_cache_dir() -> Path:
@@ -79,6 +80,16 @@ def entry_key(compute: Callable[..., Any], *parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+def _lookup(load: Callable[[], T | None], log: Logger, redo: str) -> T | None:
+    """What ``load`` finds in the cache; None when nothing, or when the entry is refused
+    (logged with ``redo``, what the caller does instead)."""
+    try:
+        return load()
+    except CacheEntryRefused as refused:
+        log.warning("cache entry refused, %s: %s", redo, refused)
+        return None
+
+
 def cached_images(
     cache: ResultCache | None,
     compute: GrayBoxImages = gray_box_images,
@@ -92,11 +103,7 @@ def cached_images(
     def images(out: str, attack: Attack, key: ChunkKey) -> np.ndarray:
         name = entry_key(compute, attack, key)
         shape = (key.stop - key.start, *dataset_shape(key.dataset))
-        try:
-            found = cache.load_array(name, shape)
-        except CacheEntryRefused as refused:
-            log.warning("cache entry refused, computing it again: %s", refused)
-            found = None
+        found = _lookup(lambda: cache.load_array(name, shape), log, "computing it again")
         if found is not None:
             return found
         array = compute(out, attack, key)
@@ -116,11 +123,7 @@ def cached_trainer(
 
     def train(key: ClassifierKey, split: ImageSet) -> dict[str, torch.Tensor]:
         name = entry_key(compute, key)
-        try:
-            found = cache.load_tensors(name)
-        except CacheEntryRefused as refused:
-            log.warning("cache entry refused, training again: %s", refused)
-            found = None
+        found = _lookup(lambda: cache.load_tensors(name), log, "training again")
         if found is not None:
             return found
         state = compute(key, split)

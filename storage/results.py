@@ -81,9 +81,9 @@ class UnreadableFile(StorageError):
     """A stored Parquet file of the run cannot be read (truncated, empty, not Parquet)."""
 
 
-def table_problem(path: Path, schema: pa.Schema, rows: int | None = None) -> str | None:
-    """Why ``path`` is not a whole table: it does not read (footer, data), lacks a column of
-    ``schema`` or holds other than ``rows`` rows (when given). None when it reads back."""
+def whole_table(path: Path, schema: pa.Schema, rows: int | None = None) -> pa.Table | str:
+    """``path``'s table when it reads back whole, else why not: it does not read (footer,
+    data), lacks a column of ``schema`` or holds other than ``rows`` rows (when given)."""
     try:
         table = pq.ParquetFile(path).read()
     except Exception as error:  # pyarrow raises ArrowInvalid, OSError...: all mean unreadable
@@ -94,24 +94,37 @@ def table_problem(path: Path, schema: pa.Schema, rows: int | None = None) -> str
         return f"no column {', '.join(missing)}"
     if rows is not None and table.num_rows != rows:
         return f"{table.num_rows} rows where {rows} were written"
+    return table
+
+
+def table_problem(path: Path, schema: pa.Schema, rows: int | None = None) -> str | None:
+    """Why ``path`` is not a whole table (:func:`whole_table`); None when it reads back."""
+    found = whole_table(path, schema, rows)
+    return found if isinstance(found, str) else None
+
+
+def finished_table(
+    path: Path, schema: pa.Schema, rows: int | None = None, note: Note | None = None
+) -> pa.Table | None:
+    """``path``'s table when it exists and reads back whole (:func:`whole_table`). An
+    unreadable one is renamed ``*.corrupt`` (:func:`storage.files.set_aside`), ``note`` is
+    told, and None returned: its task is redone."""
+    if not path.exists():
+        return None
+    found = whole_table(path, schema, rows)
+    if not isinstance(found, str):
+        return found
+    aside = set_aside(path)
+    if note is not None:
+        note(f"{path} is unreadable ({found}); kept as {aside.name}, its task is redone")
     return None
 
 
 def finished_file(
     path: Path, schema: pa.Schema, rows: int | None = None, note: Note | None = None
 ) -> bool:
-    """True when ``path`` exists and reads back whole (:func:`table_problem`). An unreadable
-    one is renamed ``*.corrupt`` (:func:`storage.files.set_aside`), ``note`` is told, and
-    False returned: its task is redone."""
-    if not path.exists():
-        return False
-    problem = table_problem(path, schema, rows)
-    if problem is None:
-        return True
-    aside = set_aside(path)
-    if note is not None:
-        note(f"{path} is unreadable ({problem}); kept as {aside.name}, its task is redone")
-    return False
+    """True when ``path`` exists and reads back whole (:func:`finished_table`)."""
+    return finished_table(path, schema, rows, note) is not None
 
 
 def is_finished(
@@ -122,17 +135,19 @@ def is_finished(
     run_id: str | None = None,
 ) -> bool:
     """True when the task ``key`` already wrote its rows successfully: its file reads back
-    with ``rows`` rows (when given). An unreadable file is set aside (:func:`finished_file`).
+    with ``rows`` rows (when given). An unreadable file is set aside (:func:`finished_table`).
 
     With ``run_id``, rows written by another run (a directory adopted with
     ``--force-claim`` under other settings) do not count: the task is redone for this run.
+    The file is read once for both checks.
     """
     path = result_path(results_dir, key)
-    if not finished_file(path, SCHEMA, rows, note):
+    table = finished_table(path, SCHEMA, rows, note)
+    if table is None:
         return False
     if run_id is None:
         return True
-    written_by = set(pq.read_table(path, columns=["run_id"]).column("run_id").to_pylist())
+    written_by = set(table.column("run_id").to_pylist())
     if written_by == {run_id}:
         return True
     if note is not None:
