@@ -6,18 +6,32 @@ defenses" (2020): attack each defence with the gradient it actually has. A defen
 declares ``differentiable = True`` is attacked through its own gradient (no approximation);
 one that does not, with BPDA (its backward pass taken as the identity); one that declares
 ``randomised = True``, with Expectation over Transformation (``eot`` draws averaged per
-gradient). Both walks are :func:`~ride.attacks.functional.bpda`.
+gradient). Both walks are :func:`~ride.attacks.functional.bpda`; the APGD-CE and APGD-DLR
+versions (Croce and Hein, 2020) choose the same way and walk
+:func:`~ride.attacks.functional.apgd_through`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar, TypedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, TypedDict, runtime_checkable
+
+import torch
+from torch import Tensor, nn
 
 from ride._checks import fmt_number
-from ride.attacks.functional import DefenderFn, Gradient
-from ride.attacks.modules import BPDAEOT
-from ride.registry import ATTACKS
+from ride.attacks.functional import BPDAStep, DefenderFn, Gradient, Loss, apgd_through, check_apgd
+from ride.attacks.modules import (
+    BPDAEOT,
+    EOT_HELP,
+    EPS_HELP,
+    ITERS_HELP,
+    RANDOM_START_HELP,
+    RESTARTS_HELP,
+    Attack,
+)
+from ride.registry import ATTACKS, setting
 
 
 class Method(TypedDict):
@@ -90,4 +104,160 @@ class Adaptive(BPDAEOT):
 
 ATTACKS.add("adaptive", Adaptive, "white-box, exact gradient or BPDA (+EOT) per defender")
 
-__all__ = ["Adaptive", "Method", "method_text"]
+
+@runtime_checkable
+class ChoosesMethod(Protocol):
+    """An attack that chooses its method per defender (:class:`Adaptive`,
+    :class:`AdaptiveAPGD`); the pipeline records the choice with every row."""
+
+    def method(self, defender: object) -> Method: ...
+
+
+def choose_method(defender: object, eot: int) -> Method:
+    """The method the adaptive attacks give ``defender``: the exact gradient when it declares
+    ``differentiable``, else BPDA; ``eot`` draws when it declares ``randomised``, else one."""
+    return {
+        "gradient": "exact" if bool(getattr(defender, "differentiable", False)) else "bpda",
+        "draws": eot if bool(getattr(defender, "randomised", False)) else 1,
+    }
+
+
+@dataclass(frozen=True)
+class AdaptiveAPGD(Attack):
+    """APGD through the defender (Croce and Hein, "Reliable evaluation of adversarial
+    robustness with an ensemble of diverse parameter-free attacks", ICML 2020), the method
+    chosen per defender as :class:`Adaptive` chooses it (Athalye et al., 2018; Tramer et al.,
+    2020): the exact gradient through a ``differentiable`` defender, else BPDA (its backward
+    pass the identity); the loss and gradient averaged over ``eot`` draws (EOT) on a
+    ``randomised`` one, as AutoAttack's version for randomised defences runs APGD. The walk
+    is :func:`~ride.attacks.functional.apgd_through`, on the loss of the subclass
+    (:class:`AdaptiveAPGDCE`, :class:`AdaptiveAPGDDLR`); ``on_step`` sees every iterate of
+    its first run, as BPDA's does.
+    """
+
+    defender: DefenderFn | None = field(default=None, compare=False, repr=False)
+    eps: float = setting(0.1, key="eps", help=EPS_HELP)
+    iters: int = setting(10, key="attack_iters", help=ITERS_HELP)
+    restarts: int = setting(1, key="restarts", help=RESTARTS_HELP)
+    random_start: bool = setting(False, help=RANDOM_START_HELP)
+    eot: int = setting(15, key="eot", help=EOT_HELP)
+
+    name: ClassVar[str] = "adaptive-apgd-ce"
+    loss: ClassVar[Loss] = "ce"
+    adaptive: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        check_apgd(self.eps, self.iters, self.restarts, self.eot)
+
+    @property
+    def id(self) -> str:
+        """``adaptive-apgd-ce-eot15-eps0.1-it10``; ``-restarts2``, ``-rs`` as for APGD."""
+        restarts = f"-restarts{self.restarts}" if self.restarts > 1 else ""
+        rs = "-rs" if self.random_start else ""
+        return (
+            f"{self.name}-eot{self.eot}-eps{fmt_number(self.eps)}"
+            f"-it{fmt_number(self.iters)}{restarts}{rs}"
+        )
+
+    def method(self, defender: object) -> Method:
+        """The attack ``defender`` gets (:func:`choose_method`)."""
+        return choose_method(defender, self.eot)
+
+    def perturb(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        defender: DefenderFn | None = None,
+        seeds: Sequence[int] | None = None,
+        on_step: Callable[[BPDAStep], None] | None = None,
+        **_: Any,
+    ) -> Tensor:
+        target = defender if defender is not None else self.defender
+        if target is None:
+            raise ValueError(f"{type(self).__name__} is adaptive: give the defender it attacks")
+        method = self.method(target)
+        return apgd_through(
+            model,
+            target,
+            x,
+            y,
+            self.eps,
+            self.iters,
+            self.loss,
+            method["draws"],
+            self.restarts,
+            self.random_start,
+            seeds=seeds,
+            generator=generator,
+            on_step=on_step,
+            gradient=method["gradient"],
+        )
+
+    def __call__(
+        self,
+        x: Tensor,
+        y: Tensor,
+        generator: torch.Generator | None = None,
+        seeds: Sequence[int] | None = None,
+    ) -> Tensor:
+        if self.model is None:
+            cls = type(self).__name__
+            raise ValueError(f"{cls} has no model: construct it as {cls}(model, defender, ...)")
+        return self.perturb(self.model, x, y, generator=generator, seeds=seeds)
+
+
+@dataclass(frozen=True)
+class AdaptiveAPGDCE(AdaptiveAPGD):
+    """APGD-CE through the defender (Croce and Hein, 2020), BPDA or the exact gradient, with
+    EOT on randomised defenders (see :class:`AdaptiveAPGD`).
+
+    Example:
+        >>> import torch
+        >>> from ride.defenders import Median
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+        >>> x, y = torch.rand(2, 1, 28, 28), torch.tensor([3, 7])
+        >>> attack = AdaptiveAPGDCE(model, Median(kernel=3), eot=15, eps=0.1, iters=5)
+        >>> attack.id
+        'adaptive-apgd-ce-eot15-eps0.1-it5'
+        >>> attack.method(Median(kernel=3))  # detached, deterministic
+        {'gradient': 'bpda', 'draws': 1}
+        >>> bool((attack(x, y) - x).abs().max() <= 0.1 + 1e-6)
+        True
+    """
+
+    name: ClassVar[str] = "adaptive-apgd-ce"
+    loss: ClassVar[Loss] = "ce"
+
+
+@dataclass(frozen=True)
+class AdaptiveAPGDDLR(AdaptiveAPGD):
+    """APGD-DLR through the defender (Croce and Hein, 2020), BPDA or the exact gradient, with
+    EOT on randomised defenders (see :class:`AdaptiveAPGD`). Needs at least 3 classes.
+
+    Example:
+        >>> AdaptiveAPGDDLR(eot=20, eps=0.05, iters=100).id
+        'adaptive-apgd-dlr-eot20-eps0.05-it100'
+    """
+
+    name: ClassVar[str] = "adaptive-apgd-dlr"
+    loss: ClassVar[Loss] = "dlr"
+
+
+ATTACKS.add("adaptive-apgd-ce", AdaptiveAPGDCE, "white-box APGD-CE, exact gradient or BPDA (+EOT)")
+ATTACKS.add(
+    "adaptive-apgd-dlr", AdaptiveAPGDDLR, "white-box APGD-DLR, exact gradient or BPDA (+EOT)"
+)
+
+__all__ = [
+    "Adaptive",
+    "AdaptiveAPGD",
+    "AdaptiveAPGDCE",
+    "AdaptiveAPGDDLR",
+    "ChoosesMethod",
+    "Method",
+    "choose_method",
+    "method_text",
+]

@@ -20,10 +20,13 @@ from ride.attacks.functional import (
     BPDAStep,
     DefenderFn,
     Gradient,
+    Loss,
     _check_eps,
     _check_inputs,
     _check_walk,
+    apgd,
     bpda,
+    check_apgd,
     fgsm,
     pgd,
 )
@@ -31,9 +34,10 @@ from ride.registry import ATTACKS, setting, setting_values
 
 EPS_HELP = "Linf budget in [0, 1] pixel units (MNIST 0.1; CIFAR-10 and ImageNet 0.05)"
 STEP_HELP = "step size of each sign step (MNIST 0.02; CIFAR-10 and ImageNet 0.01)"
-ITERS_HELP = "iterations of PGD and BPDA (paper: 10)"
+ITERS_HELP = "iterations of PGD, BPDA and APGD (paper: 10)"
 RANDOM_START_HELP = "start at a uniform random point of the eps-ball"
 EOT_HELP = "defender draws averaged per gradient (adaptive: on randomised defenders only)"
+RESTARTS_HELP = "APGD runs per image; each after the first starts at a uniform point of the ball"
 
 
 @dataclass(frozen=True)
@@ -305,10 +309,97 @@ class BPDAEOT(BPDA):
         return self.eot
 
 
+@dataclass(frozen=True)
+class APGD(Attack):
+    """Auto-PGD, L-infinity (Croce and Hein, "Reliable evaluation of adversarial robustness
+    with an ensemble of diverse parameter-free attacks", ICML 2020): sign steps with momentum
+    whose size (2 eps at first) halves at checkpoints where the loss stalls, restarting from
+    the best point; ``iters`` steps, ``restarts`` runs (Croce and Hein: 100 iterations).
+    Gray-box, on the loss ``loss`` of the subclass: :class:`APGDCE`, :class:`APGDDLR`.
+    """
+
+    eps: float = setting(0.1, key="eps", help=EPS_HELP)
+    iters: int = setting(10, key="attack_iters", help=ITERS_HELP)
+    restarts: int = setting(1, key="restarts", help=RESTARTS_HELP)
+    random_start: bool = setting(False, help=RANDOM_START_HELP)
+
+    name: ClassVar[str] = "apgd-ce"
+    loss: ClassVar[Loss] = "ce"
+
+    def __post_init__(self) -> None:
+        check_apgd(self.eps, self.iters, self.restarts)
+
+    @property
+    def id(self) -> str:
+        """``apgd-ce-eps0.1-it10``; ``-restarts2`` with more runs, ``-rs`` with a random start."""
+        return f"{self.name}-eps{fmt_number(self.eps)}-it{fmt_number(self.iters)}{self._suffix()}"
+
+    def _suffix(self) -> str:
+        restarts = f"-restarts{self.restarts}" if self.restarts > 1 else ""
+        return restarts + ("-rs" if self.random_start else "")
+
+    def perturb(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        **_: Any,
+    ) -> Tensor:
+        return apgd(
+            model,
+            x,
+            y,
+            self.eps,
+            self.iters,
+            self.loss,
+            self.restarts,
+            self.random_start,
+            generator,
+        )
+
+
+@dataclass(frozen=True)
+class APGDCE(APGD):
+    """APGD-CE (Croce and Hein, 2020): APGD on the cross-entropy, AutoAttack's first attack.
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+        >>> x, y = torch.rand(2, 1, 28, 28), torch.tensor([3, 7])
+        >>> attack = APGDCE(model, eps=0.1, iters=10)
+        >>> attack.id
+        'apgd-ce-eps0.1-it10'
+        >>> bool((attack(x, y) - x).abs().max() <= 0.1 + 1e-6)
+        True
+    """
+
+    name: ClassVar[str] = "apgd-ce"
+    loss: ClassVar[Loss] = "ce"
+
+
+@dataclass(frozen=True)
+class APGDDLR(APGD):
+    """APGD-DLR (Croce and Hein, 2020): APGD on the Difference of Logits Ratio loss
+    (:func:`~ride.attacks.functional.dlr_loss`), invariant to shifts and scalings of the
+    logits; AutoAttack's second attack. Needs at least 3 classes.
+
+    Example:
+        >>> APGDDLR(eps=0.05, iters=100, restarts=5).id
+        'apgd-dlr-eps0.05-it100-restarts5'
+    """
+
+    name: ClassVar[str] = "apgd-dlr"
+    loss: ClassVar[Loss] = "dlr"
+
+
 ATTACKS.add("none", NoAttack, "no attack")
 ATTACKS.add("fgsm", FGSM, "gray-box")
 ATTACKS.add("pgd", PGD, "gray-box")
 ATTACKS.add("bpda", BPDA, "white-box, through each defender")
 ATTACKS.add("bpda-eot", BPDAEOT, "white-box, averaged over defender draws")
+ATTACKS.add("apgd-ce", APGDCE, "gray-box, Auto-PGD on the cross-entropy")
+ATTACKS.add("apgd-dlr", APGDDLR, "gray-box, Auto-PGD on the DLR loss")
 
-__all__ = ["BPDA", "BPDAEOT", "FGSM", "PGD", "Attack", "NoAttack"]
+__all__ = ["APGD", "APGDCE", "APGDDLR", "BPDA", "BPDAEOT", "FGSM", "PGD", "Attack", "NoAttack"]

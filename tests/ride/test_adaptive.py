@@ -268,7 +268,7 @@ def test_a_defender_that_claims_a_gradient_it_lacks_is_refused(
 
 
 def test_ids_params_and_registration() -> None:
-    assert ATTACKS.names()[-1] == "adaptive"
+    assert "adaptive" in ATTACKS.names()
     assert Adaptive().id == "adaptive-eot15-eps0.1-step0.02-it10"
     assert Adaptive(eot=2, eps=0.05, step=0.01, iters=3).id == "adaptive-eot2-eps0.05-step0.01-it3"
     assert Adaptive().params() == {

@@ -276,11 +276,13 @@ def test_registry_holds_the_four_variants() -> None:
         "sigma": "sigma",
         "lr": "lr",
         "weight_decay": "weight_decay",
+        "dropout": "dropout",
     }
     assert fed["iters"].run_default == 200 and Ride().iters == 2000
-    assert DEFENDERS["ride"].swept() == {"alpha": "alpha", "sigma": "sigma"}
-    assert DEFENDERS["dae"].swept() == {"sigma": "sigma"}
-    assert DEFENDERS["idip"].swept() == {"alpha": "alpha"}
+    assert DEFENDERS["ride"].swept() == {"alpha": "alpha", "sigma": "sigma", "dropout": "dropout"}
+    assert DEFENDERS["dae"].swept() == {"sigma": "sigma", "dropout": "dropout"}
+    assert DEFENDERS["idip"].swept() == {"alpha": "alpha", "dropout": "dropout"}
+    assert DEFENDERS["dip"].swept() == {"dropout": "dropout"}  # Fig. 5a: DIP with and without
     assert all(meta.help for meta in settings_of(Ride).values())
     assert list(settings_of(Ride)) == [n for n in Ride().params() if n != "name"]
     assert with_execution(Ride(), precision="bf16", max_batch=4).max_batch == 4

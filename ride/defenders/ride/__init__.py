@@ -9,6 +9,8 @@ Lin, Pfister and Zhang, "White-Box Adversarial Defense via Self-Supervised Data 
 - ``engines``: Alg. 2's checkpoint loop, once, over a one-by-one reference engine and a
   batched engine (one grouped convolution over B networks).
 - ``precision`` and ``memory``: the arithmetic of the fits and how many images fit at once.
+- ``surrogate``: :func:`ride_surrogate`, a short fit differentiated end to end: the backward
+  pass of the ``bpda-surrogate`` attack.
 
 A defended image depends only on its own pixels and seed, not on which other images share its
 batch; a rerun with the same seeds, engine, batch and precision on the same device is
@@ -47,6 +49,13 @@ from ride.defenders.ride.memory import (
 from ride.defenders.ride.network import ReconstructionFCN, fcn_forward
 from ride.defenders.ride.precision import PRECISIONS, Precision, check_precision, fit_precision
 from ride.defenders.ride.streams import DIP_INPUT_SCALE
+from ride.defenders.ride.surrogate import (
+    SURROGATE_CHECKPOINTS,
+    SURROGATE_ITERS,
+    SURROGATE_LR,
+    ride_surrogate,
+    surrogate_config,
+)
 from ride.registry import DEFENDERS
 
 __all__ = [
@@ -56,6 +65,9 @@ __all__ = [
     "DIP_INPUT_SCALE",
     "ENGINES",
     "PRECISIONS",
+    "SURROGATE_CHECKPOINTS",
+    "SURROGATE_ITERS",
+    "SURROGATE_LR",
     "VARIANTS",
     "Arch",
     "BatchedEngine",
@@ -75,6 +87,8 @@ __all__ = [
     "max_batch_for",
     "memory_budget_bytes",
     "ride",
+    "ride_surrogate",
+    "surrogate_config",
 ]
 
 

@@ -107,6 +107,10 @@ class Ride:
       to the input ``z``; False uses the noise-free target (the "fixed target" of Fig. 9).
     - ``return_iterate`` (default False): return ``x_est^(T)`` as Alg. 2 does; True returns the
       interpolated ``x^(T)``, which footnote 1 reports to be worse.
+    - ``dropout`` (default 0.5, every variant): "If using dropout, dropout layers with a ratio
+      of 0.5 are added" (paper, "Implementation of RIDE"); Fig. 5a compares DIP with and
+      without it ("dropout helps DIP"), so it is a run key that may sweep (``dropout = [0,
+      0.5]``). 0 trains without dropout (no masks drawn); the id names a non-default value.
     - ``loss`` (default "mse"): the least-square loss of Alg. 2; "l1" is offered for study.
     - ``estimate_samples``: number of draws of z used for ``x_est = E_z[h(z)]`` (eval mode,
       dropout off). Ignored by DIP/I-DIP, whose input is fixed.
@@ -143,7 +147,12 @@ class Ride:
     lr: float = setting(1e-4, key="lr", help="Adam learning rate eta (Alg. 2: 1e-4)")
     weight_decay: float = setting(1e-4, key="weight_decay", help="Adam weight decay (1e-4)")
     batch: int = setting(1, help="mini-batch size n of (s, z) pairs per step (Fig. 5b: 1)")
-    dropout: float = setting(0.5, help="dropout ratio at Table 3's ticked layers (0.5)")
+    dropout: float = setting(
+        0.5,
+        key="dropout",
+        sweep=True,
+        help="dropout ratio in [0, 1) at Table 3's ticked layers (0.5; 0: none, Fig. 5a)",
+    )
     estimate_samples: int = setting(1, help="draws of z for x_est = E_z[h(z)] (not DIP)")
     reset_optimizer_each_checkpoint: bool = setting(
         True, help="fresh Adam at each checkpoint, as DAE(x^(t-1), w^(t-1)) of Alg. 2"
@@ -201,8 +210,11 @@ class Ride:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if check_finite_number(self.weight_decay, "weight_decay") < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if not 0.0 <= check_finite_number(self.dropout, "dropout") < 1.0:
+        dropout = check_finite_number(self.dropout, "dropout")
+        if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        # a float, so that dropout 0 and 0.0 are one defender with one id
+        object.__setattr__(self, "dropout", dropout)
 
     @classmethod
     def for_images(cls, image_shape: Sequence[int]) -> dict[str, Any]:

@@ -11,9 +11,10 @@ checkpoint loop with the interpolation of Eq. 9 over those moves.
   is the sum over images of each image's mean loss, so each image's gradient is its own, and
   one fused (elementwise) Adam over the stacked parameters is B independent Adams.
 
-Both draw each image's random numbers from its own generator in the order of ``streams``, so
-they agree up to floating-point rounding (the grouped convolution sums in another order, so
-in float32 a batched result may also differ in the last bits with the batch's size).
+Both draw each image's random numbers from its own generator in the order of ``streams``,
+through the three ``FitEngine.draw_*`` methods (the seam a test records them at), so they
+agree up to floating-point rounding (the grouped convolution sums in another order, so in
+float32 a batched result may also differ in the last bits with the batch's size).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from torch import Tensor
 from ride.defenders.ride.config import Ride
 from ride.defenders.ride.network import ReconstructionFCN, fcn_forward
 from ride.defenders.ride.streams import (
+    Block,
     blocks,
     dip_input,
     draw_block,
@@ -56,6 +58,23 @@ class FitEngine(ABC):
         self.gens = [generator_for(seed, self.device) for seed in seeds]
         self.dip = cfg.variant in ("dip", "idip")
         self.x0 = x
+
+    # -- image i's random draws: the one seam through which the engines draw (from image
+    # i's generator, in the order of ``streams``); a test may override them to record the
+    # exact noise and dropout masks a fit uses.
+
+    def draw_dip_input(self, i: int, x: Tensor) -> Tensor:
+        """Image i's fixed DIP input ``z0`` (1, C, H, W) (:func:`streams.dip_input`)."""
+        return dip_input(self.gens[i], x)
+
+    def draw_block(self, i: int, target: Tensor, steps: int) -> Block:
+        """Image i's noise and masks for its next ``steps`` steps against ``target``
+        (1, C, H, W) (:func:`streams.draw_block`)."""
+        return draw_block(self.gens[i], self.cfg, target, steps)
+
+    def draw_estimate_noise(self, i: int, target: Tensor) -> Tensor:
+        """Image i's noise (m, C, H, W) of ``x_est = E_z[h(z)]`` (``streams.estimate_noise``)."""
+        return estimate_noise(self.gens[i], self.cfg, target)
 
     def _adam(self, params: Iterable[Tensor]) -> torch.optim.Optimizer:
         fused = self.device.type in ("cpu", "cuda")  # one kernel per step; same maths as Adam
@@ -97,7 +116,7 @@ class ReferenceEngine(FitEngine):
         self.net = ReconstructionFCN(
             self.arch, cfg.dropout, self.gen, device=self.device, dtype=self.dtype
         )
-        self.z0 = dip_input(self.gen, x)  # (1, C, H, W)
+        self.z0 = self.draw_dip_input(0, x)  # (1, C, H, W)
         self.opt = self._adam(self.net.parameters())
 
     def reset_optimizer(self) -> None:
@@ -107,7 +126,7 @@ class ReferenceEngine(FitEngine):
         cfg = self.cfg
         shape = (cfg.batch, *self.image_shape)  # (n, C, H, W)
         self.net.train()
-        block = draw_block(self.gen, cfg, target, steps)
+        block = self.draw_block(0, target, steps)
         masks = block.keep_masks(self.dtype)
         for j in range(steps):
             inp = self.z0.expand(shape) if block.inp is None else block.inp[j]
@@ -120,7 +139,7 @@ class ReferenceEngine(FitEngine):
         self.net.eval()
         if self.dip:
             return self.net(self.z0).to(self.dtype)
-        noise = estimate_noise(self.gen, self.cfg, target)  # (m, C, H, W)
+        noise = self.draw_estimate_noise(0, target)  # (m, C, H, W)
         estimates = self.net(target + self.cfg.sigma * noise).to(self.dtype)  # (m, C, H, W)
         return estimates.mean(dim=0, keepdim=True)  # (1, C, H, W)
 
@@ -138,7 +157,7 @@ class BatchedEngine(FitEngine):
             ReconstructionFCN(self.arch, cfg.dropout, g, device=self.device, dtype=self.dtype)
             for g in self.gens
         ]
-        z0s = [dip_input(g, x[i : i + 1]) for i, g in enumerate(self.gens)]
+        z0s = [self.draw_dip_input(i, x[i : i + 1]) for i in range(b)]
         self.layers: list[tuple[Tensor, Tensor]] = []
         for per_net in zip(*(net.layers() for net in nets), strict=True):
             weight = torch.cat([w.detach() for w, _ in per_net])  # (B*C_out, C_in, 3, 3)
@@ -176,7 +195,7 @@ class BatchedEngine(FitEngine):
     def fit(self, target: Tensor, steps: int) -> None:
         cfg, n = self.cfg, self.cfg.batch
         targets = self._per_image(target)
-        drawn = [draw_block(g, cfg, targets[i], steps) for i, g in enumerate(self.gens)]
+        drawn = [self.draw_block(i, targets[i], steps) for i in range(self.images)]
         inp_all = grouped_or_none([blk.inp for blk in drawn])  # (L, n, B*C, H, W)
         s_all = grouped_or_none([blk.s for blk in drawn])  # (L, n, B*C, H, W)
         masks_all = grouped_masks(drawn)
@@ -196,7 +215,7 @@ class BatchedEngine(FitEngine):
             return self.forward(self.z0, None).to(self.dtype)
         targets = self._per_image(target)
         noise = torch.cat(
-            [estimate_noise(g, self.cfg, targets[i]) for i, g in enumerate(self.gens)], dim=1
+            [self.draw_estimate_noise(i, targets[i]) for i in range(self.images)], dim=1
         )  # (m, B*C, H, W)
         estimates = self.forward(target + self.cfg.sigma * noise, None).to(self.dtype)
         return estimates.mean(dim=0, keepdim=True)  # (1, B*C, H, W)

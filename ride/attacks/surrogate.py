@@ -1,0 +1,152 @@
+"""BPDA through a differentiable surrogate of RIDE: the attacker no longer assumes the
+defender is the identity.
+
+Athalye, Carlini and Wagner, "Obfuscated gradients give a false sense of security" (2018):
+BPDA replaces a non-differentiable defender's backward pass by that of a differentiable
+approximation g. :class:`~ride.attacks.modules.BPDA` takes g(x) = x; this attack takes g =
+:func:`~ride.defenders.ride.ride_surrogate`, RIDE's Alg. 2 with a short fit (T = 1, K = 20
+by default) differentiated through its optimiser steps, seeded like the defender's draw (the
+same initial network and noise distribution). The forward pass, which the classifier and the
+tracked iterates see, is the real defender; EOT averages the gradient over ``eot`` draws.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ride._checks import check_finite_number, fmt_number
+from ride.attacks.functional import BPDAStep, DefenderFn, Gradient
+from ride.attacks.modules import BPDAEOT
+from ride.defenders.ride import (
+    SURROGATE_CHECKPOINTS,
+    SURROGATE_ITERS,
+    SURROGATE_LR,
+    Ride,
+    ride_surrogate,
+)
+from ride.registry import ATTACKS, setting
+
+__all__ = ["BPDASurrogate", "SurrogateGradient"]
+
+
+class SurrogateGradient:
+    """A RIDE-family defender whose value is the defender's and whose gradient is its
+    surrogate's: ``g(x) + (defender(x) - g(x)).detach()``, g = :func:`ride_surrogate` with
+    the same seeds (BPDA with g, Athalye et al. 2018)."""
+
+    def __init__(self, defender: Ride, iters: int, checkpoints: int, lr: float) -> None:
+        self.defender = defender
+        self.iters, self.checkpoints, self.lr = iters, checkpoints, lr
+
+    def __call__(self, x: Tensor, seeds: Sequence[int] | None = None) -> Tensor:
+        if seeds is None:
+            raise ValueError("the surrogate gradient needs the seeds of the defender's draw")
+        defended = self.defender(x.detach(), seeds)  # (B, C, H, W), detached
+        surrogate = ride_surrogate(
+            x,
+            self.defender,
+            seeds,
+            iters=self.iters,
+            checkpoints=self.checkpoints,
+            lr=self.lr,
+        )
+        return surrogate + (defended - surrogate).detach()
+
+
+@dataclass(frozen=True)
+class BPDASurrogate(BPDAEOT):
+    """BPDA + EOT against RIDE whose backward pass is a short, fully differentiated RIDE fit
+    (:func:`~ride.defenders.ride.ride_surrogate`: ``surrogate_checkpoints`` T,
+    ``surrogate_iters`` K, SGD steps of ``surrogate_lr``) instead of the identity; the
+    forward pass is the real defender. Attacks RIDE-family defenders only (ride, dae, dip,
+    idip).
+
+    Example:
+        >>> import torch
+        >>> from ride.defenders import Ride
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+        >>> attack = BPDASurrogate(model, Ride(iters=2, checkpoints=1), eot=2, iters=2)
+        >>> attack.id
+        'bpda-surrogate-eot2-K20-T1-lr1-eps0.1-step0.02-it2'
+        >>> x, y = torch.rand(2, 1, 8, 8), torch.tensor([3, 7])
+        >>> bool((attack(x, y, seeds=[0, 1]) - x).abs().max() <= 0.1 + 1e-6)
+        True
+    """
+
+    surrogate_iters: int = setting(
+        SURROGATE_ITERS, key="surrogate_iters", help="steps K of the surrogate's fit (10-50)"
+    )
+    surrogate_checkpoints: int = setting(
+        SURROGATE_CHECKPOINTS, key="surrogate_checkpoints", help="checkpoints T of its fit (1)"
+    )
+    surrogate_lr: float = setting(
+        SURROGATE_LR, key="surrogate_lr", help="SGD step of the surrogate's fit (1.0)"
+    )
+
+    name: ClassVar[str] = "bpda-surrogate"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for what in ("surrogate_iters", "surrogate_checkpoints"):
+            value = getattr(self, what)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{what} must be an int >= 1, got {value!r}")
+        if check_finite_number(self.surrogate_lr, "surrogate_lr") <= 0:
+            raise ValueError(f"surrogate_lr must be > 0, got {self.surrogate_lr}")
+
+    @property
+    def id(self) -> str:
+        """``bpda-surrogate-eot15-K20-T1-lr1-eps0.1-step0.02-it10``; ``-rs`` with a random
+        start."""
+        rs = "-rs" if self.random_start else ""
+        return (
+            f"{self.name}-eot{self.eot}-K{self.surrogate_iters}-T{self.surrogate_checkpoints}"
+            f"-lr{fmt_number(self.surrogate_lr)}-eps{fmt_number(self.eps)}"
+            f"-step{fmt_number(self.step)}-it{fmt_number(self.iters)}{rs}"
+        )
+
+    def perturb(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        defender: DefenderFn | None = None,
+        seeds: Sequence[int] | None = None,
+        on_step: Callable[[BPDAStep], None] | None = None,
+    ) -> Tensor:
+        target = defender if defender is not None else self.defender
+        if target is None:
+            raise ValueError("BPDASurrogate is adaptive: give the defender it attacks")
+        if not isinstance(target, Ride):
+            name = getattr(target, "id", type(target).__name__)
+            raise ValueError(
+                f"bpda-surrogate attacks RIDE-family defenders (ride, dae, dip, idip), "
+                f"not {name}: use bpda-eot or adaptive"
+            )
+        through = SurrogateGradient(
+            target, self.surrogate_iters, self.surrogate_checkpoints, self.surrogate_lr
+        )
+        return super().perturb(
+            model,
+            x,
+            y,
+            generator=generator,
+            defender=through,
+            seeds=seeds,
+            on_step=on_step,
+        )
+
+    def walk(self, defender: DefenderFn) -> tuple[int, Gradient]:
+        """``eot`` draws, each differentiated through the surrogate (``"exact"`` through
+        :class:`SurrogateGradient`)."""
+        return self.eot, "exact"
+
+
+ATTACKS.add("bpda-surrogate", BPDASurrogate, "white-box, RIDE's backward pass a short RIDE fit")
