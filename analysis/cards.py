@@ -4,7 +4,8 @@ In the spirit of RobustBench's per-model entries, a card says what was evaluated
 threat model and budget, classifier, each defender and its settings), how it did (clean
 accuracy, accuracy under each attack with n and a 95% Wilson score interval, the strongest
 attack and the robust accuracy under it) and how it was made (code version, command, times).
-Everything is computed from the stored results (``results/*.parquet``) and ``run.toml``;
+Everything is computed from the stored results (``results/``: per-task files or compacted,
+read by :func:`storage.results.read_results`) and ``run.toml``;
 ``docs/card.schema.json`` documents every field and :func:`validate_card` checks a card
 against it.
 

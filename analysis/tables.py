@@ -15,7 +15,14 @@ import pandas as pd
 from ride.attacks.adaptive import method_text
 
 #: Attacks whose rows carry per-step tracking and a worst-case count (ride.attacks).
-ADAPTIVE = ("bpda", "bpda-eot", "adaptive")
+ADAPTIVE = (
+    "bpda",
+    "bpda-eot",
+    "bpda-surrogate",
+    "adaptive",
+    "adaptive-apgd-ce",
+    "adaptive-apgd-dlr",
+)
 
 
 def accuracy_table(frame: pd.DataFrame, column: str = "correct_defended") -> pd.DataFrame:
@@ -69,6 +76,7 @@ def accuracy_report(frame: pd.DataFrame) -> str:
         lines.append(f"| {attack} | " + " | ".join(cells) + " |")
     lines += sweep_section(frame)
     lines += whitebox_section(frame)
+    lines += time_section(frame)
     failed = frame[frame["status"] == "failed"]
     if len(failed):
         lines += [
@@ -77,6 +85,62 @@ def accuracy_report(frame: pd.DataFrame) -> str:
             f"{failed['error'].iloc[0]}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def time_split(frame: pd.DataFrame) -> dict[str, float] | None:
+    """Where the run's worker time went (seconds): ``compute`` (attack, defence,
+    classification), ``in_tasks`` (loading, storing, set-up inside the tasks) and
+    ``between_tasks`` (each worker's span from its first task's start to its last task's end,
+    less the time inside its tasks: scheduling, orchestration, waiting); ``workers`` and
+    ``span`` (first start to last end). None when no row carries timing (rows written before
+    0.3.0)."""
+    columns = ["compute_seconds", "overhead_seconds", "task_started_at", "task_finished_at"]
+    if not set(columns) <= set(frame.columns):
+        return None
+    timed = frame.dropna(subset=columns)
+    if timed.empty:
+        return None
+    compute = float(timed["compute_seconds"].sum())
+    in_tasks = float(timed["overhead_seconds"].sum())
+    per_worker = timed.groupby("worker").agg(
+        began=("task_started_at", "min"), ended=("task_finished_at", "max")
+    )
+    worker_time = float((per_worker["ended"] - per_worker["began"]).sum())
+    return {
+        "compute": compute,
+        "in_tasks": in_tasks,
+        "between_tasks": max(0.0, worker_time - compute - in_tasks),
+        "workers": float(len(per_worker)),
+        "span": float(timed["task_finished_at"].max() - timed["task_started_at"].min()),
+    }
+
+
+def time_section(frame: pd.DataFrame) -> list[str]:
+    """The report's "Where the time went" table (:func:`time_split`); empty without timing."""
+    split = time_split(frame)
+    if split is None:
+        return []
+    parts = {
+        "compute: attack, defence, classification": split["compute"],
+        "inside tasks: loading, storing, set-up": split["in_tasks"],
+        "between tasks: scheduling, orchestration, waiting": split["between_tasks"],
+    }
+    total = sum(parts.values()) or 1.0
+    lines = [
+        "",
+        "## Where the time went",
+        "",
+        f"Worker time of {split['workers']:.0f} worker(s), from the first task's start to the "
+        f"last task's end ({split['span']:.1f} s; a resumed run also counts the pause between "
+        "its sessions as waiting).",
+        "",
+        "| | seconds | share |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {what} | {seconds:.1f} | {seconds / total:.0%} |" for what, seconds in parts.items()
+    ]
+    return lines
 
 
 def whitebox_rows(frame: pd.DataFrame) -> pd.DataFrame:

@@ -30,7 +30,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 
 from pipeline.config import RunConfig
@@ -38,6 +37,7 @@ from ride.classifiers import load_classifier, predict, save_classifier
 from ride.datasets import load_dataset
 from ride.seeding import derive_seed, generator_for
 from ride.training import TrainConfig, train_classifier
+from storage.results import read_results
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST = REPO.parent / "shared" / "data" / "mnist"
@@ -111,7 +111,7 @@ def pipeline_run(
     seconds = time.perf_counter() - began
     if done.returncode != 0:
         sys.exit(f"ride run failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-    frame = pd.read_parquet(out / "results")
+    frame = read_results(out / "results")
     accuracy = frame.groupby(["attack_id", "defender_id"])["correct_defended"].mean()
     files = sum(1 for _ in (out / "results").rglob("*.parquet"))
     return seconds, {f"{a} x {d}": float(v) for (a, d), v in accuracy.items()}, files

@@ -6,8 +6,10 @@ Everything runs in this one invocation on the same images and settings:
   ``nn.Sequential`` of the Table 3 FCN with ``nn.Dropout``, ``torch.optim.Adam`` and fresh
   ``torch.randn`` noise per step, the way the paper's public code works;
 - ``reference``: this package's one-by-one engine (``engine="reference"``);
-- ``batched``: the batched engine fitting B images at once, for each ``--batch``, in
-  ``--precision`` (fp32, tf32 on CUDA, bf16; the two baselines always run fp32);
+- ``batched``: the batched engine fitting B images at once, for each ``--batch`` and each
+  ``--precision`` (fp32, tf32 on CUDA, bf16; the two baselines always run fp32), with
+  ``--compile`` its forward pass (``fcn_forward``) through ``torch.compile`` (``default``, or
+  ``reduce-overhead``: CUDA graphs too), to see whether compiling pays;
 - ``pipeline`` (CPU): ``--processes`` single-thread processes each running the batched
   engine at the best B at the same time, as the local Dask workers of ``ride run`` do.
 
@@ -18,7 +20,7 @@ during the fit; ``est MiB`` the engine's linear estimate (``estimate_memory_byte
 size batches. Prints a table, then one JSON line.
 
     python -m benchmarks.ride_throughput --size mnist --device cpu
-    python -m benchmarks.ride_throughput --size imagenet --device cuda --precision bf16
+    python -m benchmarks.ride_throughput --size imagenet --device cuda --precision fp32 tf32 bf16
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ import itertools
 import json
 import multiprocessing as mp
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,7 @@ from ride.defenders.ride import (
     Precision,
     Ride,
     check_precision,
+    engines,
     estimate_memory_bytes,
     max_batch_for,
     memory_budget_bytes,
@@ -50,6 +54,8 @@ from ride.defenders.ride import (
 
 SIZES = {"mnist": ("mnist", 28), "cifar": ("cifar", 32), "imagenet": ("imagenet", 224)}
 PAPER_STEPS = 2000 * 5
+COMPILE_MODES = ("off", "default", "reduce-overhead")
+"""``--compile``: eager; ``torch.compile``; ``torch.compile`` with CUDA graphs."""
 _STATUS = Path("/proc/self/status")
 
 
@@ -87,6 +93,27 @@ def paper_style_fit(x: torch.Tensor, arch: str, steps: int, cfg: Ride) -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
+
+
+@contextmanager
+def compiled_forward(mode: str) -> Iterator[None]:
+    """Inside, the batched engine's forward pass (``fcn_forward``) runs ``torch.compile``d
+    in ``mode`` (``off``: unchanged); the eager function is put back on the way out.
+
+    A benchmark experiment, not an engine option: it shows whether compiling (fused
+    elementwise kernels; CUDA graphs with ``reduce-overhead``) pays for these small grouped
+    convolutions. Each batch size compiles once (``dynamic=False``); the warm-up step of
+    :func:`measure` pays for it, so the timed steps do not.
+    """
+    if mode == "off":
+        yield
+        return
+    eager = engines.fcn_forward
+    engines.fcn_forward = torch.compile(eager, mode=mode, dynamic=False)
+    try:
+        yield
+    finally:
+        engines.fcn_forward = eager
 
 
 def _peak_rss_kib() -> int:
@@ -138,8 +165,8 @@ def measure(
         paper_style_fit(x[:1], arch, 2, warm)
     elif engine == "reference":
         ride(x[:1], warm, seeds[:1], engine="reference")
-    else:
-        ride(x[:1], warm, seeds[:1], precision=precision)
+    else:  # the whole batch: the timed fit's shapes (cuDNN's choice, a compiled forward)
+        ride(x, warm, seeds, precision=precision)
     if device.type == "cuda":
         torch.cuda.synchronize()
     baseline = _reset_peak(device)
@@ -237,8 +264,16 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--precision",
         choices=PRECISIONS,
-        default="fp32",
-        help="arithmetic of the batched engine (the baselines run fp32)",
+        nargs="+",
+        default=["fp32"],
+        help="arithmetic of the batched engine, one row per batch size of each (the "
+        "baselines run fp32)",
+    )
+    parser.add_argument(
+        "--compile",
+        choices=COMPILE_MODES,
+        default="off",
+        help="torch.compile the batched engine's forward pass (reduce-overhead: with CUDA graphs)",
     )
     parser.add_argument("--reference-images", type=int, default=3)
     parser.add_argument("--steps", type=int, default=50, help="Adam steps measured per image")
@@ -254,7 +289,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is visible")
     try:
-        check_precision(args.precision, args.device)
+        for precision in args.precision:
+            check_precision(precision, args.device)
     except ValueError as error:
         parser.error(str(error))
     arch, side = SIZES[args.size]
@@ -277,27 +313,42 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     reference, reference_mib = measure(arch, side, n_ref, args.steps, "reference", device)
     print(
         f"RIDE throughput, size {args.size} ({side}x{side}), device {args.device}, "
-        f"batched engine in {args.precision}, "
+        f"batched engine in {', '.join(args.precision)}"
+        f"{'' if args.compile == 'off' else f' (torch.compile {args.compile})'}, "
         f"{args.steps} steps measured, extrapolated to K x T = {PAPER_STEPS}"
     )
     print(
         f"{'engine':>12} {'B':>4} {'s/batch-step':>13} {'images/s':>9} {'s/image paper':>14} "
-        f"{'GFLOP/s':>8} {'peak MiB':>9} {'est MiB':>8} {'speedup':>8}"
+        f"{'GFLOP/s':>8} {'peak MiB':>9} {'est MiB':>8} {'speedup':>8} {'precision':>9}"
     )
     nan = float("nan")
-    print(_row("paper-style", 1, baseline, baseline_mib, nan, flops, baseline))
-    print(_row("reference", 1, reference, reference_mib, nan, flops, baseline))
-    best: tuple[float, int] = (float("inf"), 0)
-    for batch in args.batch:
-        per, mib = measure(arch, side, batch, args.steps, "batched", device, args.precision)
-        best = min(best, (per, batch))
-        est = estimated_mib(arch, side, batch, args.steps)
-        print(_row("batched", batch, per, mib, est, flops, baseline))
-    per, batch = best
+    print(_row("paper-style", 1, baseline, baseline_mib, nan, flops, baseline), f"{'fp32':>9}")
+    print(_row("reference", 1, reference, reference_mib, nan, flops, baseline), f"{'fp32':>9}")
+    best: tuple[float, int, Precision] = (float("inf"), 0, "fp32")
+    rows: list[dict[str, object]] = []
+    with compiled_forward(args.compile):
+        for precision in args.precision:
+            for batch in args.batch:
+                per, mib = measure(arch, side, batch, args.steps, "batched", device, precision)
+                best = min(best, (per, batch, precision), key=lambda row: row[0])
+                est = estimated_mib(arch, side, batch, args.steps)
+                print(_row("batched", batch, per, mib, est, flops, baseline), f"{precision:>9}")
+                rows.append(
+                    {
+                        "precision": precision,
+                        "batch": batch,
+                        "images_per_s": 1 / (per * PAPER_STEPS),
+                        "seconds_per_image_paper_settings": per * PAPER_STEPS,
+                        "peak_mib": mib,
+                    }
+                )
+    per, batch, best_precision = best
     summary: dict[str, object] = {
         "size": args.size,
         "device": args.device,
-        "precision": args.precision,
+        "precision": best_precision,
+        "precisions": args.precision,
+        "compile": args.compile,
         "batch": batch,
         "steps_measured": args.steps,
         "reference_images_per_s": 1 / (baseline * PAPER_STEPS),
@@ -306,13 +357,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         "speedup": baseline / per,
         "seconds_per_image_paper_settings": per * PAPER_STEPS,
         "gflops": flops / per / 1e9,
+        "rows": rows,
     }
     if args.processes > 0:
         pipe = measure_pipeline(
-            arch, side, batch, args.steps, args.device, args.processes, args.precision
+            arch, side, batch, args.steps, args.device, args.processes, best_precision
         )
         est = estimated_mib(arch, side, batch, args.steps) * args.processes
-        print(_row(f"pipeline x{args.processes}", batch, pipe, nan, est, flops, baseline))
+        row = _row(f"pipeline x{args.processes}", batch, pipe, nan, est, flops, baseline)
+        print(row, f"{best_precision:>9}")
         summary.update(
             processes=args.processes,
             pipeline_images_per_s=1 / (pipe * PAPER_STEPS),

@@ -1,5 +1,5 @@
 """The ``ride`` command line: ``ride run`` evaluates, ``ride train`` trains a classifier,
-``ride report`` prints the tables."""
+``ride report`` prints the tables, ``ride compact`` merges the result files."""
 
 from __future__ import annotations
 
@@ -71,6 +71,20 @@ def _report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.set_defaults(handler=_cmd_report)
 
 
+def _compact_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "compact",
+        help="merge a run's per-task result files into one Parquet file per attack and defender",
+        description="Merge the per-task files DIR/results/*.parquet into a hive-partitioned "
+        "dataset, DIR/results/attack_id=A/defender_id=D/part-*.parquet, that pandas, pyarrow "
+        "and DuckDB read fast. Failed rows (*.failed.parquet) stay as they are. Safe to stop "
+        "at any point (the next call finishes the job), and to repeat: a second call finds "
+        "nothing to do. A resumed `ride run` keeps working on a compacted run.",
+    )
+    p.add_argument("run_dir", type=Path, metavar="DIR", help="a run directory made by `ride run`")
+    p.set_defaults(handler=_cmd_compact)
+
+
 def _cards_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "cards",
@@ -101,6 +115,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     add_run_parser(sub, _cmd_run)
     _train_parser(sub)
     _report_parser(sub)
+    _compact_parser(sub)
     _cards_parser(sub)
     return parser
 
@@ -233,6 +248,22 @@ def _cmd_report(args: argparse.Namespace) -> int:
         print(f"figure: {figure}")
     for problem in problems:
         print(f"ride: figure not drawn: {problem}", file=sys.stderr)
+    return 0
+
+
+def _cmd_compact(args: argparse.Namespace) -> int:
+    from storage.compact import compact_results
+    from storage.layout import RunLayout
+    from storage.lock import run_lock
+
+    layout = RunLayout(args.run_dir)
+    if not layout.root.is_dir():
+        raise CliError(f"{args.run_dir} does not exist")
+    if not layout.results.is_dir():
+        raise CliError(f"{args.run_dir} has no results/ folder (not a `ride run` directory?)")
+    with run_lock(layout.root):
+        done = compact_results(layout.results)
+    print(done.summary(layout.results))
     return 0
 
 

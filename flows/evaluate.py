@@ -1,12 +1,16 @@
 """The evaluation flow: sample -> classifier -> attack -> defend -> classify -> store -> report.
 
 The flow only composes the tasks of :mod:`tasks.evaluate`: it claims the run directory,
-prepares the images and the classifier, then submits every chunk task at once: one attack
-task per (gray-box attack, chunk) and one defence task per (attack, defender, chunk), each
-defence waiting for its attack chunk (``wait_for``), so it starts as soon as that chunk is
-stored. Costly tasks run first (Dask priorities), progress is logged as tasks finish
-(``as_completed``), failed chunks get ``failed`` rows, then the report is written. The task
-runner (a local Dask cluster or an existing scheduler) is chosen by :func:`make_task_runner`.
+prepares the images and the classifier, then submits every chunk task at once, as
+:mod:`pipeline.plan` cuts the run: one attack chunk per (gray-box attack or ``none``, rows),
+which makes the adversarial images and their predictions once and runs the cheap defenders
+(the filters) on them; one defence chunk per (attack, costly defender, rows), each waiting
+for the attack chunk of its rows (``wait_for``), so it starts as soon as that chunk is
+stored; and under a white-box attack one defence chunk per (defender, rows). Costly tasks
+run first (Dask priorities), progress is logged per result as tasks finish
+(``as_completed``), results of failed tasks get ``failed`` rows, then the report is written.
+The task runner (a local Dask cluster or an existing scheduler) is chosen by
+:func:`make_task_runner`.
 
 A write that fails (disk full, read-only: a task returns :class:`~tasks.evaluate.Unwritable`)
 ends the run at once: the tasks not yet finished are cancelled, no ``failed`` rows and no
@@ -35,10 +39,17 @@ from prefect_dask import DaskTaskRunner
 from flows import worker_setup
 from flows.cluster import required_resources
 from flows.interrupts import raise_if_requested
+from pipeline.chunks import DefenderFailures
 from pipeline.config import RunConfig
 from pipeline.execution import Logger
-from pipeline.sampling import chunk_ranges
-from pipeline.whitebox import attack_draws, attack_iters
+from pipeline.plan import (
+    attack_chunk_cost,
+    defence_chunk_cost,
+    is_gray_box,
+    row_ranges,
+    runs_in_attack_chunk,
+    task_rows,
+)
 from ride.attacks import Attack
 from ride.defenders import Defender
 from storage.lock import run_lock
@@ -47,6 +58,7 @@ from tasks.evaluate import (
     Unwritable,
     attack_chunk,
     claim_run,
+    compact_results,
     defend_chunk,
     prepare_classifier,
     prepare_images,
@@ -55,6 +67,11 @@ from tasks.evaluate import (
 )
 
 WORKER_MALLOC_TRIM_THRESHOLD = 256 * 2**20
+WORKER_MALLOC_MMAP_THRESHOLD = 32 * 2**20
+"""glibc's largest mmap threshold. Setting the trim threshold also freezes the mmap threshold
+at its 128 KiB default, so every large tensor (a batch's activations) is mmapped and unmapped
+anew: measured here, a PGD attack on 2,048 MNIST images ran twice as slowly (5.6 s -> 10.2 s)
+until large blocks stayed in the heap as well."""
 
 T = TypeVar("T")
 
@@ -87,7 +104,8 @@ def local_cluster(**cluster_kwargs: Any) -> LocalCluster:
     as a plain process. Two of them matter: the statistical profiler (a thread that wakes
     every 10 ms and takes the GIL, which the fit's thread then waits for on every torch
     call) and ``MALLOC_TRIM_THRESHOLD_=65536`` (glibc returns memory to the OS after
-    nearly every small free). Both are turned off for the workers this cluster spawns.
+    nearly every small free). Both are turned off for the workers this cluster spawns; the
+    mmap threshold is raised with the trim threshold (``WORKER_MALLOC_MMAP_THRESHOLD``).
 
     The nanny prefers a variable already in this process's environment over its
     ``pre-spawn-environ`` setting (and an in-process Dask worker leaves the default there),
@@ -97,24 +115,28 @@ def local_cluster(**cluster_kwargs: Any) -> LocalCluster:
     (:mod:`flows.worker_setup`): ``ride`` stops them as it unwinds; signalled, they printed
     tracebacks under its one line.
     """
-    threshold = str(WORKER_MALLOC_TRIM_THRESHOLD)
+    malloc = {
+        "MALLOC_TRIM_THRESHOLD_": str(WORKER_MALLOC_TRIM_THRESHOLD),
+        "MALLOC_MMAP_THRESHOLD_": str(WORKER_MALLOC_MMAP_THRESHOLD),
+    }
     tuned: dict[str, Any] = {
         "distributed.worker.profile.enabled": False,
-        "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": threshold,
+        **{f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in malloc.items()},
     }
     if cluster_kwargs.get("processes", True):
         preloads = list(dask.config.get("distributed.worker.preload", []))
         tuned["distributed.worker.preload"] = [*preloads, worker_setup.PRELOAD]
-    before = os.environ.get("MALLOC_TRIM_THRESHOLD_")
-    os.environ["MALLOC_TRIM_THRESHOLD_"] = threshold
+    before = {name: os.environ.get(name) for name in malloc}
+    os.environ.update(malloc)
     try:
         with dask.config.set(tuned):
             return LocalCluster(**cluster_kwargs)
     finally:
-        if before is None:
-            os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
-        else:
-            os.environ["MALLOC_TRIM_THRESHOLD_"] = before
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextmanager
@@ -130,57 +152,66 @@ def _placement(cfg: RunConfig) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class _Job:
-    """One chunk task: an attack chunk (``defender is None``) or a defence chunk."""
+    """One chunk task (:mod:`pipeline.plan`): an attack chunk (``upstream`` of the defence
+    chunks of its rows; ``defenders``: the cheap ones it runs) or a defence chunk
+    (``defenders``: its one defender; ``upstream``: the attack chunk it waits for, None under
+    a white-box attack, which runs inside the task)."""
 
     attack: Attack
-    defender: Defender | None
+    defenders: tuple[Defender, ...]
     start: int
     stop: int
+    is_attack_chunk: bool
+    upstream: _Job | None = None
 
     @property
     def label(self) -> str:
-        what = self.attack.id if self.defender is None else f"{self.attack.id} x {self.defender.id}"
+        what = self.attack.id if self.is_attack_chunk else f"{self.attack.id} x {self.defender.id}"
         return f"{what} rows {self.start}-{self.stop}"
 
     @property
-    def where(self) -> tuple[Attack, Defender, int, int]:
-        assert self.defender is not None
-        return self.attack, self.defender, self.start, self.stop
+    def defender(self) -> Defender:
+        assert not self.is_attack_chunk
+        return self.defenders[0]
 
-    @property
-    def upstream(self) -> _Job | None:
-        """The attack chunk a defence chunk waits for: a gray-box attack's. None for ``none``
-        (the clean images are defended) and for the adaptive attacks, which run inside each
-        defence task because they attack that defender."""
-        gray_box = self.attack.name != "none" and not self.attack.adaptive
-        if self.defender is None or not gray_box:
-            return None
-        return _Job(self.attack, None, self.start, self.stop)
+    def results(self) -> list[tuple[Attack, Defender, int, int]]:
+        """The (attack, defender, rows) results this task stores."""
+        return [(self.attack, d, self.start, self.stop) for d in self.defenders]
 
 
 class _Progress:
-    """Logs one line per finished defence task, with the elapsed time and an ETA.
+    """Logs one line per finished (attack, defender, rows) result, with the elapsed time and
+    an ETA.
 
-    The ETA weighs each task by its cost in defender steps (:func:`_cost`), not by count:
-    the cheap filter tasks finish first and would make a count-based estimate far too low.
-    It is shown once a twentieth of the work is done (before, the cluster's start and
-    per-task overheads dominate). Tasks found already stored leave it alone.
+    The ETA weighs each task by its cost (:func:`_cost`), not by count: the cheap attack
+    chunks finish first and would make a count-based estimate far too low. It is shown once a
+    twentieth of the work is done (before, the cluster's start and per-task overheads
+    dominate). Tasks found already stored leave it alone.
     """
 
     def __init__(self, jobs: list[_Job]) -> None:
-        self.total = len(jobs)
+        self.total = sum(len(job.defenders) for job in jobs)
         self.total_cost = sum(_cost(job) for job in jobs)
         self.done = 0
-        self.done_cost = 0
-        self.skipped_cost = 0
+        self.done_cost = 0.0
+        self.skipped_cost = 0.0
         self.began = time.monotonic()
 
-    def line(self, job: _Job, outcome: ChunkOutcome | None) -> str:
-        self.done += 1
+    def lines(self, job: _Job, outcome: ChunkOutcome | None) -> list[str]:
+        """The lines of a finished task (``outcome`` None: it failed), one per result."""
         if outcome is not None and outcome.action == "skipped":
             self.skipped_cost += _cost(job)
         else:
             self.done_cost += _cost(job)
+        per_defender = {o.defender_id: o for o in outcome.defences} if outcome else {}
+        lines = []
+        for defender in job.defenders:
+            self.done += 1
+            one = per_defender.get(defender.id) if job.is_attack_chunk else outcome
+            lines.append(self._line(job, defender, one))
+        return lines
+
+    def _line(self, job: _Job, defender: Defender, outcome: ChunkOutcome | None) -> str:
         elapsed = time.monotonic() - self.began
         left = self.total_cost - self.done_cost - self.skipped_cost
         # Until a twentieth of the work is done, startup and per-task overheads dominate.
@@ -192,9 +223,8 @@ class _Progress:
             what = "already stored"
         else:
             what = f"{outcome.correct}/{outcome.count} correct in {outcome.seconds:.1f} s"
-        return (
-            f"[{self.done}/{self.total}] {job.label}: {what} (elapsed {elapsed:.0f} s, eta {eta})"
-        )
+        label = f"{job.attack.id} x {defender.id} rows {job.start}-{job.stop}"
+        return f"[{self.done}/{self.total}] {label}: {what} (elapsed {elapsed:.0f} s, eta {eta})"
 
 
 @flow(name="ride-evaluate")
@@ -251,7 +281,7 @@ def _evaluate_locked(out: str, cfg: RunConfig, command: str | None) -> dict[str,
     logger.info("classifier %s: clean test accuracy %.4f", cfg.classifier, test_accuracy)
 
     jobs = _plan(cfg, n_images)
-    progress = _Progress([job for job in jobs if job.defender is not None])
+    progress = _Progress(jobs)
     futures = _submit_all(out, cfg, jobs)
     job_of = {future: job for job, future in futures.items()}
     failed = 0
@@ -263,10 +293,14 @@ def _evaluate_locked(out: str, cfg: RunConfig, command: str | None) -> dict[str,
         _cancel(futures.values())
         raise
 
+    if cfg.compact:
+        _written(compact_results(out))
     markdown = _written(report(out))
     if failed:
         logger.warning(
-            "%d of %d chunk tasks failed; their rows have status 'failed'", failed, progress.total
+            "%d of %d results (attack x defender x rows) failed; their rows have status 'failed'",
+            failed,
+            progress.total,
         )
     return {
         "images": n_images,
@@ -279,15 +313,31 @@ def _evaluate_locked(out: str, cfg: RunConfig, command: str | None) -> dict[str,
 
 
 def _plan(cfg: RunConfig, n_images: int) -> list[_Job]:
-    """Every chunk task of the run: per attack and chunk, the gray-box attack chunk (if the
-    attack has one), then one defence chunk per defender."""
+    """Every chunk task of the run (:mod:`pipeline.plan`): per gray-box attack (and
+    ``none``) its attack chunks, each followed by the defence chunks of its rows for the
+    costly defenders; per white-box attack, the defence chunks of every defender."""
     defenders = cfg.defender_configs()
     jobs: list[_Job] = []
     for attack in cfg.attack_configs():
-        for start, stop in chunk_ranges(n_images, cfg.chunk_size):
-            defences = [_Job(attack, defender, start, stop) for defender in defenders]
-            upstream = defences[0].upstream
-            jobs.extend([upstream, *defences] if upstream is not None else defences)
+        if not is_gray_box(attack):
+            for defender in defenders:
+                rows = task_rows(cfg, n_images, attack, defender)
+                jobs.extend(
+                    _Job(attack, (defender,), start, stop, is_attack_chunk=False)
+                    for start, stop in row_ranges(n_images, rows)
+                )
+            continue
+        cheap = tuple(d for d in defenders if runs_in_attack_chunk(attack, d))
+        costly = [d for d in defenders if not runs_in_attack_chunk(attack, d)]
+        for start, stop in row_ranges(n_images, task_rows(cfg, n_images, attack, None)):
+            upstream = _Job(attack, cheap, start, stop, is_attack_chunk=True)
+            jobs.append(upstream)
+            for defender in costly:
+                rows = task_rows(cfg, n_images, attack, defender)
+                jobs.extend(
+                    _Job(attack, (defender,), a, b, is_attack_chunk=False, upstream=upstream)
+                    for a, b in row_ranges(n_images, rows, within=(start, stop))
+                )
     return jobs
 
 
@@ -299,8 +349,10 @@ def _submit_all(
     futures: dict[_Job, PrefectFuture[ChunkOutcome | Unwritable]] = {}
     for job in jobs:
         with _placement(cfg), dask.annotate(priority=_priority(job)):
-            if job.defender is None:
-                futures[job] = attack_chunk.submit(out, cfg, job.attack, job.start, job.stop)
+            if job.is_attack_chunk:
+                futures[job] = attack_chunk.submit(
+                    out, cfg, job.attack, job.start, job.stop, job.defenders
+                )
                 continue
             upstream = None if job.upstream is None else futures[job.upstream]
             futures[job] = defend_chunk.submit(
@@ -324,62 +376,50 @@ def _settle(
     progress: _Progress,
     logger: Logger,
 ) -> int:
-    """Log a finished task; for a failed defence chunk write its ``failed`` rows. Returns
-    the failed defence chunks recorded (0 or 1); raises :class:`_Stopped` when the task (or
-    its attack chunk, or writing its ``failed`` rows) could not write.
+    """Log a finished task; for a failed task write the ``failed`` rows of each result it did
+    not store. Returns the failed results recorded; raises :class:`_Stopped` when the task
+    (or its attack chunk, or writing its ``failed`` rows) could not write.
 
     A defence chunk whose attack chunk failed never ran (Prefect leaves it ``NotReady``):
     its rows say ``attack failed: <the attack's error>``.
     """
     future = futures[job]
-    if job.defender is None:  # an attack chunk: its defence chunks report for it
-        error = _failure(future)
-        if error is not None:
-            logger.error("%s failed: %s", job.label, error)
-        else:
-            _written(future.result())
-        return 0
     attack_error = None if job.upstream is None else _failure(futures[job.upstream])
     if attack_error is None and job.upstream is not None:
         _written(futures[job.upstream].result())
     error = _failure(future) if attack_error is None else f"attack failed: {attack_error}"
+    if job.is_attack_chunk and error is not None and not error.startswith(DEFENDERS_FAILED):
+        error = f"attack failed: {error}"  # its defenders never ran
     if error is None:
-        logger.info(progress.line(job, _written(future.result())))
+        for line in progress.lines(job, _written(future.result())):
+            logger.info(line)
         return 0
     if attack_error is None:
         logger.error("%s failed: %s", job.label, error)
-    _written(record_failure(out, cfg, *job.where, error))
-    logger.info(progress.line(job, None))
-    return 1
+    for attack, defender, start, stop in job.results():
+        _written(record_failure(out, cfg, attack, defender, start, stop, error))
+    for line in progress.lines(job, None):
+        logger.info(line)
+    return len(job.defenders)
 
 
-def _cost(job: _Job) -> int:
-    """Relative cost of a defence task: defender fits x steps per fit x images.
-
-    A white-box attack runs the defender ``iters * draws`` times plus the re-check (its
-    draws against this defender: :func:`~pipeline.whitebox.attack_draws`); a RIDE fit costs
-    ``iters * checkpoints`` Adam steps, a filter about one.
-    """
-    white_box = job.attack.adaptive and job.defender is not None
-    fits = attack_iters(job.attack) * attack_draws(job.attack, job.defender) + 1 if white_box else 1
-    return max(1, round(fits * _defence_cost(job.defender) * (job.stop - job.start)))
+DEFENDERS_FAILED = f"{DefenderFailures.__name__}: "
+"""How the error line of an attack chunk whose attack succeeded but a defender failed starts."""
 
 
-def _defence_cost(defender: Defender | None) -> float:
-    """Relative cost of defending one image once: the defender's ``cost_hint`` (1 = a median
-    filter; RIDE: ``iters * checkpoints``), else guessed from its params (``iters *
-    checkpoints`` when it has them, else 1)."""
-    hint = getattr(defender, "cost_hint", None)
-    if hint is not None:
-        return float(hint)
-    settings = defender.params() if defender is not None else {}
-    return float(int(settings.get("iters", 1)) * int(settings.get("checkpoints", 1)))
+def _cost(job: _Job) -> float:
+    """Work of a task in the cost model's units (:mod:`pipeline.plan`): per image, the attack
+    chunk's attack, predictions and cheap defenders, or the defence chunk's fits."""
+    rows = job.stop - job.start
+    if job.is_attack_chunk:
+        return attack_chunk_cost(job.attack, job.defenders) * rows
+    return defence_chunk_cost(job.attack, job.defender) * rows
 
 
 def _priority(job: _Job) -> int:
-    """Dask priority of a chunk task (higher runs first): gray-box attack chunks first (the
-    defence tasks wait on them, and they are cheap), then the costliest defence tasks."""
-    return 10**12 if job.defender is None else _cost(job)
+    """Dask priority of a chunk task (higher runs first): attack chunks first, the costliest
+    of them first (the defence chunks wait on them), then the costliest defence chunks."""
+    return 10**12 + round(_cost(job)) if job.is_attack_chunk else round(_cost(job))
 
 
 def _failure(future: PrefectFuture[Any]) -> str | None:

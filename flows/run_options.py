@@ -75,6 +75,18 @@ def _default_text(value: Any) -> str:
     return str(value)
 
 
+def _chunk_size(text: str) -> int | str:
+    """``--chunk-size``: a count of images, or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of images or auto, got {text!r}"
+        ) from None
+
+
 def _add_option(group: argparse._ArgumentGroup, f: Any, default: Any) -> None:
     """One RunConfig field as an option, from its metadata."""
     meta = f.metadata
@@ -88,6 +100,11 @@ def _add_option(group: argparse._ArgumentGroup, f: Any, default: Any) -> None:
         return
     if f.name == "classifier":
         group.add_argument(flag, dest=f.name, default=None, help=text)
+        return
+    if f.name == "chunk_size":
+        group.add_argument(
+            flag, dest=f.name, type=_chunk_size, default=None, help=f"{text} (default {default})"
+        )
         return
     repeat = isinstance(default, tuple)
     group.add_argument(

@@ -20,7 +20,8 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,24 +38,39 @@ from pipeline.execution import (
     worker_device,
 )
 from pipeline.keys import ChunkKey, chunk_key
+from pipeline.plan import is_cheap
 from pipeline.rows import (
     Row,
+    Timing,
     Verdict,
     distance_columns,
     failed_rows,
     final_step_rows,
     result_rows,
     robust_so_far,
+    with_timing,
 )
 from pipeline.whitebox import WhiteBoxChunk, adaptive_attack, attack_iters
 from ride.attacks import Attack
 from ride.classifiers import predict
 from ride.defenders import Defender, defend_draws
 from ride.seeding import derive_seed, generator_for
-from storage.images import ImageStore, StorageError, adv_name, defended_name
+from storage.files import WriteError
+from storage.images import (
+    ImageStore,
+    StorageError,
+    adv_name,
+    defended_name,
+    predictions_name,
+)
 from storage.layout import RunLayout
 from storage.results import is_finished, result_key, write_results
 from storage.steps import write_steps
+
+BATCH = 256
+"""Images a gray-box attack or a filter takes at once inside a task (the classifier's
+``predict`` batches as much): an attack chunk of thousands of images at once spills its
+activations out of the caches and runs slower per image."""
 
 GrayBoxImages = Callable[[str, Attack, ChunkKey], np.ndarray]
 """``(out, attack, key) -> adversarial images`` of one chunk: :func:`gray_box_images`, or
@@ -63,12 +79,53 @@ the same cached."""
 
 @dataclass(frozen=True)
 class ChunkOutcome:
-    """What a chunk task did: ``ran`` or ``skipped`` (already in storage)."""
+    """What a chunk task did: ``ran`` or ``skipped`` (already in storage).
+
+    An attack chunk's outcome holds one outcome per cheap defender it ran (``defences``,
+    each with its ``defender_id``)."""
 
     action: str
     seconds: float
     correct: int = 0
     count: int = 0
+    defender_id: str | None = None
+    defences: tuple[ChunkOutcome, ...] = ()
+
+
+class DefenderFailures(RuntimeError):
+    """Defenders of an attack chunk that failed (the attack itself succeeded): one line,
+    ``defender <id>: <error>; ...``; the chunk's other results were stored."""
+
+
+class Stopwatch:
+    """Splits a task's wall time into compute (attack, defence, classification) and the rest
+    (loading, storing, set-up): ``with clock.compute(): ...`` around the compute."""
+
+    def __init__(self) -> None:
+        self.began = time.perf_counter()
+        self.started_at = time.time()
+        self.computing = 0.0
+
+    @contextmanager
+    def compute(self) -> Iterator[None]:
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.computing += time.perf_counter() - began
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.began
+
+    def timing(self, share: float = 1.0) -> Timing:
+        """This task's timing so far, ``share`` of it (a defender's share of an attack chunk)."""
+        total = self.elapsed()
+        return Timing(
+            compute=self.computing * share,
+            overhead=max(0.0, total - self.computing) * share,
+            started_at=self.started_at,
+            finished_at=time.time(),
+        )
 
 
 def gray_box_images(out: str, attack: Attack, key: ChunkKey) -> np.ndarray:
@@ -78,8 +135,13 @@ def gray_box_images(out: str, attack: Attack, key: ChunkKey) -> np.ndarray:
         RunLayout(Path(out)), key.classifier, key.start, key.stop, device
     )
     generator = generator_for(derive_seed(key.seed, key.dataset, key.start, attack.id), device)
-    adversarial = attack.perturb(model, clean, labels, generator=generator)
-    return adversarial.detach().cpu().numpy().astype(np.float32)
+    parts = [  # in batches: a whole attack chunk at once runs slower (its activations spill)
+        attack.perturb(model, clean[i : i + BATCH], labels[i : i + BATCH], generator=generator)
+        .detach()
+        .cpu()
+        for i in range(0, len(clean), BATCH)
+    ]
+    return torch.cat(parts).numpy().astype(np.float32)
 
 
 def attack_chunk(
@@ -90,19 +152,130 @@ def attack_chunk(
     stop: int,
     images: GrayBoxImages = gray_box_images,
     logger: Logger | None = None,
+    defenders: Sequence[Defender] = (),
 ) -> ChunkOutcome:
-    """Store the gray-box adversarial images of rows ``[start, stop)``, made by ``images``;
-    a stored chunk that does not read back is recomputed (``logger`` is told)."""
-    began = time.perf_counter()
+    """The attack chunk of rows ``[start, stop)``: the gray-box adversarial images (made by
+    ``images``; the clean images for ``none``), the clean and adversarial predictions, once,
+    then every cheap defender of ``defenders`` on them (:func:`defend_rows`), each stored as
+    a defence chunk would store it.
+
+    What is stored and reads back is not redone (a chunk that does not read back is dropped
+    and recomputed; ``logger`` is told). A defender that raises does not stop the others:
+    the error, naming each failed defender, is raised once they all ran, so a retry redoes
+    only what is missing.
+    """
+    clock = Stopwatch()
     layout = RunLayout(Path(out))
     store = ImageStore(layout)
-    name = adv_name(attack.id)
-    if store.has_rows(name, start, default_logger(logger).warning):
-        return ChunkOutcome("skipped", 0.0)
+    note = default_logger(logger).warning
+    cheap = [d for d in defenders if is_cheap(d)]
+    pending = [d for d in cheap if not _defence_stored(layout, cfg, attack, d, start, stop, note)]
+    adv_array = None if attack.name == "none" else adv_name(attack.id)
+    adv_stored = adv_array is None or store.has_rows(adv_array, start, note)
+    predictions_stored = store.has_rows(predictions_name(attack.id), start, note)
+    if adv_stored and predictions_stored and not pending:
+        skipped = tuple(ChunkOutcome("skipped", 0.0, defender_id=d.id) for d in cheap)
+        return ChunkOutcome("skipped", 0.0, defences=skipped)
     device = worker_device(cfg)
-    key = chunk_key(layout, cfg.dataset, cfg.seed, cfg.classifier, str(device), start, stop)
-    store.write_rows(name, start, images(out, attack, key))
-    return ChunkOutcome("ran", time.perf_counter() - began)
+    clean, labels, model = load_chunk(layout, cfg.classifier, start, stop, device)
+    if adv_array is None:
+        adversarial = clean
+    elif adv_stored:
+        adversarial = torch.from_numpy(store.read_rows(adv_array, start, stop)).to(device)
+    else:
+        key = chunk_key(layout, cfg.dataset, cfg.seed, cfg.classifier, str(device), start, stop)
+        with clock.compute():
+            made = images(out, attack, key)
+        store.write_rows(adv_array, start, made)
+        adversarial = torch.from_numpy(made).to(device)
+    if predictions_stored:
+        shared = stored_predictions(store, attack, start, stop, device)
+    else:
+        with clock.compute():
+            shared = {"clean": predict(model, clean), "adv": predict(model, adversarial)}
+        both = torch.stack([shared["clean"], shared["adv"]], dim=1)  # (B, 2)
+        store.write_rows(predictions_name(attack.id), start, both.cpu().numpy())
+    common = clock.timing()  # the attack and the shared predictions, split over defenders
+    outcomes: list[ChunkOutcome] = []
+    errors: list[str] = []
+    pending_ids = {d.id for d in pending}
+    for defender in cheap:
+        if defender.id not in pending_ids:
+            outcomes.append(ChunkOutcome("skipped", 0.0, defender_id=defender.id))
+            continue
+        own = Stopwatch()
+        try:
+            with own.compute():
+                defended, rows = defend_rows(
+                    cfg, attack, defender, start, clean, labels, adversarial, model,
+                    predictions=shared,
+                )  # fmt: skip
+            store_defence(layout, attack, defender, start, stop, defended, rows, own, common,
+                          len(pending))  # fmt: skip
+        except Exception as error:  # one defender's failure leaves the others' results
+            if isinstance(error, WriteError):
+                raise
+            errors.append(f"defender {defender.id}: {type(error).__name__}: {error}")
+            continue
+        correct = sum(bool(row["correct_defended"]) for row in rows)
+        outcomes.append(
+            ChunkOutcome("ran", own.elapsed(), correct, len(rows), defender_id=defender.id)
+        )
+    if errors:
+        raise DefenderFailures("; ".join(line.splitlines()[0] for line in errors))
+    return ChunkOutcome("ran", clock.elapsed(), defences=tuple(outcomes))
+
+
+def stored_predictions(
+    store: ImageStore, attack: Attack, start: int, stop: int, device: torch.device
+) -> dict[str, torch.Tensor]:
+    """The clean and adversarial predictions of rows ``[start, stop)`` that ``attack``'s
+    attack chunk stored (``predictions/<attack>``: (N, 2) class indices)."""
+    both = torch.from_numpy(store.read_rows(predictions_name(attack.id), start, stop))
+    return {"clean": both[:, 0].to(device), "adv": both[:, 1].to(device)}
+
+
+def _defence_stored(
+    layout: RunLayout,
+    cfg: RunConfig,
+    attack: Attack,
+    defender: Defender,
+    start: int,
+    stop: int,
+    note: Callable[[str], None],
+) -> bool:
+    """Is this defence chunk done: its result file reads back with its rows (of this run)
+    and its defended images (a defender other than ``none``) read back whole?"""
+    key = result_key(attack.id, defender.id, start, stop)
+    defended_array = None if defender.id == "none" else defended_name(attack.id, defender.id)
+    return is_finished(layout.results, key, stop - start, note, cfg.run_id) and (
+        defended_array is None or ImageStore(layout).covers(defended_array, start, stop, note)
+    )
+
+
+def store_defence(
+    layout: RunLayout,
+    attack: Attack,
+    defender: Defender,
+    start: int,
+    stop: int,
+    defended: torch.Tensor,
+    rows: list[Row],
+    clock: Stopwatch,
+    common: Timing | None = None,
+    sharers: int = 1,
+) -> None:
+    """Store a defence chunk: its defended images (read back before they are marked done),
+    then its result rows with their timing (``clock``'s, plus a ``1 / sharers`` share of
+    ``common``: the attack chunk's own work)."""
+    defended_array = None if defender.id == "none" else defended_name(attack.id, defender.id)
+    if defended_array is not None:
+        ImageStore(layout).write_rows(defended_array, start, defended.detach().cpu().numpy())
+    timing = clock.timing()
+    if common is not None:
+        timing = timing.plus(common.scaled(1 / sharers))
+    key = result_key(attack.id, defender.id, start, stop)
+    write_results(layout.results, key, with_timing(rows, timing))
 
 
 def defend_rows(
@@ -117,28 +290,41 @@ def defend_rows(
     *,
     robust: list[bool] | None = None,
     seconds: float = 0.0,
+    predictions: Mapping[str, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, list[Row]]:
     """Defend a chunk's final adversarial images ``cfg.recheck`` times, classify, build rows.
 
     The stored defended image is draw 0. ``robust`` (adaptive attacks) says, per image,
     whether the defended iterate was classified correctly at every attack step;
     ``correct_worst`` also needs every re-check draw correct. ``seconds`` is time already
-    spent on these images (the attack, for adaptive attacks).
+    spent on these images (the attack, for adaptive attacks). ``predictions``: the clean and
+    adversarial predictions when the attack chunk made them already (else computed here).
+    The rows' timing columns are filled when they are stored (:func:`with_timing`).
     """
     began = time.perf_counter()
     seeds = defender_seeds(cfg, attack, defender, start, len(clean))
-    draws = defend_draws(executed_defender(cfg, defender), adversarial, seeds, cfg.recheck)
+    executed = executed_defender(cfg, defender)
+    if is_cheap(defender):  # a filter: in batches (RIDE sizes its own groups to the memory)
+        batches = [
+            defend_draws(executed, adversarial[i : i + BATCH], seeds[i : i + BATCH], cfg.recheck)
+            for i in range(0, len(adversarial), BATCH)
+        ]
+        draws = [torch.cat(parts) for parts in zip(*batches, strict=True)]
+    else:
+        draws = defend_draws(executed, adversarial, seeds, cfg.recheck)
     defended = draws[0]
-    predictions = {
-        "clean": predict(model, clean),
-        "adv": predict(model, adversarial),
+    if predictions is None:
+        predictions = {"clean": predict(model, clean), "adv": predict(model, adversarial)}
+    classified = {
+        "clean": predictions["clean"],
+        "adv": predictions["adv"],
         "defended": predict(model, defended),
     }
     draw_correct = torch.stack(
-        [predictions["defended"], *(predict(model, d) for d in draws[1:])]
+        [classified["defended"], *(predict(model, d) for d in draws[1:])]
     ) == labels.view(1, -1)  # (draws, B)
     verdict = Verdict(
-        seeds, predictions, draw_correct, distance_columns(clean, adversarial, defended), robust
+        seeds, classified, draw_correct, distance_columns(clean, adversarial, defended), robust
     )
     rows = result_rows(
         cfg,
@@ -167,57 +353,64 @@ def defend_chunk(
 
     Adaptive attacks (BPDA, BPDA+EOT) are run here, against this defender, and also store
     their adversarial images per defender and one ``steps/`` row per image and iterate.
+    Against a gray-box attack (or ``none``) the adversarial images and their predictions are
+    those its attack chunk stored (:func:`attack_chunk`).
 
     The chunk counts as done when its result file reads back with its rows and its defended
     images (a defender other than ``none``) read back whole; otherwise the bad output is
     dropped (``logger`` is told) and the whole chunk is redone. The gray-box adversarial
     images it defends must read back whole too.
     """
-    began = time.perf_counter()
+    clock = Stopwatch()
     layout = RunLayout(Path(out))
     key = result_key(attack.id, defender.id, start, stop)
     note = default_logger(logger).warning
     store = ImageStore(layout)
-    defended_array = None if defender.id == "none" else defended_name(attack.id, defender.id)
-    if is_finished(layout.results, key, stop - start, note, cfg.run_id) and (
-        defended_array is None or store.has_rows(defended_array, start, note)
-    ):
-        return ChunkOutcome("skipped", 0.0)
+    if _defence_stored(layout, cfg, attack, defender, start, stop, note):
+        return ChunkOutcome("skipped", 0.0, defender_id=defender.id)
     device = worker_device(cfg)
     clean, labels, model = load_chunk(layout, cfg.classifier, start, stop, device)
     tracked: list[Row] | None = None
-    if attack.name == "none":
-        adversarial = clean
-    elif attack.adaptive:
+    predictions: dict[str, torch.Tensor] | None = None
+    if attack.adaptive:
         chunk = WhiteBoxChunk(cfg, attack, defender, start, clean, labels, model)
-        adversarial, tracked = adaptive_attack(layout, chunk, key, default_logger(logger))
+        with clock.compute():
+            adversarial, tracked = adaptive_attack(layout, chunk, key, default_logger(logger))
     else:
-        if not store.has_rows(adv_name(attack.id), start, note):
-            raise StorageError(
-                f"the adversarial images {adv_name(attack.id)} rows {start}-{stop} are not "
-                "stored (their attack-chunk task stores them first)"
-            )
-        adversarial = torch.from_numpy(store.read_rows(adv_name(attack.id), start, stop)).to(device)
+        for name in ([] if attack.name == "none" else [adv_name(attack.id)]) + [
+            predictions_name(attack.id)
+        ]:
+            if not store.covers(name, start, stop, note):
+                raise StorageError(
+                    f"{name} rows {start}-{stop} are not stored (their attack-chunk task "
+                    "stores them first)"
+                )
+        adversarial = (
+            clean
+            if attack.name == "none"
+            else torch.from_numpy(store.read_rows(adv_name(attack.id), start, stop)).to(device)
+        )
+        predictions = stored_predictions(store, attack, start, stop, device)
     robust = None if tracked is None else robust_so_far(tracked, start, stop - start)
-    defended, rows = defend_rows(
-        cfg,
-        attack,
-        defender,
-        start,
-        clean,
-        labels,
-        adversarial,
-        model,
-        robust=robust,
-        seconds=time.perf_counter() - began,
-    )
+    with clock.compute():
+        defended, rows = defend_rows(
+            cfg,
+            attack,
+            defender,
+            start,
+            clean,
+            labels,
+            adversarial,
+            model,
+            robust=robust,
+            seconds=clock.elapsed(),
+            predictions=predictions,
+        )
     if tracked is not None:  # the final iterate: draw 0 of the re-check
         write_steps(layout.steps, key, tracked + final_step_rows(rows, attack_iters(attack)))
-    if defended_array is not None:  # read back before it is marked done (write_rows)
-        store.write_rows(defended_array, start, defended.detach().cpu().numpy())
-    write_results(layout.results, key, rows)
+    store_defence(layout, attack, defender, start, stop, defended, rows, clock)
     correct = sum(bool(row["correct_defended"]) for row in rows)
-    return ChunkOutcome("ran", time.perf_counter() - began, correct, len(rows))
+    return ChunkOutcome("ran", clock.elapsed(), correct, len(rows), defender_id=defender.id)
 
 
 def record_failure(
@@ -229,8 +422,11 @@ def record_failure(
     stop: int,
     error: str,
 ) -> None:
-    """Write ``failed`` rows for a chunk whose task failed after its retries."""
+    """Write ``failed`` rows for a chunk whose task failed after its retries, unless its rows
+    were stored (an attack chunk that failed on one defender stored the others)."""
     layout = RunLayout(Path(out))
+    if is_finished(layout.results, result_key(attack.id, defender.id, start, stop), stop - start):
+        return
     labels = ImageStore(layout).read_rows("labels", start, stop)
     rows = failed_rows(cfg, attack, defender, start, [int(label) for label in labels], error)
     write_results(layout.results, result_key(attack.id, defender.id, start, stop), rows)

@@ -70,13 +70,13 @@ def obtain_classifier(
 
 
 def run_images_accuracy(
-    layout: RunLayout, model: torch.nn.Module, chunk_size: int, device: torch.device
+    layout: RunLayout, model: torch.nn.Module, device: torch.device
 ) -> tuple[float, int]:
-    """Accuracy of ``model`` on the run's stored clean images, read a chunk at a time."""
+    """Accuracy of ``model`` on the run's stored clean images, read a stored chunk at a time."""
     store = ImageStore(layout)
     n = int(store.array("labels").shape[0])
     correct = 0
-    for start, stop in chunk_ranges(n, chunk_size):
+    for start, stop in chunk_ranges(n, int(store.array("clean").chunks[0])):
         images = torch.from_numpy(store.read_rows("clean", start, stop)).to(device)
         labels = torch.from_numpy(store.read_rows("labels", start, stop)).to(device)
         correct += int((predict(model, images) == labels).sum())
@@ -95,7 +95,7 @@ def prepare_classifier(layout: RunLayout, cfg: RunConfig, train: Trainer = train
         model = obtain_classifier(cfg, device, train)
         save_classifier(model, layout.classifier, cfg.classifier)
     if cfg.dataset == "imagenet":
-        accuracy, count = run_images_accuracy(layout, model, cfg.chunk_size, device)
+        accuracy, count = run_images_accuracy(layout, model, device)
         measured_on = "the run's images"
     else:
         test = load_dataset(cfg.dataset, "test", seed=cfg.seed, data_dir=data_dir(cfg))

@@ -22,6 +22,7 @@ import itertools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Any
 
 from pipeline.settings import (
@@ -53,6 +54,9 @@ __all__ = [
     "parse_sweep",
     "run_keys",
 ]
+
+CHUNK_AUTO = "auto"
+"""``chunk_size = "auto"``: each task's images from the cost model (:mod:`pipeline.plan`)."""
 
 DEMO_LIMIT = 60
 """Images of the digits test split the demo evaluates (the split has 450)."""
@@ -116,10 +120,14 @@ class RunConfig:
         flag="--defender",
         kind=str,
     )
-    chunk_size: int = option(
-        10,
-        "images per task; RIDE fits a task's images together, so on a GPU give hundreds (it "
-        "splits them to fit the card's free memory)",
+    # How many images each task takes (pipeline/plan.py). An identity key: the gray-box
+    # attacks draw one generator per attack chunk, so the rows a task takes are part of what
+    # the results depend on. "auto" sizes tasks from what they cost, the same on every resume.
+    chunk_size: int | str = option(
+        CHUNK_AUTO,
+        "images per task, or auto: sized from what each task costs (filters in chunks of "
+        "thousands of images, RIDE in a few images per task on the CPU and as many as fill "
+        "the card on a GPU)",
         kind=int,
     )
     device: str = option("cpu", "cpu or cuda", kind=str)
@@ -166,6 +174,16 @@ class RunConfig:
         "cache of trained classifiers and gray-box adversarial images shared by runs; every "
         "worker must reach it (default: $RIDE_CACHE_DIR, else ~/.cache/ride-pipeline)",
         kind=str,
+        execution=True,
+    )
+    # Merge the per-task result files into one file per (attack, defender) when the run ends
+    # (storage/compact.py; `ride compact DIR` does it later): how results are stored, not what.
+    compact: bool = option(
+        True,
+        "leave the per-task result files as they are at the end of the run, instead of merging "
+        "them into one file per (attack, defender) (`ride compact DIR` merges them later)",
+        flag="--no-compact",
+        kind=bool,
         execution=True,
     )
     # A run directory whose run.toml is lost: its results say nothing of which run made them,
@@ -229,6 +247,8 @@ class RunConfig:
     def _check_ranges(self) -> None:
         for key in ("recheck", "chunk_size", "workers", "threads"):
             value = getattr(self, key)
+            if key == "chunk_size" and value == CHUNK_AUTO:
+                continue
             require(value > 0, key, f"must be positive, got {value}")
         require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
         require(
@@ -332,9 +352,10 @@ class RunConfig:
             if k in V020_KEYS or v != defaults.get(k, object())
         }
 
-    @property
+    @cached_property
     def run_id(self) -> str:
-        """A short stable id of what the results depend on (same across resumes)."""
+        """A short stable id of what the results depend on (same across resumes); computed
+        once per config (it validates a default config: about 15 ms, and every row has it)."""
         identity = {k: v for k, v in self.run_record().items() if k in self.identity()}
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         return f"{self.dataset}-{digest[:10]}"

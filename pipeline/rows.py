@@ -20,10 +20,10 @@ import torch
 
 from pipeline.config import RunConfig
 from ride.attacks import Attack, BPDAStep
-from ride.attacks.adaptive import Adaptive
+from ride.attacks.adaptive import ChoosesMethod
 from ride.defenders import Defender
 from ride.metrics import distances
-from storage.results import DISTANCE_PAIRS, NORMS, SCHEMA
+from storage.results import DISTANCE_PAIRS, NORMS, SCHEMA, TIMING_COLUMNS
 from storage.steps import STEPS_SCHEMA
 
 Row = dict[str, Any]
@@ -47,12 +47,13 @@ def identity_columns(
 ) -> Row:
     """What a result row is about: the run, the image, the attack and the defender.
 
-    The params of an :class:`~ride.attacks.adaptive.Adaptive` attack also record the method
+    The params of an attack that chooses per defender (:class:`~ride.attacks.adaptive.Adaptive`,
+    ``AdaptiveAPGD``: :class:`~ride.attacks.adaptive.ChoosesMethod`) also record the method
     it chose for this defender (``gradient``: exact or bpda, ``draws``); those of every other
     attack are its own params alone.
     """
     params: dict[str, Any] = dict(attack.params())
-    if isinstance(attack, Adaptive):
+    if isinstance(attack, ChoosesMethod):
         params.update(attack.method(defender))
     return {
         "run_id": cfg.run_id,
@@ -91,6 +92,48 @@ def distance_columns(
 
 
 @dataclass(frozen=True)
+class Timing:
+    """Where a task's time went (seconds): ``compute`` (attack, defence, classification) and
+    ``overhead`` inside the task (loading, storing, set-up); when it ran (Unix seconds)."""
+
+    compute: float
+    overhead: float
+    started_at: float
+    finished_at: float
+
+    def scaled(self, share: float) -> Timing:
+        """``share`` of the time (a defender's part of work its attack chunk did for all)."""
+        return Timing(
+            self.compute * share, self.overhead * share, self.started_at, self.finished_at
+        )
+
+    def plus(self, other: Timing) -> Timing:
+        """This time and ``other``'s, from the earlier start to the later finish."""
+        return Timing(
+            self.compute + other.compute,
+            self.overhead + other.overhead,
+            min(self.started_at, other.started_at),
+            max(self.finished_at, other.finished_at),
+        )
+
+
+def with_timing(rows: Sequence[Mapping[str, Any]], timing: Timing) -> list[Row]:
+    """``rows`` with their timing columns (``storage.results.TIMING_COLUMNS``): each row an
+    equal share of ``timing``'s seconds, and the task's start and finish."""
+    share = 1 / max(1, len(rows))
+    return [
+        {
+            **row,
+            "compute_seconds": timing.compute * share,
+            "overhead_seconds": timing.overhead * share,
+            "task_started_at": timing.started_at,
+            "task_finished_at": timing.finished_at,
+        }
+        for row in rows
+    ]
+
+
+@dataclass(frozen=True)
 class Verdict:
     """What defending and classifying one chunk found, per image.
 
@@ -121,9 +164,10 @@ def result_rows(
 ) -> list[Row]:
     """The ``ok`` result rows of a chunk; ``seconds`` spent on it in all, shared equally."""
     rows = []
+    same = identity_columns(cfg, attack, defender, start, 0)  # what every row shares
     for i in range(len(labels)):
         label = int(labels[i])
-        row = identity_columns(cfg, attack, defender, start + i, label)
+        row = {**same, "index": start + i, "label": label}
         row["defender_seed"] = verdict.seeds[i]
         for kind in PREDICTIONS:
             predicted = int(verdict.predictions[kind][i])
@@ -137,6 +181,7 @@ def result_rows(
             correct_worst=all_draws and robust,
             **verdict.distances[i],
             seconds=seconds / len(labels),
+            **dict.fromkeys(TIMING_COLUMNS),  # filled when stored (with_timing)
             worker=worker,
             device=device,
             status="ok",
@@ -156,8 +201,9 @@ def failed_rows(
 ) -> list[Row]:
     """The ``failed`` rows of a chunk: who and what, every measured column empty."""
     rows = []
+    same = identity_columns(cfg, attack, defender, start, 0)  # what every row shares
     for i, label in enumerate(labels):
-        row = identity_columns(cfg, attack, defender, start + i, int(label))
+        row = {**same, "index": start + i, "label": int(label)}
         row.update(
             {column: None for column in SCHEMA.names if column not in row},
             status="failed",

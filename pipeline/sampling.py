@@ -2,8 +2,8 @@
 array and create every array the chunk tasks write into.
 
 The run's images are the first ``limit`` images of the test split (ImageNet: two per class,
-sampled with the run's seed and recorded in ``sources.json``), cut into chunks of
-``chunk_size`` consecutive rows (:func:`chunk_ranges`), the unit of every later task.
+sampled with the run's seed and recorded in ``sources.json``), stored in chunks of
+consecutive rows; how many rows each later task takes is :mod:`pipeline.plan`'s.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 
 from pipeline.config import RunConfig
 from pipeline.execution import Logger, data_dir, default_logger
+from pipeline.plan import clean_rows, defence_rows, task_rows
 from ride.datasets import (
     IMAGENET_PER_CLASS,
     dataset_shape,
@@ -25,7 +26,13 @@ from ride.datasets import (
     load_imagenet_images,
     sample_per_class,
 )
-from storage.images import ImageStore, adaptive_adv_name, adv_name, defended_name
+from storage.images import (
+    ImageStore,
+    adaptive_adv_name,
+    adv_name,
+    defended_name,
+    predictions_name,
+)
 from storage.layout import RunLayout
 from storage.runconfig import claim_run_dir, version_note
 from storage.sources import read_sources, write_sources
@@ -131,9 +138,10 @@ def prepare_images(layout: RunLayout, cfg: RunConfig, logger: Logger | None = No
     n, rows = evaluated_rows(layout, cfg)
     shape = (n, *dataset_shape(cfg.dataset))
     attrs = {"dataset": cfg.dataset, "seed": cfg.seed, "split": "test"}
-    store.ensure_array("clean", shape, cfg.chunk_size, attrs=attrs)
-    store.ensure_array("labels", (n,), cfg.chunk_size, dtype="int64", attrs=attrs)
-    for start, stop in chunk_ranges(n, cfg.chunk_size):
+    per_chunk = clean_rows(cfg, n)
+    store.ensure_array("clean", shape, per_chunk, attrs=attrs)
+    store.ensure_array("labels", (n,), per_chunk, dtype="int64", attrs=attrs)
+    for start, stop in chunk_ranges(n, per_chunk):
         if store.has_rows("clean", start, note) and store.has_rows("labels", start, note):
             continue
         images, labels = rows(start, stop)
@@ -144,23 +152,28 @@ def prepare_images(layout: RunLayout, cfg: RunConfig, logger: Logger | None = No
 
 
 def create_arrays(store: ImageStore, cfg: RunConfig, shape: tuple[int, ...]) -> None:
-    """The adversarial and defended arrays of every (attack, defender) pair of ``cfg``:
-    ``adv/<attack>`` (white-box: ``adv/<attack>/<defender>``) and
-    ``defended/<attack>/<defender>``, each with the settings that made it as attributes."""
+    """The arrays every chunk task of ``cfg`` writes into, each chunked by the rows of the
+    task that writes it (:func:`pipeline.plan.task_rows`): ``adv/<attack>`` and
+    ``predictions/<attack>`` (gray-box and ``none``; white-box: ``adv/<attack>/<defender>``)
+    and ``defended/<attack>/<defender>``, each with the settings that made it as attributes."""
     attacks, defenders = cfg.attack_configs(), cfg.defender_configs()
+    n = shape[0]
     for attack in attacks:
-        if attack.name == "none":
+        if attack.adaptive:
+            for defender in defenders:  # white-box: one adversarial set per defender
+                store.ensure_array(
+                    adaptive_adv_name(attack.id, defender.id),
+                    shape,
+                    task_rows(cfg, n, attack, defender),
+                    attrs={"attack": attack.params(), "defender": defender.params()},
+                )
             continue
-        if not attack.adaptive:
-            store.ensure_array(adv_name(attack.id), shape, cfg.chunk_size, attrs=attack.params())
-            continue
-        for defender in defenders:  # white-box: one adversarial set per defender
-            store.ensure_array(
-                adaptive_adv_name(attack.id, defender.id),
-                shape,
-                cfg.chunk_size,
-                attrs={"attack": attack.params(), "defender": defender.params()},
-            )
+        rows = task_rows(cfg, n, attack, None)
+        store.ensure_array(
+            predictions_name(attack.id), (n, 2), rows, dtype="int64", attrs=attack.params()
+        )
+        if attack.name != "none":
+            store.ensure_array(adv_name(attack.id), shape, rows, attrs=attack.params())
     for attack in attacks:
         for defender in defenders:
             if defender.id == "none":
@@ -169,6 +182,6 @@ def create_arrays(store: ImageStore, cfg: RunConfig, shape: tuple[int, ...]) -> 
             store.ensure_array(
                 defended_name(attack.id, defender.id),
                 shape,
-                cfg.chunk_size,
+                defence_rows(cfg, n, attack, defender),
                 attrs={"attack_id": attack.id, "defender_id": defender.id, **params},
             )

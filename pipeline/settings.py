@@ -197,6 +197,8 @@ def check_type(key: str, value: object, kind: type) -> None:
             key in ("limit", "weights", "scheduler", "data_dir", "cache_dir"), key, "must be given"
         )
         return
+    if key == "chunk_size" and value == "auto":  # a count, or auto (pipeline.plan)
+        return
     items = value if isinstance(value, tuple) else (value,)
     for item in items:
         ok = is_kind(item, kind)

@@ -19,7 +19,7 @@ from pipeline.config import RunConfig
 from pipeline.execution import Logger, defender_seeds, executed_defender
 from pipeline.rows import Row, step_rows
 from ride.attacks import Attack, BPDAStep
-from ride.attacks.adaptive import Adaptive, method_text
+from ride.attacks.adaptive import ChoosesMethod, method_text
 from ride.defenders import Defender
 from ride.seeding import derive_seed, generator_for
 from storage.files import Note
@@ -93,7 +93,7 @@ def adaptive_attack(
             len(chunk.clean),
         )
 
-    if isinstance(attack, Adaptive):
+    if isinstance(attack, ChoosesMethod):
         logger.info(
             "%s: %s (%s declares differentiable=%s, randomised=%s)",
             chunk.where,
@@ -125,7 +125,7 @@ def adaptive_attack(
 def attack_draws(attack: Attack, defender: object) -> int:
     """Defender draws the white-box ``attack`` averages per gradient against ``defender``
     (BPDA 1, BPDA+EOT ``eot``, the adaptive attack ``eot`` on a randomised defender, else 1)."""
-    if isinstance(attack, Adaptive):
+    if isinstance(attack, ChoosesMethod):
         return attack.method(defender)["draws"]
     draws: Any = getattr(attack, "draws", 1)
     return draws if isinstance(draws, int) else 1

@@ -5,7 +5,8 @@ Arrays (all ``(N, C, H, W)`` float32 in [0, 1], chunked along N by one task's im
 - ``clean`` and ``labels`` (``(N,)`` int64),
 - ``adv/<attack_id>`` (gray-box) or ``adv/<attack_id>/<defender_id>`` (BPDA: the
   adversarial image depends on the defender),
-- ``defended/<attack_id>/<defender_id>``.
+- ``defended/<attack_id>/<defender_id>``,
+- ``predictions/<attack_id>`` (``(N, 2)`` int64: the clean and adversarial predictions).
 
 Every array is created once, by one process, before any task writes; a task then writes
 exactly one chunk (its ``[start, stop)`` rows), so no two processes ever write the same
@@ -37,6 +38,7 @@ __all__ = [
     "adv_name",
     "defended_name",
     "fill_problem",
+    "predictions_name",
 ]
 
 
@@ -51,6 +53,13 @@ def adaptive_adv_name(attack_id: str, defender_id: str) -> str:
 
 def defended_name(attack_id: str, defender_id: str) -> str:
     return f"defended/{attack_id}/{defender_id}"
+
+
+def predictions_name(attack_id: str) -> str:
+    """The classifier's predictions on the clean and the adversarial images of a gray-box
+    attack (or ``none``): ``(N, 2)`` int64, made once per attack chunk, read by every
+    defender of it."""
+    return f"predictions/{attack_id}"
 
 
 class ImageStore:
@@ -145,6 +154,14 @@ class ImageStore:
         if note is not None:
             note(f"{problem}; its done marker is dropped and the chunk recomputed")
         return False
+
+    def covers(self, name: str, start: int, stop: int, note: Note | None = None) -> bool:
+        """True when every chunk of ``name`` holding a row of ``[start, stop)`` was written
+        completely and reads back (:meth:`has_rows`); a task may read rows of a chunk that
+        another task, taking more rows, wrote."""
+        rows = int(self.array(name).chunks[0])
+        first = start - start % rows
+        return all(self.has_rows(name, at, note) for at in range(first, stop, rows))
 
     def chunk_problem(self, name: str, start: int) -> str | None:
         """Why the stored chunk of ``name`` starting at ``start`` cannot be trusted (it does

@@ -16,11 +16,21 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from storage.files import Note, StorageError, atomic_file, set_aside, writing
+
+TIMING_COLUMNS = ("compute_seconds", "overhead_seconds", "task_started_at", "task_finished_at")
+"""Where a task's time went, per row (its share): compute (attack, defence, classification)
+and overhead inside the task (loading, storing, set-up); and when the task ran (Unix
+seconds), from which ``ride report`` finds the time spent outside tasks. Added in 0.3.0:
+files written before lack them, and read as null."""
+
+VOLATILE_COLUMNS = ("seconds", *TIMING_COLUMNS, "worker")
+"""The columns that differ between two computations of the same rows (times, which worker)."""
 
 DISTANCE_PAIRS = ("adv_clean", "defended_clean", "defended_adv")
 NORMS = ("l1", "l2", "linf")
@@ -50,6 +60,7 @@ SCHEMA = pa.schema(
         pa.field("correct_worst", pa.bool_()),
         *[pa.field(f"{pair}_{norm}", pa.float64()) for pair in DISTANCE_PAIRS for norm in NORMS],
         pa.field("seconds", pa.float64()),
+        *[pa.field(name, pa.float64()) for name in TIMING_COLUMNS],
         pa.field("worker", pa.string()),
         pa.field("device", pa.string()),
         pa.field("status", pa.string(), nullable=False),
@@ -89,7 +100,11 @@ def whole_table(path: Path, schema: pa.Schema, rows: int | None = None) -> pa.Ta
     except Exception as error:  # pyarrow raises ArrowInvalid, OSError...: all mean unreadable
         text = (str(error).splitlines() or [""])[0]
         return f"{type(error).__name__}: {text}" if text else type(error).__name__
-    missing = [name for name in schema.names if name not in table.column_names]
+    missing = [
+        name
+        for name in schema.names
+        if name not in table.column_names and name not in TIMING_COLUMNS
+    ]
     if missing:
         return f"no column {', '.join(missing)}"
     if rows is not None and table.num_rows != rows:
@@ -140,9 +155,27 @@ def is_finished(
     With ``run_id``, rows written by another run (a directory adopted with
     ``--force-claim`` under other settings) do not count: the task is redone for this run.
     The file is read once for both checks.
+
+    Without a file of its own, the task is looked up in the compacted partition of its
+    attack and defender (:func:`storage.compact.task_rows`: that partition only, filtered on
+    ``index``); there ``rows`` is the number of its images found.
     """
+    from storage.compact import task_rows  # storage.compact builds on this module
+
     path = result_path(results_dir, key)
-    table = finished_table(path, SCHEMA, rows, note)
+    if path.exists():
+        table = finished_table(path, SCHEMA, rows, note)
+        where = str(path)
+    else:
+        found = task_rows(results_dir, key, note)
+        if found is None:
+            return False
+        folder, table = found
+        where = f"{folder} (compacted)"
+        if rows is not None and table.num_rows != rows:
+            if note is not None:
+                note(f"{where} holds {table.num_rows} rows of {key} where {rows} were written")
+            return False
     if table is None:
         return False
     if run_id is None:
@@ -151,7 +184,7 @@ def is_finished(
     if written_by == {run_id}:
         return True
     if note is not None:
-        note(f"{path} holds rows of run {', '.join(sorted(written_by))}; redone for {run_id}")
+        note(f"{where} holds rows of run {', '.join(sorted(written_by))}; redone for {run_id}")
     return False
 
 
@@ -213,23 +246,31 @@ def read_tables(files: Sequence[Path], schema: pa.Schema) -> pa.Table:
 
 
 def read_results(results_dir: Path) -> pd.DataFrame:
-    """All rows of a run, failed rows superseded by a later success dropped. An unreadable
-    file is an :class:`UnreadableFile` naming it."""
-    files = sorted(p for p in results_dir.glob("*.parquet") if not p.name.startswith("."))
-    if not files:
+    """All rows of a run, flat per-task files and compacted partitions alike
+    (:func:`storage.compact.stored_files`), as :data:`SCHEMA`'s columns with plain string
+    ids. Failed rows superseded by a later success are dropped, and so are compacted rows of
+    an image that a newer per-task file holds (a task redone after a compaction). An
+    unreadable file is an :class:`UnreadableFile` naming it."""
+    from storage.compact import read_part, stored_files  # storage.compact builds on this module
+
+    for attempt in range(3):
+        flat, parts = stored_files(results_dir)
+        try:
+            tables = [read_tables(flat, SCHEMA)] if flat else []
+            tables += [read_part(p, partition) for partition, files in parts.items() for p in files]
+            break
+        except (FileNotFoundError, UnreadableFile):
+            # a compaction moved a file after it was listed: list again
+            listed = [*flat, *(p for files in parts.values() for p in files)]
+            if attempt == 2 or all(p.exists() for p in listed):
+                raise
+    if not tables:
         return SCHEMA.empty_table().to_pandas()
-    frame = read_tables(files, SCHEMA).to_pandas()
-    ok_keys = set(
-        frame.loc[frame["status"] == "ok", ["attack_id", "defender_id", "index"]].itertuples(
-            index=False, name=None
-        )
-    )
-    superseded = [
-        status == "failed" and key in ok_keys
-        for status, key in zip(
-            frame["status"],
-            frame[["attack_id", "defender_id", "index"]].itertuples(index=False, name=None),
-            strict=True,
-        )
-    ]
-    return frame.loc[[not s for s in superseded]].reset_index(drop=True)
+    frame = pa.concat_tables(tables).to_pandas()
+    keys = pd.MultiIndex.from_frame(frame[["attack_id", "defender_id", "index"]])
+    ok = (frame["status"] == "ok").to_numpy()
+    flat_rows = np.zeros(len(frame), dtype=bool)
+    flat_rows[: tables[0].num_rows if flat else 0] = True
+    superseded = ~ok & keys.isin(keys[ok])  # failed rows of an image that succeeded later
+    superseded |= ~flat_rows & keys.isin(keys[flat_rows & ok])  # compacted, then redone
+    return frame.loc[~superseded].reset_index(drop=True)

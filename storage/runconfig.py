@@ -26,7 +26,7 @@ class RunConfigMismatch(ValueError):
 def holds_results(root: Path) -> bool:
     """True when ``root`` holds anything a run stores (result or step files, images)."""
     return (
-        any((root / "results").glob("*.parquet"))
+        any((root / "results").rglob("*.parquet"))  # per-task files, compacted partitions
         or any((root / "steps").glob("*.parquet"))
         or (root / "images.zarr").exists()
     )

@@ -14,6 +14,7 @@ on it, and Prefect logs no traceback for a task that returns.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from pipeline.config import RunConfig
 from pipeline.execution import Logger
 from ride.attacks import Attack
 from ride.defenders import Defender
+from storage import compact
 from storage.files import WriteError
 from storage.layout import RunLayout
 
@@ -37,6 +39,7 @@ __all__ = [
     "Unwritable",
     "attack_chunk",
     "claim_run",
+    "compact_results",
     "defend_chunk",
     "prepare_classifier",
     "prepare_images",
@@ -94,13 +97,20 @@ def prepare_classifier(out: str, cfg: RunConfig) -> float:
 
 @task(name="attack-chunk", retries=2, retry_delay_seconds=2)
 def attack_chunk(
-    out: str, cfg: RunConfig, attack: Attack, start: int, stop: int
+    out: str,
+    cfg: RunConfig,
+    attack: Attack,
+    start: int,
+    stop: int,
+    defenders: Sequence[Defender] = (),
 ) -> ChunkOutcome | Unwritable:
-    """Gray-box adversarial images of rows ``[start, stop)``; they do not depend on a defender,
-    so they come from the cache when an earlier run made them (:mod:`pipeline.cache`)."""
+    """Gray-box adversarial images of rows ``[start, stop)``, their predictions, and the cheap
+    ``defenders`` on them (:func:`pipeline.chunks.attack_chunk`). The images do not depend on
+    a defender, so they come from the cache when an earlier run made them
+    (:mod:`pipeline.cache`)."""
     images = cached_images(run_cache(cfg), logger=_logger())
     try:
-        return chunks.attack_chunk(out, cfg, attack, start, stop, images, _logger())
+        return chunks.attack_chunk(out, cfg, attack, start, stop, images, _logger(), defenders)
     except WriteError as error:
         return Unwritable.of(error)
 
@@ -147,3 +157,15 @@ def report(out: str) -> str | Unwritable:
         _logger().warning("figure not drawn: %s", problem)
     create_markdown_artifact(markdown=markdown, key="ride-accuracy", description=f"ride run {out}")
     return markdown
+
+
+@task(name="compact-results")
+def compact_results(out: str) -> compact.Compaction | Unwritable:
+    """Merge the run's per-task result files into one file per (attack, defender)
+    (:func:`storage.compact.compact_results`); run it last, when no task writes results."""
+    try:
+        done = compact.compact_results(RunLayout(Path(out)).results, _logger().warning)
+    except WriteError as error:
+        return Unwritable.of(error)
+    _logger().info(done.summary(RunLayout(Path(out)).results))
+    return done

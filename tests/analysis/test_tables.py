@@ -110,3 +110,28 @@ def test_worst_case_table_counts_correct_worst() -> None:
 def test_gray_box_runs_have_no_white_box_section() -> None:
     assert "White-box" not in accuracy_report(frame())
     assert whitebox_rows(frame()).empty
+
+
+def test_time_split_adds_the_workers_spans_and_leaves_untimed_rows_out() -> None:
+    from analysis.tables import time_section, time_split
+
+    rows = pd.DataFrame(
+        {  # worker a: tasks 0-4 s and 5-10 s; worker b: one task 1-3 s; one untimed row
+            "worker": ["a", "a", "a", "b", "c"],
+            "compute_seconds": [1.5, 1.5, 4.0, 1.0, None],
+            "overhead_seconds": [0.5, 0.5, 0.5, 0.5, None],
+            "task_started_at": [100.0, 100.0, 105.0, 101.0, None],
+            "task_finished_at": [104.0, 104.0, 110.0, 103.0, None],
+        }
+    )
+    split = time_split(rows)
+    assert split == {
+        "compute": 8.0,
+        "in_tasks": 2.0,
+        "between_tasks": (10.0 + 2.0) - 10.0,
+        "workers": 2.0,
+        "span": 10.0,
+    }
+    section = "\n".join(time_section(rows))
+    assert "| compute: attack, defence, classification | 8.0 | 67% |" in section
+    assert time_split(rows.iloc[4:]) is None and time_section(rows.iloc[4:]) == []

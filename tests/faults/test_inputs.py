@@ -28,6 +28,7 @@ from faults.harness import (
 )
 from flows.checks import check_run
 from pipeline.config import ConfigError
+from storage.results import VOLATILE_COLUMNS
 
 pytestmark = pytest.mark.slow
 
@@ -139,7 +140,7 @@ def test_pickles_planted_in_a_shared_cache_are_refused_never_run(
     assert not marker.exists(), "a pickle planted in the cache was executed"
     assert ran.stderr.count("cache entry refused") == len(entries)
     assert "Traceback" not in ran.stderr
-    volatile = ["seconds", "worker"]
+    volatile = list(VOLATILE_COLUMNS)
     key = ["attack_id", "defender_id", "index"]
 
     def rows(out: Path) -> pd.DataFrame:

@@ -26,7 +26,7 @@ from faults.harness import (
     ride,
     run,
 )
-from storage.results import read_results, result_key
+from storage.results import VOLATILE_COLUMNS, read_results, result_key
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +59,7 @@ def assert_same_rows(out: Path, finished: Path) -> None:
     """The repaired run's rows equal the finished run's (all but timing and worker)."""
 
     def rows(folder: Path) -> pd.DataFrame:
-        frame = read_results(folder / "results").drop(columns=["seconds", "worker"])
+        frame = read_results(folder / "results").drop(columns=list(VOLATILE_COLUMNS))
         return frame.sort_values(["attack_id", "defender_id", "index"]).reset_index(drop=True)
 
     pd.testing.assert_frame_equal(rows(out), rows(finished))

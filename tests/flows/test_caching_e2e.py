@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from flows.cli import main
+from storage.results import VOLATILE_COLUMNS
 
 pytestmark = pytest.mark.slow
 
@@ -18,7 +19,7 @@ BASE = [
     "--limit", "4", "--chunk-size", "2", "--workers", "1",
     "--attack", "none", "--attack", "fgsm", "--defender", "none",
 ]  # fmt: skip
-VOLATILE = ["seconds", "worker", "run_id"]
+VOLATILE = [*VOLATILE_COLUMNS, "run_id"]
 
 
 def entries(cache: Path) -> dict[str, int]:

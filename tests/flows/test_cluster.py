@@ -33,7 +33,7 @@ from prefect_dask.task_runners import PrefectDaskFuture
 
 from flows.cli import build_parser, main, preflight, resolve_settings
 from flows.cluster import ClusterError, check_cluster, required_resources
-from flows.evaluate import WORKER_MALLOC_TRIM_THRESHOLD, _failure
+from flows.evaluate import WORKER_MALLOC_MMAP_THRESHOLD, WORKER_MALLOC_TRIM_THRESHOLD, _failure
 from pipeline.config import RunConfig
 from ride.classifiers import build_classifier, save_classifier
 from storage.images import ImageStore
@@ -244,6 +244,7 @@ def worker_env() -> dict[str, str]:
         **os.environ,
         "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False",
         "MALLOC_TRIM_THRESHOLD_": str(WORKER_MALLOC_TRIM_THRESHOLD),
+        "MALLOC_MMAP_THRESHOLD_": str(WORKER_MALLOC_MMAP_THRESHOLD),
     }
 
 
@@ -295,7 +296,7 @@ def gpu_cluster(
 
 
 CLUSTER_ARGS = [
-    "--limit", "4", "--chunk-size", "2", "--attack", "none", "--attack", "pgd",
+    "--no-compact", "--limit", "4", "--chunk-size", "2", "--attack", "none", "--attack", "pgd",
     "--attack-iters", "2", "--defender", "none", "--defender", "median", "--defender", "ride",
     "--ride-iters", "5", "--ride-checkpoints", "2",
 ]  # fmt: skip
@@ -339,7 +340,7 @@ def test_cuda_run_is_refused_by_workers_without_gpus_in_separate_processes(
 
 # One RIDE fit per task, a few seconds each: long enough to lose a worker in the middle of one.
 LOST_WORKER_ARGS = [
-    "--limit", "4", "--chunk-size", "1", "--attack", "none", "--defender", "ride",
+    "--no-compact", "--limit", "4", "--chunk-size", "1", "--attack", "none", "--defender", "ride",
     "--ride-iters", "300", "--ride-checkpoints", "2",
 ]  # fmt: skip
 
@@ -386,7 +387,7 @@ def test_a_lost_worker_does_not_lose_rows(
 
 # One local worker; the median rows are stored first, the RIDE chunks keep the run busy after.
 KILL_ARGS = [
-    "--workers", "1", "--limit", "6", "--chunk-size", "2", "--attack", "none",
+    "--no-compact", "--workers", "1", "--limit", "6", "--chunk-size", "2", "--attack", "none",
     "--attack", "fgsm", "--defender", "median", "--defender", "ride",
     "--ride-iters", "250", "--ride-checkpoints", "2",
 ]  # fmt: skip

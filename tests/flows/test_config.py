@@ -49,7 +49,7 @@ def test_run_id_ignores_execution_settings() -> None:
 def test_keys_added_later_keep_earlier_runs_ids_and_resumable() -> None:
     """``precision`` came in 0.2.x: at fp32 a run keeps the id (and ``run.toml``) that
     version 0.2.0 gave it; another precision is another run."""
-    assert RunConfig().run_id == "digits-e19020dd56"  # RunConfig().run_id of 0.2.0
+    assert RunConfig(chunk_size=10).run_id == "digits-e19020dd56"  # 0.2.0: default chunk 10
     assert "precision" not in RunConfig().run_record()
     assert "precision" in RunConfig().to_dict()
     assert RunConfig(precision="bf16").run_id != RunConfig().run_id
@@ -57,13 +57,17 @@ def test_keys_added_later_keep_earlier_runs_ids_and_resumable() -> None:
 
 
 def test_a_run_toml_of_0_2_0_is_resumed_at_fp32_only(tmp_path: Path) -> None:
+    from pipeline.config import V020_KEYS
     from storage.runconfig import RunConfigMismatch, check_same_run, claim_run_dir
 
     toml = tmp_path / "run.toml"
-    before = {k: v for k, v in RunConfig().to_dict().items() if k != "precision"}
+    old = RunConfig(chunk_size=10)  # 0.2.0's default chunk size
+    before = {k: v for k, v in old.to_dict().items() if k in V020_KEYS}
     claim_run_dir(toml, before, frozenset(before) - RunConfig.execution_keys(), "0.2.0")
-    check_same_run(toml, RunConfig().run_record(), RunConfig().identity())
-    half = RunConfig(precision="bf16")
+    check_same_run(toml, old.run_record(), old.identity())
+    with pytest.raises(RunConfigMismatch, match=r"differs in: chunk_size"):  # now auto
+        check_same_run(toml, RunConfig().run_record(), RunConfig().identity())
+    half = RunConfig(chunk_size=10, precision="bf16")
     with pytest.raises(RunConfigMismatch, match=r"differs in: precision"):
         check_same_run(toml, half.run_record(), half.identity())
 

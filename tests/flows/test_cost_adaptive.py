@@ -12,5 +12,7 @@ RIDE = make_defender("ride", iters=100, checkpoints=2)
 
 
 def test_adaptive_cost_uses_the_draws_chosen_per_defender() -> None:
-    assert _cost(_Job(ADAPTIVE, RIDE, 0, 5)) == (10 * 4 + 1) * 200 * 5  # randomised: EOT 4
-    assert _cost(_Job(ADAPTIVE, MEDIAN, 0, 5)) == (10 * 1 + 1) * 5  # deterministic: one draw
+    randomised = _Job(ADAPTIVE, (RIDE,), 0, 5, is_attack_chunk=False)
+    deterministic = _Job(ADAPTIVE, (MEDIAN,), 0, 5, is_attack_chunk=False)
+    assert _cost(randomised) == (10 * 4 + 1) * (200 + 2) * 5  # randomised: EOT 4
+    assert _cost(deterministic) == (10 * 1 + 1) * (1 + 2) * 5  # deterministic: one draw

@@ -97,7 +97,7 @@ def test_imagenet_run_records_its_files_and_reuses_them(
     data = write_imagenet(tmp_path / "val", IMAGENET)
     weights = resnet50_weights(tmp_path / "resnet50-random.pth", classes=3)
     out = tmp_path / "run"
-    args = ["--dataset", "imagenet", "--weights", str(weights)]
+    args = ["--dataset", "imagenet", "--weights", str(weights), "--no-compact"]  # task files
     assert run(out, *args, "--data-dir", str(data)) == 0
     frame = check_rows(out, "imagenet", (3, 224, 224))
     picked = sample_per_class(imagenet_files(data), 2, seed=0)[:4]

@@ -19,7 +19,7 @@ from storage.results import SCHEMA
 pytestmark = pytest.mark.slow
 
 ARGS = [
-    "--limit", "4", "--chunk-size", "2", "--workers", "2",
+    "--limit", "4", "--chunk-size", "2", "--workers", "2", "--no-compact",
     "--attack", "none", "--attack", "pgd",
     "--defender", "none", "--defender", "median", "--defender", "ride",
     "--ride-iters", "3", "--ride-checkpoints", "2",
@@ -129,3 +129,35 @@ def test_run_resume_and_failed_chunk(prefect_server: str, tmp_path: Path) -> Non
     assert set(failed["attack_id"]) == {PGD} and sorted(set(failed["index"])) == [2, 3]
     assert failed["error"].str.startswith("attack failed: ").all()
     assert failed["error"].nunique() == 1 and len(failed["error"].iloc[0].splitlines()) == 1
+
+
+def test_a_default_run_sizes_its_tasks_compacts_its_results_and_resumes_on_them(
+    prefect_server: str, tmp_path: Path
+) -> None:
+    """With the defaults (``--chunk-size auto``, compaction at the end) the filters run in
+    one attack chunk per attack, the results end as one file per (attack, defender), a rerun
+    finds everything stored on that layout and changes no file, and the report says where
+    the time went."""
+    from storage.results import read_results
+
+    out = tmp_path / "run"
+    args = ["--limit", "6", "--workers", "1", "--attack", "none", "--attack", "fgsm",
+            "--defender", "none", "--defender", "median"]  # fmt: skip
+    assert main(["run", "--out", str(out), *args]) == 0
+    results = out / "results"
+    assert not list(results.glob("*.parquet"))  # no per-task file is left
+    parts = sorted(p.relative_to(results) for p in results.rglob("*.parquet"))
+    assert [p.parts[:2] for p in parts] == [
+        (f"attack_id={a}", f"defender_id={d}")
+        for a in ("fgsm-eps0.1", "none")
+        for d in ("median-k3", "none")
+    ]
+    frame = read_results(results)
+    assert len(frame) == 6 * 2 * 2 and set(frame["status"]) == {"ok"}
+    # One attack chunk per attack: every row of an attack shares its task's start time.
+    assert frame.groupby("attack_id")["task_started_at"].nunique().max() == 1
+    before = {p: p.read_bytes() for p in results.rglob("*") if p.is_file()}
+    assert main(["run", "--out", str(out), *args]) == 0
+    assert {p: p.read_bytes() for p in results.rglob("*") if p.is_file()} == before
+    assert "## Where the time went" in (out / "report.md").read_text()
+    assert main(["report", str(out)]) == 0

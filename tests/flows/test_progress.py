@@ -1,9 +1,10 @@
-"""Task costs, Dask priorities and the cost-weighted ETA of the evaluation flow."""
+"""Task costs, Dask priorities, the task plan and the cost-weighted ETA of the evaluation flow."""
 
 from __future__ import annotations
 
-from flows.evaluate import _cost, _Job, _priority, _Progress
+from flows.evaluate import _cost, _Job, _plan, _priority, _Progress
 from pipeline.chunks import ChunkOutcome
+from pipeline.config import RunConfig
 from ride.attacks import make_attack
 from ride.defenders import make_defender
 
@@ -14,38 +15,75 @@ MEDIAN = make_defender("median")
 RIDE = make_defender("ride", iters=100, checkpoints=2)
 
 
-def test_costs_count_defender_steps_and_images() -> None:
-    assert _cost(_Job(PGD, MEDIAN, 0, 10)) == 10
-    assert _cost(_Job(PGD, RIDE, 0, 10)) == 200 * 10
-    assert _cost(_Job(BPDA_EOT, RIDE, 0, 5)) == (10 * 4 + 1) * 200 * 5
-    assert _cost(_Job(BPDA, MEDIAN, 0, 5)) == (10 * 1 + 1) * 5
+def attack_chunk(attack: object, *defenders: object, start: int = 0, stop: int = 10) -> _Job:
+    return _Job(attack, tuple(defenders), start, stop, is_attack_chunk=True)  # type: ignore[arg-type]
 
 
-def test_defence_chunks_wait_for_their_gray_box_attack_chunk_only() -> None:
-    none = make_attack("none")
-    assert _Job(PGD, MEDIAN, 0, 10).upstream == _Job(PGD, None, 0, 10)
-    assert _Job(PGD, None, 0, 10).upstream is None
-    assert _Job(none, MEDIAN, 0, 10).upstream is None  # defends the clean images
-    assert _Job(BPDA_EOT, RIDE, 0, 10).upstream is None  # attacks inside the defence task
+def defence_chunk(attack: object, defender: object, start: int = 0, stop: int = 10) -> _Job:
+    upstream = attack_chunk(attack, start=start, stop=stop)
+    return _Job(attack, (defender,), start, stop, is_attack_chunk=False, upstream=upstream)  # type: ignore[arg-type]
+
+
+def test_costs_count_attack_passes_defender_steps_classifications_and_images() -> None:
+    # PGD: 10 forward+backward passes, 2 predictions, the median and its classification.
+    assert _cost(attack_chunk(PGD, MEDIAN)) == (2 * 10 + 2 + (1 + 1)) * 10
+    assert _cost(defence_chunk(PGD, RIDE)) == (200 + 2) * 10
+    white_box = _Job(BPDA_EOT, (RIDE,), 0, 5, is_attack_chunk=False)
+    assert _cost(white_box) == (10 * 4 + 1) * (200 + 2) * 5
+    assert _cost(_Job(BPDA, (MEDIAN,), 0, 5, is_attack_chunk=False)) == (10 + 1) * (1 + 2) * 5
 
 
 def test_attack_chunks_run_first_then_the_costliest_defences() -> None:
-    jobs = [_Job(PGD, MEDIAN, 0, 10), _Job(PGD, None, 0, 10), _Job(BPDA_EOT, RIDE, 0, 10)]
+    white_box = _Job(BPDA_EOT, (RIDE,), 0, 10, is_attack_chunk=False)
+    jobs = [defence_chunk(PGD, MEDIAN), attack_chunk(PGD), white_box]
     ordered = sorted(jobs, key=_priority, reverse=True)
-    assert [j.defender for j in ordered] == [None, RIDE, MEDIAN]
+    assert ordered == [jobs[1], white_box, jobs[0]]
+
+
+def test_the_plan_runs_filters_in_attack_chunks_and_ride_in_its_own_tasks() -> None:
+    cfg = RunConfig.from_mapping(
+        {
+            "limit": 60,
+            "chunk_size": 16,
+            "attacks": ["none", "pgd", "bpda"],
+            "defenders": ["none", "median", "ride"],
+        }
+    )
+    jobs = _plan(cfg, 60)
+    attack_chunks = [j for j in jobs if j.is_attack_chunk]
+    assert {j.attack.id for j in attack_chunks} == {"none", PGD.id}  # gray-box and none only
+    assert {d.id for j in attack_chunks for d in j.defenders} == {"none", MEDIAN.id}
+    # Each (attack, defender) covers the 60 rows exactly once, in tasks of 16 rows.
+    covered: dict[tuple[str, str], list[int]] = {}
+    for job in jobs:
+        for attack, defender, start, stop in job.results():
+            covered.setdefault((attack.id, defender.id), []).extend(range(start, stop))
+            assert stop - start == min(16, 60 - start)
+    assert len(covered) == 3 * 3 and all(sorted(v) == list(range(60)) for v in covered.values())
+    # A RIDE chunk of a gray-box attack waits for the attack chunk holding its rows; under
+    # BPDA (white-box) it waits for nothing: it attacks inside.
+    for job in jobs:
+        if not job.is_attack_chunk and job.attack.adaptive:
+            assert job.upstream is None
+        elif not job.is_attack_chunk:
+            assert job.upstream is not None and job.upstream.is_attack_chunk
+            assert job.upstream.start <= job.start < job.stop <= job.upstream.stop
 
 
 def test_eta_weighs_tasks_by_cost_and_ignores_stored_ones() -> None:
-    cheap, costly = _Job(PGD, MEDIAN, 0, 10), _Job(PGD, RIDE, 0, 10)
-    later, stored = _Job(PGD, RIDE, 10, 20), _Job(PGD, RIDE, 20, 30)
+    cheap, costly = attack_chunk(PGD, MEDIAN, stop=5), defence_chunk(PGD, RIDE)
+    later, stored = defence_chunk(PGD, RIDE, 10, 20), defence_chunk(PGD, RIDE, 20, 30)
     progress = _Progress([cheap, costly, later, stored])
-    assert progress.total_cost == 10 + 3 * 2000
-    line = progress.line(stored, ChunkOutcome("skipped", 0.0))
+    assert progress.total_cost == 120 + 3 * 2020
+    [line] = progress.lines(stored, ChunkOutcome("skipped", 0.0))
     assert line.startswith("[1/4] ") and "already stored" in line and "eta ?" in line
-    line = progress.line(cheap, ChunkOutcome("ran", 1.0, 9, 10))
-    assert "9/10 correct in 1.0 s" in line and "eta ?" in line  # too little done to tell
-    progress.began -= 100.0  # 100 s for 2010 units of work: 2000 more take about 100 s
-    line = progress.line(costly, ChunkOutcome("ran", 99.0, 5, 10))
+    median = ChunkOutcome("ran", 1.0, 4, 5, defender_id=MEDIAN.id)
+    [line] = progress.lines(cheap, ChunkOutcome("ran", 1.0, defences=(median,)))
+    assert f"{PGD.id} x {MEDIAN.id} rows 0-5: 4/5 correct in 1.0 s" in line
+    assert "eta ?" in line  # too little done to tell
+    progress.began -= 100.0  # 100 s for 2140 units of work: 2020 more take about 94 s
+    [line] = progress.lines(costly, ChunkOutcome("ran", 99.0, 5, 10))
     eta = float(line.rsplit("eta ", 1)[1].removesuffix(" s)"))
-    assert 95 < eta < 105
-    assert progress.line(later, None).startswith("[4/4] ")
+    assert 90 < eta < 99
+    [line] = progress.lines(later, None)
+    assert line.startswith("[4/4] ") and "FAILED" in line

@@ -10,7 +10,12 @@ import pytest
 from distributed import Client
 from prefect_dask import DaskTaskRunner
 
-from flows.evaluate import WORKER_MALLOC_TRIM_THRESHOLD, local_cluster, make_task_runner
+from flows.evaluate import (
+    WORKER_MALLOC_MMAP_THRESHOLD,
+    WORKER_MALLOC_TRIM_THRESHOLD,
+    local_cluster,
+    make_task_runner,
+)
 from pipeline.config import RunConfig
 
 
@@ -27,9 +32,11 @@ def test_local_cluster_settings_follow_the_config() -> None:
     assert "resources" not in runner.cluster_kwargs
 
 
-def worker_settings() -> tuple[bool, str | None]:
-    return dask.config.get("distributed.worker.profile.enabled"), os.environ.get(
-        "MALLOC_TRIM_THRESHOLD_"
+def worker_settings() -> tuple[bool, str | None, str | None]:
+    return (
+        dask.config.get("distributed.worker.profile.enabled"),
+        os.environ.get("MALLOC_TRIM_THRESHOLD_"),
+        os.environ.get("MALLOC_MMAP_THRESHOLD_"),
     )
 
 
@@ -53,9 +60,11 @@ def test_local_workers_are_tuned_for_ride_and_leave_terminal_signals_to_it(
     ):
         settings = list(client.run(worker_settings).values())
         handlers = list(client.run(worker_signal_handlers).values())
-    assert settings == [(False, str(WORKER_MALLOC_TRIM_THRESHOLD))]
+    trim, mmap = str(WORKER_MALLOC_TRIM_THRESHOLD), str(WORKER_MALLOC_MMAP_THRESHOLD)
+    assert settings == [(False, trim, mmap)]  # large blocks stay in the heap too
     assert handlers == [(signal.SIG_IGN, signal.SIG_IGN)]
     assert dask.config.get("distributed.worker.profile.enabled")  # the caller's config is untouched
     assert dask.config.get("distributed.worker.preload") == []
     assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"  # and so is its environment
+    assert "MALLOC_MMAP_THRESHOLD_" not in os.environ
     assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN  # and its own handlers

@@ -9,12 +9,13 @@ import pandas as pd
 import pytest
 
 from flows.cli import main
+from storage.results import VOLATILE_COLUMNS
 from storage.steps import STEPS_SCHEMA
 
 pytestmark = pytest.mark.slow
 
 ARGS = [
-    "--limit", "4", "--chunk-size", "2", "--workers", "2",
+    "--limit", "4", "--chunk-size", "2", "--workers", "2", "--no-compact",
     "--attack", "bpda", "--attack", "bpda-eot", "--eot", "2", "--attack-iters", "2",
     "--recheck", "2",
     "--defender", "none", "--defender", "median", "--defender", "ride",
@@ -23,7 +24,7 @@ ARGS = [
 BPDA = "bpda-eps0.1-step0.02-it2"
 EOT = "bpda-eot2-eps0.1-step0.02-it2"
 RIDE = "ride-K5-T1-a0.9-s0.5"
-VOLATILE = ["seconds", "worker"]
+VOLATILE = list(VOLATILE_COLUMNS)
 
 
 def test_white_box_run_report_figures_and_resume(

@@ -20,7 +20,7 @@ from ride.classifiers import build_classifier, save_classifier
 from ride.defenders import Ride
 from storage.images import ImageStore, adaptive_adv_name, adv_name, defended_name
 from storage.layout import RunLayout
-from storage.results import SCHEMA, read_results, result_key
+from storage.results import SCHEMA, VOLATILE_COLUMNS, read_results, result_key
 from storage.steps import STEPS_SCHEMA, read_steps, robust_at_every_step, steps_path
 
 CFG = RunConfig.from_mapping(
@@ -31,7 +31,7 @@ WHITE_BOX = RunConfig.from_mapping(
     {"limit": 3, "chunk_size": 3, "attacks": ["bpda-eot"], "eot": 2, "attack_iters": 3,
      "recheck": 3, "defenders": ["none", "ride"], "ride_iters": 3, "ride_checkpoints": 1}
 )  # fmt: skip
-VOLATILE = {"seconds", "worker"}
+VOLATILE = set(VOLATILE_COLUMNS)
 
 
 def count_attacks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
