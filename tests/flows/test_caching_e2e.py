@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from flows.cli import main
-from storage.results import VOLATILE_COLUMNS
+from storage.results import VOLATILE_COLUMNS, read_results
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ def entries(cache: Path) -> dict[str, int]:
 
 
 def rows(out: Path, attack_prefix: str) -> pd.DataFrame:
-    frame = pd.read_parquet(out / "results")
+    frame = read_results(out / "results")  # compacted: ids as plain strings
     frame = frame[frame["attack_id"].str.startswith(attack_prefix)]
     key = ["attack_id", "defender_id", "index"]
     return frame.drop(columns=VOLATILE).sort_values(key).reset_index(drop=True)

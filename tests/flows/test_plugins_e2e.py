@@ -84,9 +84,9 @@ def test_a_broken_plugin_fails_its_chunks_and_the_run_goes_on(
             "cropper-border1": {"failed"},
         }
         failed = frame[frame["status"] == "failed"]
-        assert set(failed["error"]) == {
-            f"ValueError: defender plugin {CROPPER} broke its protocol: returned shape "
-            "(2, 1, 26, 26) for input (2, 1, 28, 28)"
+        assert set(failed["error"]) == {  # it ran in its attack's chunk: named there
+            f"DefenderFailures: defender cropper-border1: ValueError: defender plugin {CROPPER} "
+            "broke its protocol: returned shape (2, 1, 26, 26) for input (2, 1, 28, 28)"
         }
         assert sorted(failed["index"]) == [0, 0, 1, 1, 2, 2, 3, 3]
 
