@@ -117,12 +117,12 @@ class Stopwatch:
     def elapsed(self) -> float:
         return time.perf_counter() - self.began
 
-    def timing(self, share: float = 1.0) -> Timing:
-        """This task's timing so far, ``share`` of it (a defender's share of an attack chunk)."""
+    def timing(self) -> Timing:
+        """This task's timing so far (a share of it: :meth:`Timing.scaled`)."""
         total = self.elapsed()
         return Timing(
-            compute=self.computing * share,
-            overhead=max(0.0, total - self.computing) * share,
+            compute=self.computing,
+            overhead=max(0.0, total - self.computing),
             started_at=self.started_at,
             finished_at=time.time(),
         )

@@ -144,7 +144,7 @@ def task_rows(cfg: RunConfig, n_images: int, attack: Attack, defender: Defender 
 def defence_rows(cfg: RunConfig, n_images: int, attack: Attack, defender: Defender) -> int:
     """Images per task that stores ``defender``'s results under ``attack``: the attack chunk
     for a cheap defender of a gray-box attack (it runs there), else its own defence chunk."""
-    if is_gray_box(attack) and is_cheap(defender):
+    if runs_in_attack_chunk(attack, defender):
         return task_rows(cfg, n_images, attack, None)
     return task_rows(cfg, n_images, attack, defender)
 
