@@ -2,18 +2,26 @@
 
 In the spirit of RobustBench's per-model entries, a card says what was evaluated (dataset,
 threat model and budget, classifier, each defender and its settings), how it did (clean
-accuracy, accuracy under each attack with n and a 95% Wilson score interval, the strongest
-attack and the robust accuracy under it) and how it was made (code version, command, times).
+accuracy, robust accuracy under each attack with n and a 95% Wilson score interval, the
+strongest attack and the robust accuracy under it) and how it was made (code version,
+command, times).
 Everything is computed from the stored results (``results/``: per-task files or compacted,
 read by :func:`storage.results.read_results`) and ``run.toml``;
 ``docs/card.schema.json`` documents every field and :func:`validate_card` checks a card
 against it.
 
-Which count is an attack's accuracy follows the report (:mod:`analysis.tables`): for the
-gray-box attacks ``correct_defended`` (the final image, one defender draw); for the white-box
-attacks (``tables.ADAPTIVE``) ``correct_worst`` (correct at every attack iterate and every
-re-check draw), the headline of the report's white-box section. Each attack entry names its
-statistic. Failed rows are excluded from n and counted separately.
+Every accuracy under an attack is the robust accuracy, as in the report
+(:mod:`analysis.tables`): the mean over images of ``recheck_correct``, the fraction of R fresh
+defender draws classified correctly on the evaluated image (for a white-box attack the
+iterate the attacker chose, else the attack's output). Each attack entry names its
+statistic and also gives the last-iterate, majority-vote and every-draw accuracies. Failed
+rows are excluded from n and counted separately.
+
+Schema version 2 (ride-pipeline 0.4.0): the statistic of every attack and of the clean
+accuracy is ``recheck_correct`` (version 1 counted ``correct_defended``, one draw, and for
+white-box attacks ``correct_worst``); a measure's ``correct`` is the sum of the per-image
+fractions; ``recheck_accuracy`` (now ``result``) is gone, ``majority_accuracy`` and
+``every_draw_accuracy`` are new and ``final_accuracy`` is given for every attack.
 """
 
 from __future__ import annotations
@@ -21,30 +29,34 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from analysis import tables
+from analysis.intervals import wilson_interval as wilson_interval  # importable from here
 from storage.files import atomic_write_bytes
 from storage.layout import RunLayout
 from storage.results import read_results
 from storage.runconfig import RunConfigMismatch, read_run_document
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 THREAT_MODEL = "Linf"
 CARD_NAME = "card.json"
 SCHEMA_PATH = Path(__file__).parents[1] / "docs" / "card.schema.json"
 
-FINAL = "correct_defended"
-"""Statistic of the gray-box attacks and the clean images: the final image, one draw."""
-WORST = "correct_worst"
-"""Statistic of the white-box attacks: correct at every iterate and every re-check draw."""
+ROBUST = tables.ROBUST
+"""Statistic of every attack and of the clean images: the robust accuracy (mean fraction of
+the fresh re-check draws correct on the evaluated image)."""
+FINAL = "final_correct"
+"""The same fraction on the attack's final output (``final_accuracy``)."""
+MAJORITY = "recheck_majority"
+"""The majority vote of the re-check draws is correct (``majority_accuracy``)."""
+EVERY_DRAW = "correct_every_draw"
+"""Correct at every re-check and attacker draw (``every_draw_accuracy``)."""
 
 Card = dict[str, Any]
 
@@ -53,43 +65,30 @@ class CardError(ValueError):
     """A directory that is neither a run nor holds a readable card."""
 
 
-def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval of a proportion ``correct / n`` (95% for ``z = 1.96``).
-
-    Unlike the normal approximation it stays inside [0, 1] and is not empty at 0 or n:
-    0 of 10 gives (0, 0.278), 10 of 10 (0.722, 1), 5 of 10 (0.237, 0.763).
-
-    >>> [round(v, 4) for v in wilson_interval(1, 10)]
-    [0.0179, 0.4042]
-    """
-    if n <= 0:
-        raise ValueError(f"n must be positive, got {n}")
-    if not 0 <= correct <= n:
-        raise ValueError(f"correct must be in [0, n={n}], got {correct}")
-    p = correct / n
-    z2 = z * z
-    denominator = 1 + z2 / n
-    centre = (p + z2 / (2 * n)) / denominator
-    half = z / denominator * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    low = 0.0 if correct == 0 else max(0.0, centre - half)
-    high = 1.0 if correct == n else min(1.0, centre + half)
-    return low, high
-
-
 def measure(rows: pd.DataFrame, column: str) -> dict[str, Any]:
-    """Accuracy of ``column`` over the ``ok`` rows of ``rows``: accuracy, correct, n, the
-    95% Wilson interval (``None`` for both when n is 0) and the failed rows left out."""
+    """Accuracy of ``column`` over the ``ok`` rows of ``rows``: accuracy (the mean of the
+    per-image values, correctly rounded from their exact sum), correct (that sum: a count
+    for a 0/1 column, an integer when whole), n, the 95% Wilson interval (``None`` for both
+    when n is 0) and the failed rows left out."""
     ok = rows[rows["status"] == "ok"]
-    n = len(ok)
-    correct = int(ok[column].eq(True).sum())
-    interval = list(wilson_interval(correct, n)) if n else None
+    failed = int((rows["status"] == "failed").sum())
+    if not len(ok):
+        return {"accuracy": None, "correct": 0, "n": 0, "interval": None, "failed": failed}
+    found = tables.column_estimate(ok, column)
+    whole = found.correct.denominator == 1
     return {
-        "accuracy": correct / n if n else None,
-        "correct": correct,
-        "n": n,
-        "interval": interval,
-        "failed": int((rows["status"] == "failed").sum()),
+        "accuracy": found.mean,
+        "correct": int(found.correct) if whole else float(found.correct),
+        "n": found.n,
+        "interval": [found.low, found.high],
+        "failed": failed,
     }
+
+
+def _mean(rows: pd.DataFrame, column: str) -> float | None:
+    """The accuracy of ``column`` over the ``ok`` rows (None without any)."""
+    accuracy: float | None = measure(rows, column)["accuracy"]
+    return accuracy
 
 
 def _params(text: Any) -> dict[str, Any]:
@@ -111,33 +110,34 @@ def _order(names: Sequence[str]) -> Any:
 def _attack_entry(rows: pd.DataFrame, attack_id: str) -> dict[str, Any]:
     first = rows.iloc[0]
     white_box = str(first["attack"]) in tables.ADAPTIVE
-    ok = rows[rows["status"] == "ok"]
     return {
         "attack_id": attack_id,
         "attack": str(first["attack"]),
         "settings": _params(first["attack_params"]),
         "white_box": white_box,
-        "statistic": WORST if white_box else FINAL,
-        "result": measure(rows, WORST if white_box else FINAL),
-        "final_accuracy": float(ok[FINAL].eq(True).mean()) if white_box and len(ok) else None,
-        "recheck_accuracy": (
-            float(ok["recheck_correct"].astype(float).mean()) if white_box and len(ok) else None
-        ),
+        "statistic": ROBUST,
+        "result": measure(rows, ROBUST),
+        "final_accuracy": _mean(rows, FINAL),
+        "majority_accuracy": _mean(rows, MAJORITY),
+        "every_draw_accuracy": _mean(rows, EVERY_DRAW),
     }
 
 
 def strongest(attacks: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    """The attack entry with the lowest accuracy (exact fractions; ties: the later attack in
-    the given order); ``None`` when no attack has an ok row."""
+    """The attack entry with the lowest accuracy (ties: the later attack in the given
+    order); ``None`` when no attack has an ok row.
+
+    Sound with fractions: each accuracy is the correctly rounded float of an exact rational
+    (:func:`measure`), so equal accuracies (2 of 5 and 4 of 10, or sums of thirds) are equal
+    floats, and distinct ones, whose denominators are at most n times the draw counts' least
+    common multiple, differ by far more than a float's rounding and keep their order."""
     best: Mapping[str, Any] | None = None
-    best_value: Fraction | None = None
     for entry in attacks:
         result = entry["result"]
         if not result["n"]:
             continue
-        value = Fraction(result["correct"], result["n"])
-        if best_value is None or value <= best_value:
-            best, best_value = entry, value
+        if best is None or result["accuracy"] <= best["result"]["accuracy"]:
+            best = entry
     return best
 
 
@@ -151,17 +151,17 @@ def _defender_entry(rows: pd.DataFrame, defender_id: str, attack_names: Sequence
         key=_order(attack_names),
     )
     attacks = [_attack_entry(attacked[attacked["attack_id"] == i], i) for _, i in pairs]
-    worst = strongest(attacks)
+    lowest = strongest(attacks)
     return {
         "defender_id": defender_id,
         "defender": str(first["defender"]),
         "settings": _params(first["defender_params"]),
-        "clean_accuracy": measure(clean_rows, FINAL) if len(clean_rows) else None,
+        "clean_accuracy": measure(clean_rows, ROBUST) if len(clean_rows) else None,
         "undefended_clean_accuracy": measure(ok, "correct_clean") if len(ok) else None,
         "attacks": attacks,
-        "strongest_attack": None if worst is None else worst["attack_id"],
-        "robust_statistic": None if worst is None else worst["statistic"],
-        "robust_accuracy": None if worst is None else worst["result"],
+        "strongest_attack": None if lowest is None else lowest["attack_id"],
+        "robust_statistic": None if lowest is None else lowest["statistic"],
+        "robust_accuracy": None if lowest is None else lowest["result"],
         "failed_rows": int((rows["status"] == "failed").sum()),
     }
 
@@ -170,6 +170,7 @@ def build_card(layout: RunLayout, results: pd.DataFrame | None = None) -> Card:
     """The card of the run at ``layout`` from its results (read when not given) and
     ``run.toml``; see ``docs/card.schema.json`` for the fields."""
     frame = read_results(layout.results) if results is None else results
+    tables.check_current(frame)
     document = _run_document(layout)
     config = document.get("config", {})
     config = config if isinstance(config, dict) else {}
@@ -225,7 +226,9 @@ def write_card(layout: RunLayout, results: pd.DataFrame | None = None) -> Path:
 
 def load_card(run_dir: Path) -> Card:
     """The card of a run directory: its ``card.json``, or built from its results when there
-    is none yet (nothing is written). :class:`CardError` for anything else."""
+    is none yet (nothing is written). :class:`CardError` for anything else, a card of
+    another schema version (its robust accuracy counts another statistic) and results
+    written before ride-pipeline 0.4.0 included."""
     layout = RunLayout(run_dir)
     path = card_path(layout)
     if path.is_file():
@@ -235,12 +238,18 @@ def load_card(run_dir: Path) -> Card:
             raise CardError(f"{path} is unreadable: {error}") from None
         if not isinstance(card, dict) or not isinstance(card.get("defenders"), list):
             raise CardError(f"{path} is not a defence card")
+        if card.get("schema_version") != SCHEMA_VERSION:
+            raise CardError(
+                f"{path} is a version {card.get('schema_version')} card (ride-pipeline < "
+                "0.4.0), whose robust accuracy counts another statistic; rerun the run with "
+                "ride-pipeline >= 0.4.0 and `ride report` it"
+            )
         return card
     if not layout.results.is_dir():
         raise CardError(f"{run_dir} is not a run directory (no {CARD_NAME}, no results/)")
     try:
         return build_card(layout)
-    except RunConfigMismatch as error:  # an unreadable run.toml
+    except (RunConfigMismatch, tables.OutdatedResults) as error:  # unreadable run.toml, old rows
         raise CardError(str(error)) from None
 
 
@@ -343,8 +352,6 @@ def leaderboard_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
         robust = _number(row["robust_accuracy"])
         if row["robust_low"] is not None:
             robust += f" [{row['robust_low']:.3f}, {row['robust_high']:.3f}]"
-        if row["robust_statistic"] == WORST:
-            robust += " (worst case)"
         eps = "n/a" if row["eps"] is None else f"{row['eps']:g}"
         lines.append(
             f"| {row['rank']} | {row['run']} | {row['dataset']} | {row['classifier']} "
@@ -353,9 +360,11 @@ def leaderboard_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
         )
     lines += [
         "",
-        "clean: accuracy on the defended clean images. robust: accuracy under the strongest "
-        "attack of the run (the lowest), with its 95% Wilson score interval and n; under a "
-        "white-box attack the worst case (correct at every attack iterate and re-check draw).",
+        "clean: robust accuracy on the defended clean images (the 'none' attack). robust: "
+        "the robust accuracy under the strongest attack of the run (the lowest), with its 95% "
+        "Wilson score interval and n: per image the fraction of fresh defender draws "
+        "classified correctly (under a white-box attack on the iterate the attacker chose), "
+        "averaged over the images.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -3,7 +3,9 @@
 Drawn with matplotlib's object API (``Figure``, no pyplot), so no global backend state.
 
 - ``accuracy_by_iteration.png`` (paper Fig. 7b): accuracy against the attack iteration for
-  each adaptive attack and defender; solid: the defended iterate, dashed: the adversarial
+  each white-box attack and defender, as the attacker saw it; solid: the attacker's first
+  defender draw on the iterate, dotted: the fraction of all its draws there classified
+  correctly (``attacker_correct``, from which it chooses the iterate it submits), dashed: the
   iterate classified without defence.
 - ``distances.png`` (paper Fig. 7a): per-image distributions of the distances
   adversarial-to-clean, defended-to-clean and defended-to-adversarial (averaged L1, the
@@ -54,23 +56,32 @@ def _headline_attack(attack_ids: pd.Series) -> str:
 
 
 def accuracy_by_iteration(steps: pd.DataFrame, path: Path) -> Path:
-    """Fig. 7b: accuracy of adversarial and defended iterates against the iteration."""
+    """Fig. 7b: accuracy of adversarial and defended iterates against the iteration (the
+    attacker's draws; steps written before ride-pipeline 0.4.0 have no dotted curve)."""
+    drawn = "attacker_correct" in steps.columns and steps["attacker_correct"].notna().all()
+    columns = ["correct_defended", "correct_adv", *(["attacker_correct"] if drawn else [])]
     attacks = sorted(steps["attack_id"].unique())
     figure = Figure(figsize=(5.5 * len(attacks), 4))
     axes = figure.subplots(1, len(attacks), squeeze=False, sharey=True)
     for ax, attack in zip(axes[0], attacks, strict=True):
         rows = steps[steps["attack_id"] == attack]
         for i, (defender, group) in enumerate(rows.groupby("defender_id")):
-            curve = group.groupby("iteration")[["correct_defended", "correct_adv"]].mean()
+            curve = group[columns].astype(float).groupby(group["iteration"]).mean()
             color = f"C{i}"
             ax.plot(curve.index, curve["correct_defended"], "-o", color=color, label=defender)
             ax.plot(curve.index, curve["correct_adv"], "--", color=color, alpha=0.6)
+            if drawn:
+                ax.plot(curve.index, curve["attacker_correct"], ":", color=color, alpha=0.9)
         ax.set_title(attack, fontsize=9)
         ax.set_xlabel("attack iteration")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("accuracy (solid: defended, dashed: adversarial)")
+    axes[0][0].set_ylabel(
+        "accuracy (solid: draw 0, dotted: attacker's draws, dashed: undefended)"
+        if drawn
+        else "accuracy (solid: defended, dashed: adversarial)"
+    )
     axes[0][-1].legend(fontsize=8, loc="best")
     return _save(figure, path)
 

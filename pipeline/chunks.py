@@ -45,12 +45,10 @@ from pipeline.rows import (
     Verdict,
     distance_columns,
     failed_rows,
-    final_step_rows,
     result_rows,
-    robust_so_far,
     with_timing,
 )
-from pipeline.whitebox import WhiteBoxChunk, adaptive_attack, attack_iters
+from pipeline.whitebox import WhiteBoxAttack, WhiteBoxChunk, adaptive_attack
 from ride.attacks import Attack
 from ride.classifiers import predict
 from ride.defenders import Defender, defend_draws
@@ -288,30 +286,24 @@ def defend_rows(
     adversarial: torch.Tensor,
     model: torch.nn.Module,
     *,
-    robust: list[bool] | None = None,
+    whitebox: WhiteBoxAttack | None = None,
     seconds: float = 0.0,
     predictions: Mapping[str, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, list[Row]]:
-    """Defend a chunk's final adversarial images ``cfg.recheck`` times, classify, build rows.
+    """Defend a chunk's evaluated adversarial images ``cfg.recheck`` times, classify, build
+    rows (:mod:`ride.robustness`).
 
-    The stored defended image is draw 0. ``robust`` (adaptive attacks) says, per image,
-    whether the defended iterate was classified correctly at every attack step;
-    ``correct_worst`` also needs every re-check draw correct. ``seconds`` is time already
-    spent on these images (the attack, for adaptive attacks). ``predictions``: the clean and
-    adversarial predictions when the attack chunk made them already (else computed here).
-    The rows' timing columns are filled when they are stored (:func:`with_timing`).
+    ``adversarial`` is the attack's output for a gray-box attack; for a white-box one
+    (``whitebox``) the iterates the attacker chose, while its final outputs are defended
+    with the same fresh draws where they differ (the last-iterate evaluation). The stored
+    defended image is draw 0. ``seconds`` is time already spent on these images (the
+    attack, for white-box attacks). ``predictions``: the clean and adversarial predictions
+    when the attack chunk made them already (else computed here). The rows' timing columns
+    are filled when they are stored (:func:`with_timing`).
     """
     began = time.perf_counter()
     seeds = defender_seeds(cfg, attack, defender, start, len(clean))
-    executed = executed_defender(cfg, defender)
-    if is_cheap(defender):  # a filter: in batches (RIDE sizes its own groups to the memory)
-        batches = [
-            defend_draws(executed, adversarial[i : i + BATCH], seeds[i : i + BATCH], cfg.recheck)
-            for i in range(0, len(adversarial), BATCH)
-        ]
-        draws = [torch.cat(parts) for parts in zip(*batches, strict=True)]
-    else:
-        draws = defend_draws(executed, adversarial, seeds, cfg.recheck)
+    draws = _recheck_draws(cfg, defender, adversarial, seeds)
     defended = draws[0]
     if predictions is None:
         predictions = {"clean": predict(model, clean), "adv": predict(model, adversarial)}
@@ -320,11 +312,28 @@ def defend_rows(
         "adv": predictions["adv"],
         "defended": predict(model, defended),
     }
-    draw_correct = torch.stack(
+    draw_predictions = torch.stack(
         [classified["defended"], *(predict(model, d) for d in draws[1:])]
-    ) == labels.view(1, -1)  # (draws, B)
+    )  # (R, B)
+    draw_correct = draw_predictions == labels.view(1, -1)  # (R, B)
+    final_draw_correct = draw_correct
+    if whitebox is not None:
+        differ = (whitebox.final != adversarial).flatten(1).any(dim=1).nonzero().squeeze(1)
+        if len(differ):  # the last-iterate evaluation, where the attacker chose another
+            final_draws = _recheck_draws(
+                cfg, defender, whitebox.final[differ], [seeds[i] for i in differ.tolist()]
+            )
+            final_draw_correct = draw_correct.clone()
+            final_draw_correct[:, differ] = torch.stack(
+                [predict(model, d) for d in final_draws]
+            ) == labels[differ].view(1, -1)
     verdict = Verdict(
-        seeds, classified, draw_correct, distance_columns(clean, adversarial, defended), robust
+        seeds,
+        classified,
+        draw_predictions,
+        final_draw_correct,
+        distance_columns(clean, adversarial, defended),
+        None if whitebox is None else whitebox.choice,
     )
     rows = result_rows(
         cfg,
@@ -340,6 +349,22 @@ def defend_rows(
     return defended, rows
 
 
+def _recheck_draws(
+    cfg: RunConfig, defender: Defender, images: torch.Tensor, seeds: Sequence[int]
+) -> list[torch.Tensor]:
+    """``cfg.recheck`` fresh draws of ``defender`` on ``images``
+    (:func:`~ride.defenders.defend_draws`: seeds no attacker draw uses); a filter in
+    batches (RIDE sizes its own groups to the memory)."""
+    executed = executed_defender(cfg, defender)
+    if not is_cheap(defender):
+        return defend_draws(executed, images, seeds, cfg.recheck)
+    batches = [
+        defend_draws(executed, images[i : i + BATCH], seeds[i : i + BATCH], cfg.recheck)
+        for i in range(0, len(images), BATCH)
+    ]
+    return [torch.cat(parts) for parts in zip(*batches, strict=True)]
+
+
 def defend_chunk(
     out: str,
     cfg: RunConfig,
@@ -351,8 +376,9 @@ def defend_chunk(
 ) -> ChunkOutcome:
     """Defend rows ``[start, stop)`` against one attack, classify, store images and rows.
 
-    Adaptive attacks (BPDA, BPDA+EOT) are run here, against this defender, and also store
-    their adversarial images per defender and one ``steps/`` row per image and iterate.
+    White-box attacks (BPDA, BPDA+EOT, the adaptive attacks) are run here, against this
+    defender (:mod:`pipeline.whitebox`), and also store their chosen and final images per
+    defender and one ``steps/`` row per image and iterate.
     Against a gray-box attack (or ``none``) the adversarial images and their predictions are
     those its attack chunk stored (:func:`attack_chunk`).
 
@@ -370,12 +396,13 @@ def defend_chunk(
         return ChunkOutcome("skipped", 0.0, defender_id=defender.id)
     device = worker_device(cfg)
     clean, labels, model = load_chunk(layout, cfg.classifier, start, stop, device)
-    tracked: list[Row] | None = None
+    whitebox: WhiteBoxAttack | None = None
     predictions: dict[str, torch.Tensor] | None = None
     if attack.adaptive:
         chunk = WhiteBoxChunk(cfg, attack, defender, start, clean, labels, model)
         with clock.compute():
-            adversarial, tracked = adaptive_attack(layout, chunk, key, default_logger(logger))
+            whitebox = adaptive_attack(layout, chunk, key, default_logger(logger))
+        adversarial = whitebox.choice.images
     else:
         for name in ([] if attack.name == "none" else [adv_name(attack.id)]) + [
             predictions_name(attack.id)
@@ -391,7 +418,6 @@ def defend_chunk(
             else torch.from_numpy(store.read_rows(adv_name(attack.id), start, stop)).to(device)
         )
         predictions = stored_predictions(store, attack, start, stop, device)
-    robust = None if tracked is None else robust_so_far(tracked, start, stop - start)
     with clock.compute():
         defended, rows = defend_rows(
             cfg,
@@ -402,12 +428,12 @@ def defend_chunk(
             labels,
             adversarial,
             model,
-            robust=robust,
+            whitebox=whitebox,
             seconds=clock.elapsed(),
             predictions=predictions,
         )
-    if tracked is not None:  # the final iterate: draw 0 of the re-check
-        write_steps(layout.steps, key, tracked + final_step_rows(rows, attack_iters(attack)))
+    if whitebox is not None:
+        write_steps(layout.steps, key, whitebox.rows)
     store_defence(layout, attack, defender, start, stop, defended, rows, clock)
     correct = sum(bool(row["correct_defended"]) for row in rows)
     return ChunkOutcome("ran", clock.elapsed(), correct, len(rows), defender_id=defender.id)

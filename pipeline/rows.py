@@ -4,8 +4,8 @@ schema ``storage.results.SCHEMA`` and the step schema ``storage.steps.STEPS_SCHE
 Every builder returns rows with exactly the schema's columns, in its order (:func:`complete`
 raises on a missing or extra column, so a builder and its schema cannot drift apart
 unnoticed); the distance columns are generated from the schema's ``DISTANCE_PAIRS`` x
-``NORMS``; a failed row is the identity columns with every other column of the schema empty;
-the step row of the final iterate takes the step schema's columns from the result row.
+``NORMS``; a failed row is the identity columns with every other column of the schema
+empty.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from ride.attacks import Attack, BPDAStep
 from ride.attacks.adaptive import ChoosesMethod
 from ride.defenders import Defender
 from ride.metrics import distances
+from ride.robustness import Choice, majority_correct
 from storage.results import DISTANCE_PAIRS, NORMS, SCHEMA, TIMING_COLUMNS
 from storage.steps import STEPS_SCHEMA
 
@@ -135,19 +136,21 @@ def with_timing(rows: Sequence[Mapping[str, Any]], timing: Timing) -> list[Row]:
 
 @dataclass(frozen=True)
 class Verdict:
-    """What defending and classifying one chunk found, per image.
+    """What defending and classifying one chunk found, per image (:mod:`ride.robustness`).
 
-    ``predictions``: class indices (B,) of the clean, adversarial and defended (draw 0)
-    images; ``draw_correct``: (draws, B), each re-check draw classified correctly;
-    ``robust_so_far`` (adaptive attacks): the defended iterate was correct at every attack
-    step.
+    ``predictions``: class indices (B,) of the clean image, the evaluated adversarial image
+    (``adv``) and its defended draw 0 (``defended``); ``draw_predictions``: (R, B), each fresh
+    re-check draw on the evaluated image; ``final_draw_correct``: (R, B), each draw on the
+    attack's final output classified correctly; ``choice`` (white-box attacks): the iterate
+    the attacker chose and what its own draws saw.
     """
 
     seeds: Sequence[int]
     predictions: Mapping[str, torch.Tensor]
-    draw_correct: torch.Tensor
+    draw_predictions: torch.Tensor
+    final_draw_correct: torch.Tensor
     distances: Sequence[Mapping[str, float]]
-    robust_so_far: Sequence[bool] | None = None
+    choice: Choice | None = None
 
 
 def result_rows(
@@ -165,6 +168,9 @@ def result_rows(
     """The ``ok`` result rows of a chunk; ``seconds`` spent on it in all, shared equally."""
     rows = []
     same = identity_columns(cfg, attack, defender, start, 0)  # what every row shares
+    draw_correct = verdict.draw_predictions == labels.view(1, -1)  # (R, B)
+    majority = majority_correct(verdict.draw_predictions, labels)
+    choice = verdict.choice
     for i in range(len(labels)):
         label = int(labels[i])
         row = {**same, "index": start + i, "label": label}
@@ -173,12 +179,17 @@ def result_rows(
             predicted = int(verdict.predictions[kind][i])
             row[f"pred_{kind}"] = predicted
             row[f"correct_{kind}"] = predicted == label
-        all_draws = bool(verdict.draw_correct[:, i].all())
-        robust = verdict.robust_so_far is None or verdict.robust_so_far[i]
+        every_draw = bool(draw_correct[:, i].all())
         row.update(
             recheck_draws=cfg.recheck,
-            recheck_correct=float(verdict.draw_correct[:, i].float().mean()),
-            correct_worst=all_draws and robust,
+            recheck_correct=float(draw_correct[:, i].float().mean()),
+            recheck_majority=bool(majority[i]),
+            final_correct=float(verdict.final_draw_correct[:, i].float().mean()),
+            attacker_draws=None if choice is None else choice.attacker_draws,
+            attacker_correct=None if choice is None else float(choice.attacker_correct[i]),
+            chosen_iteration=None if choice is None else int(choice.iteration[i]),
+            correct_every_draw=every_draw
+            and (choice is None or bool(choice.every_draw_correct[i])),
             **verdict.distances[i],
             seconds=seconds / len(labels),
             **dict.fromkeys(TIMING_COLUMNS),  # filled when stored (with_timing)
@@ -222,7 +233,7 @@ def step_rows(
     labels: torch.Tensor,
     step: BPDAStep,
 ) -> list[Row]:
-    """The ``steps/`` rows of one attack iterate, one per image."""
+    """The ``steps/`` rows of one attack iterate, one per image: what the attacker saw."""
     columns = distance_columns(clean, step.adversarial, step.defended)
     rows = []
     for i in range(len(clean)):
@@ -239,27 +250,9 @@ def step_rows(
             "pred_defended": int(step.pred_defended[i]),
             "correct_adv": int(step.pred_adversarial[i]) == label,
             "correct_defended": int(step.pred_defended[i]) == label,
+            "attacker_draws": step.attacker_draws,
+            "attacker_correct": float(step.attacker_correct[i]),
             **columns[i],
         }
         rows.append(complete(row, STEPS_SCHEMA))
     return rows
-
-
-def final_step_rows(results: Sequence[Mapping[str, Any]], iteration: int) -> list[Row]:
-    """The step rows of the final adversarial image (draw 0 of its re-check), taken from the
-    chunk's result rows."""
-    return [
-        complete(
-            {k: row[k] for k in STEPS_SCHEMA.names if k in row} | {"iteration": iteration},
-            STEPS_SCHEMA,
-        )
-        for row in results
-    ]
-
-
-def robust_so_far(tracked: Sequence[Mapping[str, Any]], start: int, count: int) -> list[bool]:
-    """Per image of the chunk: was its defended iterate correct at every tracked step?"""
-    return [
-        all(row["correct_defended"] for row in tracked if row["index"] == start + i)
-        for i in range(count)
-    ]

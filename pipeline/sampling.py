@@ -29,6 +29,7 @@ from ride.datasets import (
 from storage.images import (
     ImageStore,
     adaptive_adv_name,
+    adaptive_final_name,
     adv_name,
     defended_name,
     predictions_name,
@@ -154,19 +155,21 @@ def prepare_images(layout: RunLayout, cfg: RunConfig, logger: Logger | None = No
 def create_arrays(store: ImageStore, cfg: RunConfig, shape: tuple[int, ...]) -> None:
     """The arrays every chunk task of ``cfg`` writes into, each chunked by the rows of the
     task that writes it (:func:`pipeline.plan.task_rows`): ``adv/<attack>`` and
-    ``predictions/<attack>`` (gray-box and ``none``; white-box: ``adv/<attack>/<defender>``)
+    ``predictions/<attack>`` (gray-box and ``none``; white-box: ``adv/<attack>/<defender>``,
+    the iterates the attacker chose, and ``final/<attack>/<defender>``, its final outputs)
     and ``defended/<attack>/<defender>``, each with the settings that made it as attributes."""
     attacks, defenders = cfg.attack_configs(), cfg.defender_configs()
     n = shape[0]
     for attack in attacks:
         if attack.adaptive:
             for defender in defenders:  # white-box: one adversarial set per defender
-                store.ensure_array(
-                    adaptive_adv_name(attack.id, defender.id),
-                    shape,
-                    task_rows(cfg, n, attack, defender),
-                    attrs={"attack": attack.params(), "defender": defender.params()},
-                )
+                for name in (adaptive_adv_name, adaptive_final_name):  # chosen, final
+                    store.ensure_array(
+                        name(attack.id, defender.id),
+                        shape,
+                        task_rows(cfg, n, attack, defender),
+                        attrs={"attack": attack.params(), "defender": defender.params()},
+                    )
             continue
         rows = task_rows(cfg, n, attack, None)
         store.ensure_array(

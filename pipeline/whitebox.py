@@ -1,11 +1,15 @@
-"""The white-box attack of one chunk: BPDA (+EOT), or the adaptive attack (exact gradient or
-BPDA, EOT or one draw, as the defender declares), through the defender it is evaluated on.
+"""The white-box attack of one chunk: BPDA (+EOT), APGD through the defender, or the
+adaptive attacks (exact gradient or BPDA, EOT or one draw, as the defender declares), through
+the defender it is evaluated on.
 
 Its adversarial images depend on the defender, so the attack runs inside that defender's
-chunk task; it stores them under ``adv/<attack>/<defender>`` and tracks every iterate (one
-``steps/`` row per image and iterate, the data of the paper's Fig. 7). A resumed chunk
-whose attack was stored (images and step file, both reading back whole) reuses it instead of
-attacking again; a stored part that does not read back is dropped and the attack redone.
+chunk task. The attacker queries the defender at every iterate k = 0..iters (one ``steps/``
+row per image and iterate, the data of the paper's Fig. 7) and submits, per image, the
+iterate where its own draws were least often classified correctly (:mod:`ride.robustness`);
+the chosen iterates are stored under ``adv/<attack>/<defender>``, the attack's final outputs
+under ``final/<attack>/<defender>``. A resumed chunk whose attack was stored (both image
+sets and the step file, all reading back whole) reuses it, the choice made again from the
+step rows; a stored part that does not read back is dropped and the attack redone.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ from pipeline.rows import Row, step_rows
 from ride.attacks import Attack, BPDAStep
 from ride.attacks.adaptive import ChoosesMethod, method_text
 from ride.defenders import Defender
+from ride.robustness import Choice, IterateChoice, choose_iterations
 from ride.seeding import derive_seed, generator_for
 from storage.files import Note
-from storage.images import ImageStore, adaptive_adv_name
+from storage.images import ImageStore, adaptive_adv_name, adaptive_final_name
 from storage.layout import RunLayout
 from storage.steps import read_steps, steps_finished
 
@@ -47,45 +52,76 @@ class WhiteBoxChunk:
         return f"{self.attack.id} x {self.defender.id} rows {self.start}-{stop}"
 
 
+@dataclass(frozen=True)
+class WhiteBoxAttack:
+    """What a white-box attack on one chunk produced: its final outputs ``final``
+    (B, C, H, W), the iterates the attacker chose (``choice``, :mod:`ride.robustness`) and
+    the step rows of iterates 0..iters, what the attacker saw at each."""
+
+    final: torch.Tensor
+    choice: Choice
+    rows: list[Row]
+
+
 def stored_attack(
     layout: RunLayout, chunk: WhiteBoxChunk, key: str, note: Note | None = None
-) -> tuple[torch.Tensor, list[Row]] | None:
-    """The chunk's adversarial images and step rows of iterates 0..iters-1, when an earlier
-    run stored both and both read back whole (the step file with its iters + 1 rows per
-    image); None otherwise (a bad part is dropped, ``note`` is told)."""
-    name = adaptive_adv_name(chunk.attack.id, chunk.defender.id)
+) -> WhiteBoxAttack | None:
+    """The chunk's attack as an earlier run stored it, when its chosen and final images and
+    its step file (iters + 1 rows per image) all read back whole; None otherwise (a bad part
+    is dropped, ``note`` is told). The choice is made again from the step rows."""
     store = ImageStore(layout)
-    step_count = len(chunk.clean) * (attack_iters(chunk.attack) + 1)
+    names = [
+        name(chunk.attack.id, chunk.defender.id)
+        for name in (adaptive_adv_name, adaptive_final_name)
+    ]
+    count = len(chunk.clean)
+    iters = attack_iters(chunk.attack)
     if not (
-        store.has_rows(name, chunk.start, note)
-        and steps_finished(layout.steps, key, step_count, note)
+        all(store.has_rows(name, chunk.start, note) for name in names)
+        and steps_finished(layout.steps, key, count * (iters + 1), note)
     ):
         return None
-    stored = read_steps(layout.steps, key)
-    stored = stored[stored["iteration"] < attack_iters(chunk.attack)]
+    stored = read_steps(layout.steps, key).sort_values(["iteration", "index"])
     rows: list[Row] = stored.to_dict("records")
-    adversarial = torch.from_numpy(
-        store.read_rows(name, chunk.start, chunk.start + len(chunk.clean))
+    fractions = torch.tensor(
+        stored["attacker_correct"].to_numpy(dtype="float32").reshape(iters + 1, count)
+    )  # (iters + 1, B)
+    chosen, final = (
+        torch.from_numpy(store.read_rows(name, chunk.start, chunk.start + count)).to(
+            chunk.clean.device
+        )
+        for name in names
     )
-    return adversarial.to(chunk.clean.device), rows
+    iteration = choose_iterations(fractions)
+    choice = Choice(
+        images=chosen,
+        iteration=iteration,
+        attacker_correct=fractions[iteration, torch.arange(count)],
+        every_draw_correct=(fractions >= 1.0).all(dim=0),
+        attacker_draws=int(stored["attacker_draws"].iloc[0]),
+    )
+    return WhiteBoxAttack(final, choice, rows)
 
 
 def adaptive_attack(
     layout: RunLayout, chunk: WhiteBoxChunk, key: str, logger: Logger
-) -> tuple[torch.Tensor, list[Row]]:
-    """The white-box attack against the chunk's defender: the final adversarial images (also
-    stored) and the step rows of iterates 0..iters-1. Reuses a stored attack on resume."""
+) -> WhiteBoxAttack:
+    """The white-box attack against the chunk's defender: its final outputs, the iterates
+    the attacker chose (both stored) and the step rows of iterates 0..iters. Reuses a stored
+    attack on resume."""
     stored = stored_attack(layout, chunk, key, logger.warning)
     if stored is not None:
         return stored
     cfg, attack, defender = chunk.cfg, chunk.attack, chunk.defender
     rows: list[Row] = []
+    chooser = IterateChoice()
 
     def track(step: BPDAStep) -> None:
         rows.extend(step_rows(cfg, attack, defender, chunk.start, chunk.clean, chunk.labels, step))
-        correct = int((step.pred_defended == chunk.labels).sum())
+        chooser.see(step.iteration, step.adversarial, step.attacker_correct, step.attacker_draws)
+        correct = float(step.attacker_correct.sum())
         logger.info(
-            "%s: iterate %d/%d, %d/%d defended correctly",
+            "%s: iterate %d/%d, attacker's draws %.1f/%d correct",
             chunk.where,
             step.iteration,
             attack_iters(attack),
@@ -107,7 +143,7 @@ def adaptive_attack(
         derive_seed(cfg.seed, cfg.dataset, chunk.start, attack.id, defender.id),
         chunk.clean.device,
     )
-    adversarial = attack.perturb(
+    final = attack.perturb(
         chunk.model,
         chunk.clean,
         chunk.labels,
@@ -115,11 +151,20 @@ def adaptive_attack(
         defender=executed_defender(cfg, defender),
         seeds=seeds,
         on_step=track,
+    ).detach()
+    expected = len(chunk.clean) * (attack_iters(attack) + 1)
+    if len(rows) != expected:
+        raise RuntimeError(
+            f"{chunk.where}: the attack reported {len(rows)} iterate rows, expected {expected} "
+            "(every image at iterates 0..iters)"
+        )
+    choice = chooser.choice()
+    store = ImageStore(layout)
+    store.write_rows(adaptive_final_name(attack.id, defender.id), chunk.start, final.cpu().numpy())
+    store.write_rows(
+        adaptive_adv_name(attack.id, defender.id), chunk.start, choice.images.cpu().numpy()
     )
-    ImageStore(layout).write_rows(
-        adaptive_adv_name(attack.id, defender.id), chunk.start, adversarial.detach().cpu().numpy()
-    )
-    return adversarial, rows
+    return WhiteBoxAttack(final, choice, rows)
 
 
 def attack_draws(attack: Attack, defender: object) -> int:

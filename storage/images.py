@@ -3,8 +3,9 @@
 Arrays (all ``(N, C, H, W)`` float32 in [0, 1], chunked along N by one task's images):
 
 - ``clean`` and ``labels`` (``(N,)`` int64),
-- ``adv/<attack_id>`` (gray-box) or ``adv/<attack_id>/<defender_id>`` (BPDA: the
-  adversarial image depends on the defender),
+- ``adv/<attack_id>`` (gray-box) or ``adv/<attack_id>/<defender_id>`` (white-box: the
+  adversarial image depends on the defender; the iterate the attacker chose, which is
+  evaluated) and ``final/<attack_id>/<defender_id>`` (the white-box attack's final output),
 - ``defended/<attack_id>/<defender_id>``,
 - ``predictions/<attack_id>`` (``(N, 2)`` int64: the clean and adversarial predictions).
 
@@ -35,6 +36,7 @@ __all__ = [
     "Note",
     "StorageError",
     "adaptive_adv_name",
+    "adaptive_final_name",
     "adv_name",
     "defended_name",
     "fill_problem",
@@ -47,8 +49,14 @@ def adv_name(attack_id: str) -> str:
 
 
 def adaptive_adv_name(attack_id: str, defender_id: str) -> str:
-    """Adversarial images of an adaptive attack, which depend on the defender attacked."""
+    """Adversarial images of a white-box attack, which depend on the defender attacked: the
+    iterate the attacker chose per image, the one evaluated."""
     return f"adv/{attack_id}/{defender_id}"
+
+
+def adaptive_final_name(attack_id: str, defender_id: str) -> str:
+    """A white-box attack's final output per image (its last-iterate evaluation)."""
+    return f"final/{attack_id}/{defender_id}"
 
 
 def defended_name(attack_id: str, defender_id: str) -> str:

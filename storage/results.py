@@ -57,7 +57,12 @@ SCHEMA = pa.schema(
         pa.field("correct_defended", pa.bool_()),
         pa.field("recheck_draws", pa.int64()),
         pa.field("recheck_correct", pa.float64()),
-        pa.field("correct_worst", pa.bool_()),
+        pa.field("recheck_majority", pa.bool_()),
+        pa.field("final_correct", pa.float64()),
+        pa.field("attacker_draws", pa.int64()),
+        pa.field("attacker_correct", pa.float64()),
+        pa.field("chosen_iteration", pa.int64()),
+        pa.field("correct_every_draw", pa.bool_()),
         *[pa.field(f"{pair}_{norm}", pa.float64()) for pair in DISTANCE_PAIRS for norm in NORMS],
         pa.field("seconds", pa.float64()),
         *[pa.field(name, pa.float64()) for name in TIMING_COLUMNS],
@@ -69,11 +74,22 @@ SCHEMA = pa.schema(
 )
 """The fixed schema of every result file; ``status`` is ``ok`` or ``failed``.
 
-``correct_defended`` is the single-draw result on the final adversarial image (draw 0 of the
-re-check); ``recheck_correct`` the fraction of the ``recheck_draws`` defender draws on it
-classified correctly; ``correct_worst`` the honest count for randomised defenders: correct at
-every tracked attack iterate (adaptive attacks, see ``storage.steps``) and at every re-check
-draw.
+The evaluated adversarial image is the attack's output for a gray-box attack (the clean
+image for ``none``); for a white-box attack it is the iterate the attacker chose: the one
+where its own defender draws were least often classified correctly (``chosen_iteration``,
+``attacker_correct`` of its ``attacker_draws`` draws; null for gray-box attacks; see
+:mod:`ride.robustness`). That image is defended with ``recheck_draws`` fresh draws, seeded
+apart from every attacker draw:
+
+- ``recheck_correct``: the fraction of them classified correctly; its mean over images is
+  the robust accuracy;
+- ``recheck_majority``: the label is strictly the most frequent of their predictions;
+- ``correct_defended``: draw 0 alone (``pred_defended``; ``pred_adv`` classifies the
+  evaluated image undefended);
+- ``final_correct``: the same fraction on the attack's final output (the last-iterate
+  evaluation; equal to ``recheck_correct`` for gray-box attacks);
+- ``correct_every_draw``: correct at every re-check draw and at every draw the attacker made
+  at every iterate, a count that falls as draws are added even with no attack.
 """
 
 STATUSES = ("ok", "failed")

@@ -1,11 +1,14 @@
 """The Parquet step store: one row per (image, attack, defender, attack iteration).
 
-Written by the adaptive attacks (BPDA, BPDA+EOT), which defend every iterate anyway: row
-``iteration = k`` describes the iterate x^(k) after k sign steps (0 = the start) and the
-first defender draw on it; the last iteration (k = iters) is the final adversarial image and
-draw 0 of its re-check. One file per task under ``steps/``, written durably and atomically
-before the task's result file, so a resumed task finds it; like a result file it counts only
-when it reads back whole (:func:`steps_finished`), else it is set aside as ``*.corrupt``.
+Written by the white-box attacks (BPDA, BPDA+EOT, the adaptive attacks), which defend every
+iterate anyway: row ``iteration = k`` describes the iterate x^(k) after k steps (0 = the
+start), the attacker's first defender draw on it (``pred_defended``, ``correct_defended``)
+and the fraction of its ``attacker_draws`` draws there classified correctly
+(``attacker_correct``), from which it chooses the iterate it submits; the last iteration
+(k = iters) is the final iterate, queried like the others. One file per task under
+``steps/``, written durably and atomically before the task's result file, so a resumed task
+finds it; like a result file it counts only when it reads back whole
+(:func:`steps_finished`), else it is set aside as ``*.corrupt``.
 
 This is what the paper's Fig. 7 is drawn from: accuracy against the iteration (7b) and the
 distances adversarial-to-clean, defended-to-clean and defended-to-adversarial (7a).
@@ -36,6 +39,8 @@ STEPS_SCHEMA = pa.schema(
         pa.field("pred_defended", pa.int64(), nullable=False),
         pa.field("correct_adv", pa.bool_(), nullable=False),
         pa.field("correct_defended", pa.bool_(), nullable=False),
+        pa.field("attacker_draws", pa.int64(), nullable=False),
+        pa.field("attacker_correct", pa.float64(), nullable=False),
         *[pa.field(f"{pair}_{norm}", pa.float64()) for pair in DISTANCE_PAIRS for norm in NORMS],
     ]
 )
@@ -72,6 +77,8 @@ def read_steps(steps_dir: Path, key: str | None = None) -> pd.DataFrame:
     return read_tables(files, STEPS_SCHEMA).to_pandas()
 
 
-def robust_at_every_step(steps: pd.DataFrame) -> pd.Series:
-    """Per (attack_id, defender_id, index): was the defended image correct at every iterate?"""
-    return steps.groupby(["attack_id", "defender_id", "index"])["correct_defended"].all()
+def correct_at_every_step(steps: pd.DataFrame) -> pd.Series:
+    """Per (attack_id, defender_id, index): did the classifier get every draw the attacker
+    made at every iterate right?"""
+    every_draw = steps["attacker_correct"] >= 1.0
+    return every_draw.groupby([steps["attack_id"], steps["defender_id"], steps["index"]]).all()

@@ -175,10 +175,14 @@ def pgd(
 
 @dataclass(frozen=True, eq=False)
 class BPDAStep:
-    """What BPDA saw at iterate ``iteration`` (0 = the start, before any step).
+    """What the attacker saw at iterate ``iteration`` (0 = the start, before any step).
 
-    ``adversarial`` is x^(k), ``defended`` the first defender draw on it (the one whose
-    classifier output the gradient was taken at); predictions are (B,) class indices.
+    ``adversarial`` is x^(k), ``defended`` the attacker's first defender draw on it (the one
+    whose classifier output the first gradient was taken at); predictions are (B,) class
+    indices. ``attacker_correct`` (B,) is the fraction of the attacker's ``attacker_draws``
+    draws at x^(k) that the classifier got right: what the attacker knows of how well the
+    defender does there, from which it picks the iterate it submits
+    (:class:`~ride.robustness.IterateChoice`).
     """
 
     iteration: int
@@ -186,11 +190,45 @@ class BPDAStep:
     defended: Tensor  # (B, C, H, W)
     pred_adversarial: Tensor  # (B,)
     pred_defended: Tensor  # (B,)
+    attacker_correct: Tensor  # (B,) float in [0, 1]
+    attacker_draws: int = 1
 
 
 def draw_seeds(seeds: Sequence[int], *stage: str | int) -> list[int]:
     """One seed per image for one defender draw, derived from the images' seeds and ``stage``."""
     return [derive_seed(int(s), *stage) for s in seeds]
+
+
+class _AttackerView:
+    """What the attacker sees at one iterate, draw by draw: its first defended draw and the
+    count of its draws the classifier got right (a :class:`BPDAStep` at the end)."""
+
+    def __init__(self, k: int, x_k: Tensor, y: Tensor, draws: int) -> None:
+        self.k, self.x_k, self.y, self.draws = k, x_k.detach(), y, draws
+        self.correct = torch.zeros(len(x_k), dtype=torch.float32, device=x_k.device)
+        self.first: tuple[Tensor, Tensor] | None = None
+
+    def add(self, defended: Tensor, logits: Tensor) -> None:
+        predicted = logits.detach().argmax(dim=1)
+        self.correct += (predicted == self.y).float()
+        if self.first is None:
+            self.first = (defended.detach(), predicted)
+
+    def step(self, model: nn.Module) -> BPDAStep:
+        if self.first is None:
+            raise RuntimeError("no defender draw was seen at this iterate")
+        with torch.no_grad():
+            pred_adversarial = model(self.x_k).argmax(dim=1)
+        defended, pred_defended = self.first
+        return BPDAStep(
+            self.k,
+            self.x_k,
+            defended,
+            pred_adversarial,
+            pred_defended,
+            self.correct / self.draws,
+            self.draws,
+        )
 
 
 def _draw_gradient(
@@ -254,8 +292,10 @@ def bpda(
 
     ``seeds`` (one per image) seed the defender: draw j at iterate k uses
     ``draw_seeds(seeds, "bpda", k, j)``. ``on_step`` is called once per iterate
-    k = 0..iters-1 with what the attack saw there (x^(k), its first defended draw and both
-    predictions); the final iterate is returned, not defended. The defender runs with
+    k = 0..iters with what the attacker saw there (:class:`BPDAStep`: x^(k), its first
+    defended draw, both predictions and the fraction of its draws classified correctly);
+    the final iterate x^(iters), which takes no step, is queried with ``eot`` draws too, and
+    only when ``on_step`` is given. The final iterate is returned. The defender runs with
     gradients enabled inside where it needs them (RIDE fits a network); none of its
     gradients reach ``x``.
 
@@ -277,20 +317,27 @@ def bpda(
 
     def walk_gradient(x_adv: Tensor, k: int) -> Tensor:
         total = torch.zeros_like(x_adv)
+        seen = _AttackerView(k, x_adv, y, eot)
         for j in range(eot):
             draw = draw_seeds(image_seeds, "bpda", k, j)
             grad, defended, logits = _draw_gradient(model, defender, x_adv, y, draw, gradient)
             total += grad
-            if j == 0 and on_step is not None:
-                with torch.no_grad():
-                    pred_adversarial = model(x_adv).argmax(dim=1)
-                on_step(
-                    BPDAStep(k, x_adv.detach(), defended, pred_adversarial, logits.argmax(dim=1))
-                )
+            seen.add(defended, logits)
+        if on_step is not None:
+            on_step(seen.step(model))
         return total / eot
 
     with _eval_mode(model):
-        return _sign_steps(walk_gradient, x0, eps, step, iters, start)
+        final = _sign_steps(walk_gradient, x0, eps, step, iters, start)
+        if on_step is not None:  # the final iterate, queried as every other one
+            seen = _AttackerView(iters, final, y, eot)
+            for j in range(eot):
+                draw = draw_seeds(image_seeds, "bpda", iters, j)
+                defended = defender(final, draw).detach()
+                with torch.no_grad():
+                    seen.add(defended, model(defended))
+            on_step(seen.step(model))
+        return final
 
 
 # APGD: Croce and Hein, "Reliable evaluation of adversarial robustness with an ensemble of
@@ -523,10 +570,10 @@ def apgd_through(
     draw is misclassified. Draw j at iterate k of restart r uses
     ``draw_seeds(seeds, "apgd", r, k, j)``, disjoint from the evaluation's draws.
 
-    ``on_step`` is called once per iterate k = 0..iters-1 of the first run (restart 0), as
-    :func:`bpda` calls it (x^(k) as evaluated, its first defended draw and both predictions;
-    a checkpoint's restart from the best point is not an iterate of its own); the attack's
-    result (the best iterate, as :func:`apgd` chooses it) is returned, not defended.
+    ``on_step`` is called once per iterate k = 0..iters of the first run (restart 0), as
+    :func:`bpda` calls it (:class:`BPDAStep`; a checkpoint's restart from the best point is
+    not an iterate of its own); the attack's result (the best iterate, as :func:`apgd`
+    chooses it) is returned, not defended again.
     """
     eps = check_apgd(eps, iters, restarts, eot)
     if gradient not in GRADIENTS:
@@ -544,6 +591,7 @@ def apgd_through(
             total_loss = torch.zeros(len(x_k), dtype=x_k.dtype, device=x_k.device)
             total_grad = torch.zeros_like(x_k)
             fooled = torch.ones(len(x_k), dtype=torch.bool, device=x_k.device)
+            seen = _AttackerView(k, x_k, y_r, eot)
             for j in range(eot):
                 draw = draw_seeds(seeds_r, "apgd", r, k, j)
                 grad, defended, logits = _draw_gradient(
@@ -553,12 +601,9 @@ def apgd_through(
                 total_loss += loss_fn(logits, y_r)
                 total_grad += grad
                 fooled &= logits.argmax(dim=1) != y_r
-                if j == 0 and r == 0 and k < iters and on_step is not None:
-                    with torch.no_grad():
-                        pred_adversarial = model(x_k).argmax(dim=1)
-                    on_step(
-                        BPDAStep(k, x_k.detach(), defended, pred_adversarial, logits.argmax(dim=1))
-                    )
+                seen.add(defended, logits)
+            if r == 0 and on_step is not None:
+                on_step(seen.step(model))
             return total_loss / eot, total_grad / eot, fooled
 
         return evaluate

@@ -1,6 +1,8 @@
-"""Defence cards (card.json): the Wilson interval, a card from stored results that validates
-against docs/card.schema.json, the strongest attack and its tie rule, failed rows, white-box
-statistics and run.toml files made before the command was recorded."""
+"""Defence cards (card.json, schema version 2): a card from stored results that validates
+against docs/card.schema.json, the robust accuracy of every attack with its last-iterate,
+majority and every-draw companions, the strongest attack and its tie rule (exact for sums
+of fractions), failed rows, run.toml files made before the command was recorded, and cards
+or results made before 0.4.0 refused with one line."""
 
 from __future__ import annotations
 
@@ -9,12 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import numpy as np
+import pandas as pd
 import pytest
 
 from analysis.cards import (
+    CardError,
     build_card,
     card_schema,
+    leaderboard,
+    leaderboard_markdown,
     load_card,
+    measure,
     strongest,
     validate_card,
     wilson_interval,
@@ -24,36 +32,6 @@ from analysis.publish import write_report
 from storage.layout import RunLayout
 from storage.results import SCHEMA, write_results
 from storage.runconfig import claim_run_dir
-
-# Hand-computed: p = c/n, z = 1.96, z^2 = 3.8416;
-# (p + z^2/2n) / (1 + z^2/n) -+ z / (1 + z^2/n) * sqrt(p(1-p)/n + z^2/4n^2).
-KNOWN = [
-    (0, 10, 0.0, 0.27754),  # centre 0.13877, half 0.13877
-    (10, 10, 0.72246, 1.0),
-    (5, 10, 0.23659, 0.76341),  # centre 0.5, half 0.26341
-    (1, 10, 0.01788, 0.40415),  # centre 0.21102, half 0.19314
-    (95, 100, 0.88825, 0.97846),  # centre 0.93336, half 0.04510
-]
-
-
-@pytest.mark.parametrize(("correct", "n", "low", "high"), KNOWN)
-def test_wilson_interval_known_values(correct: int, n: int, low: float, high: float) -> None:
-    got = wilson_interval(correct, n)
-    assert got == pytest.approx((low, high), abs=1e-4)
-
-
-def test_wilson_interval_is_exact_at_the_ends_symmetric_and_narrows_with_n() -> None:
-    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
-    low, high = wilson_interval(3, 17)
-    assert (1 - high, 1 - low) == pytest.approx(wilson_interval(14, 17))
-    assert low < 3 / 17 < high
-    wide, narrow = wilson_interval(5, 10), wilson_interval(500, 1000)
-    assert narrow[1] - narrow[0] < wide[1] - wide[0]
-    assert wilson_interval(5, 10, z=2.576)[0] < wilson_interval(5, 10)[0]  # 99% is wider
-    for bad in ((1, 0), (-1, 10), (11, 10)):
-        with pytest.raises(ValueError):
-            wilson_interval(*bad)
-
 
 ATTACKS = {
     "none": ("none", {"name": "none"}),
@@ -90,19 +68,23 @@ def row(attack: str, defender: str, index: int, **values: Any) -> dict[str, Any]
     return base
 
 
+def agreeing(correct: bool) -> dict[str, Any]:
+    """The draw columns of a row whose re-check draws (one here) all agree."""
+    return {
+        "correct_defended": correct,
+        "recheck_draws": 1,
+        "recheck_correct": float(correct),
+        "recheck_majority": correct,
+        "final_correct": float(correct),
+        "correct_every_draw": correct,
+    }
+
+
 def store(root: Path, attack: str, defender: str, correct: list[bool], **values: Any) -> None:
-    """The ok rows of one (attack, defender): image i correct_defended = correct[i]; the
-    undefended classifier gets every image but the last right."""
+    """The ok rows of one (attack, defender): image i correct at every draw when correct[i];
+    the undefended classifier gets every image but the last right."""
     rows = [
-        row(
-            attack,
-            defender,
-            i,
-            correct_clean=i != 9,
-            correct_defended=ok,
-            correct_worst=ok,
-            **values,
-        )
+        row(attack, defender, i, correct_clean=i != 9, **agreeing(ok), **values)
         for i, ok in enumerate(correct)
     ]
     write_results(RunLayout(root).results, f"{attack}__{defender}", rows)
@@ -137,7 +119,7 @@ def make_run(root: Path, command: str | None = "ride run --out runs/x --limit 10
     write_results(
         fgsm,
         "fgsm__none__ok",
-        [row("fgsm", "none", i, correct_clean=True, correct_defended=i < 3) for i in range(8)],
+        [row("fgsm", "none", i, correct_clean=True, **agreeing(i < 3)) for i in range(8)],
     )
     write_results(
         fgsm,
@@ -158,7 +140,7 @@ def attack(entry: dict[str, Any], attack_id: str) -> dict[str, Any]:
 def test_card_of_a_run_validates_against_the_schema(tmp_path: Path) -> None:
     card = build_card(make_run(tmp_path / "run"))
     validate_card(card)
-    assert card["schema_version"] == 1 and card["threat_model"] == "Linf"
+    assert card["schema_version"] == 2 and card["threat_model"] == "Linf"
     assert (card["run_id"], card["dataset"], card["classifier"]) == (
         "digits-0123456789",
         "digits",
@@ -181,8 +163,13 @@ def test_card_of_a_run_validates_against_the_schema(tmp_path: Path) -> None:
         "failed": 0,
     }
     pgd = attack(median, "pgd-eps0.1-step0.02-it10")
-    assert pgd["statistic"] == "correct_defended" and pgd["white_box"] is False
+    assert pgd["statistic"] == "recheck_correct" and pgd["white_box"] is False
     assert pgd["result"]["accuracy"] == 0.4 and pgd["settings"]["step"] == 0.02
+    assert (pgd["final_accuracy"], pgd["majority_accuracy"], pgd["every_draw_accuracy"]) == (
+        0.4,
+        0.4,
+        0.4,
+    )
     assert [a["attack_id"] for a in median["attacks"]] == card["attack_order"][1:]
     json.dumps(card, allow_nan=False)  # plain JSON: no NaN anywhere
 
@@ -207,20 +194,57 @@ def test_strongest_attack_is_the_lowest_and_a_tie_goes_to_the_later_attack(
     none = defender(card, "none")
     assert none["strongest_attack"] == "pgd-eps0.1-step0.02-it10"
     assert none["robust_accuracy"]["accuracy"] == 0.1
-    assert none["robust_statistic"] == "correct_defended"
+    assert none["robust_statistic"] == "recheck_correct"
     # median: pgd 4/10 and fgsm 4/10; fgsm comes after pgd in the run (not alphabetically).
     median = defender(card, "median-k3")
     assert median["strongest_attack"] == "fgsm-eps0.1"
     assert median["robust_accuracy"] == attack(median, "fgsm-eps0.1")["result"]
-    # Exact fractions: 2/5 and 4/10 tie too; an attack without ok rows never wins.
+    # 2 of 5 and 4 of 10 tie too; an attack without ok rows never wins.
     entries = [
-        {"attack_id": "a", "result": {"correct": 2, "n": 5}},
-        {"attack_id": "b", "result": {"correct": 4, "n": 10}},
-        {"attack_id": "c", "result": {"correct": 0, "n": 0}},
+        {"attack_id": "a", "result": {"accuracy": 2 / 5, "correct": 2, "n": 5}},
+        {"attack_id": "b", "result": {"accuracy": 4 / 10, "correct": 4, "n": 10}},
+        {"attack_id": "c", "result": {"accuracy": None, "correct": 0, "n": 0}},
     ]
     found = strongest(entries)
     assert found is not None and found["attack_id"] == "b"
     assert strongest([]) is None
+
+
+def fractions(values: list[float], draws: int) -> pd.DataFrame:
+    """ok rows whose recheck_correct are ``values``, stored as float32 means are."""
+    return pd.DataFrame(
+        {
+            "status": "ok",
+            "recheck_draws": draws,
+            "recheck_correct": [float(np.float32(v)) for v in values],
+        }
+    )
+
+
+def test_sums_of_fractions_tie_exactly_and_keep_their_order() -> None:
+    # 10 draws: 1 + 1 + 1 right of 3 images and 3 + 0 + 0 are both 0.1, though the float
+    # means of the stored fractions differ (0.1000000015 and 0.1000000040); a tie goes to
+    # the later attack.
+    a = measure(fractions([0.1, 0.1, 0.1], 10), "recheck_correct")
+    b = measure(fractions([0.3, 0.0, 0.0], 10), "recheck_correct")
+    assert np.mean(fractions([0.1] * 3, 10)["recheck_correct"]) != np.mean(
+        fractions([0.3, 0.0, 0.0], 10)["recheck_correct"]
+    )
+    assert (a["correct"], b["correct"], a["accuracy"], b["accuracy"]) == (0.3, 0.3, 0.1, 0.1)
+    entries = [{"attack_id": "a", "result": a}, {"attack_id": "b", "result": b}]
+    assert strongest(entries) is entries[1] and strongest(entries[::-1]) is entries[0]
+    # Thirds: 1/3 of 3 images and 2/3 + 2/3 + 1/3 + 1/3 of 6 tie exactly; one draw less
+    # is a lower accuracy, whatever the order.
+    thirds = measure(fractions([1 / 3] * 3, 3), "recheck_correct")
+    six = measure(fractions([2 / 3, 2 / 3, 1 / 3, 0, 0, 1 / 3], 3), "recheck_correct")
+    assert (thirds["correct"], six["correct"], six["accuracy"]) == (1, 2, thirds["accuracy"])
+    c = measure(fractions([2 / 3, 1 / 3, 1 / 3, 0, 0, 1 / 3], 3), "recheck_correct")
+    assert c["correct"] == 5 / 3 and c["accuracy"] < thirds["accuracy"]
+    pair = [{"attack_id": "c", "result": c}, {"attack_id": "thirds", "result": thirds}]
+    assert strongest(pair) is pair[0] and strongest(pair[::-1]) is pair[0]
+    # A sum that is not whole is stored as it is; the interval takes p = the mean.
+    d = measure(fractions([0.5, 1.0, 1.0, 1.0], 4), "recheck_correct")
+    assert d["correct"] == 3.5 and d["interval"] == list(wilson_interval(3.5, 4))
 
 
 def test_failed_rows_are_excluded_from_n_and_counted(tmp_path: Path) -> None:
@@ -233,13 +257,18 @@ def test_failed_rows_are_excluded_from_n_and_counted(tmp_path: Path) -> None:
     assert card["failed_rows"] == 2
 
 
-def test_white_box_attacks_count_the_worst_case_and_say_so(tmp_path: Path) -> None:
+def test_white_box_attacks_count_the_robust_accuracy_and_its_companions(
+    tmp_path: Path,
+) -> None:
     root = tmp_path / "whitebox"
     config = {"dataset": "digits", "eps": 0.1, "attacks": ["none", "bpda-eot"]}
     root.mkdir()
     claim_run_dir(RunLayout(root).run_toml, config, frozenset(config), "0.2.0")
     store(root, "none", "median", hits(9))
-    # Final draw right for 7, robust at every iterate and re-check draw for 2.
+    # 4 re-check draws on the iterate the attacker chose: images 0-1 right at all 4, images
+    # 2-6 at 2 (no strict majority), the rest at none: robust (2 * 4 + 5 * 2) / 4 / 10 =
+    # 0.45. On the final iterate 7 right at all 4 draws; the attacker's own draws (5 per
+    # iterate) were all right somewhere for image 0 only.
     rows = [
         row(
             "bpda-eot",
@@ -247,9 +276,14 @@ def test_white_box_attacks_count_the_worst_case_and_say_so(tmp_path: Path) -> No
             i,
             correct_clean=True,
             correct_defended=i < 7,
-            correct_worst=i < 2,
-            recheck_correct=0.5 if i < 7 else 0.0,
             recheck_draws=4,
+            recheck_correct=1.0 if i < 2 else 0.5 if i < 7 else 0.0,
+            recheck_majority=i < 2,
+            final_correct=1.0 if i < 7 else 0.0,
+            correct_every_draw=i < 1,
+            attacker_draws=5,
+            attacker_correct=0.2 if i < 7 else 0.0,
+            chosen_iteration=10,
         )
         for i in range(10)
     ]
@@ -258,11 +292,16 @@ def test_white_box_attacks_count_the_worst_case_and_say_so(tmp_path: Path) -> No
     validate_card(card)
     median = defender(card, "median-k3")
     entry = attack(median, "bpda-eot5-eps0.1")
-    assert entry["white_box"] is True and entry["statistic"] == "correct_worst"
-    assert entry["result"]["accuracy"] == 0.2
-    assert entry["final_accuracy"] == 0.7 and entry["recheck_accuracy"] == 0.35
-    assert median["robust_statistic"] == "correct_worst"
-    assert median["robust_accuracy"]["accuracy"] == 0.2
+    assert entry["white_box"] is True and entry["statistic"] == "recheck_correct"
+    assert entry["result"]["accuracy"] == 0.45 and entry["result"]["correct"] == 4.5
+    assert entry["result"]["interval"] == list(wilson_interval(4.5, 10))
+    assert (entry["final_accuracy"], entry["majority_accuracy"]) == (0.7, 0.2)
+    assert entry["every_draw_accuracy"] == 0.1
+    assert median["robust_statistic"] == "recheck_correct"
+    assert median["robust_accuracy"] == entry["result"]
+    assert median["clean_accuracy"]["accuracy"] == 0.9  # the 'none' attack, robust as well
+    board = leaderboard_markdown(leaderboard([("runs/whitebox", card)]))
+    assert "| 0.450 [" in board and "worst" not in board
 
 
 def test_a_run_toml_without_command_gives_a_null_command(tmp_path: Path) -> None:
@@ -300,3 +339,27 @@ def test_report_writes_the_card_and_load_card_reads_or_builds_it(tmp_path: Path)
     assert load_card(layout.root) == written
     write_card(layout)
     assert not [p for p in layout.root.iterdir() if p.name.startswith(".")]  # atomic, no tmp
+
+
+def test_cards_and_results_made_before_0_4_0_are_refused_with_one_line(tmp_path: Path) -> None:
+    layout = make_run(tmp_path / "run")
+    write_card(layout)
+    card = json.loads((layout.root / "card.json").read_text())
+    (layout.root / "card.json").write_text(json.dumps({**card, "schema_version": 1}))
+    with pytest.raises(CardError, match="is a version 1 card"):
+        load_card(layout.root)
+    # Without card.json the card is built from the results: rows without recheck_majority
+    # (as an old file reads back) are refused, and `ride cards` skips the run.
+    (layout.root / "card.json").unlink()
+    old = [
+        row("pgd", "none", i, correct_clean=True, correct_defended=False, recheck_draws=1,
+            recheck_correct=0.0)
+        for i in range(10)
+    ]  # fmt: skip
+    write_results(layout.results, "pgd__none", old)
+    with pytest.raises(CardError) as raised:
+        load_card(layout.root)
+    assert str(raised.value).startswith(
+        "results written by ride-pipeline < 0.4.0 lack recheck_majority (10 of "
+    )
+    assert "\n" not in str(raised.value)

@@ -41,7 +41,9 @@ def _white_box_run(root: Path) -> RunLayout:
                 defender="x", defender_params="{}", seed=0, pred_clean=index, pred_adv=9,
                 pred_defended=index, correct_clean=True, correct_adv=False,
                 correct_defended=True, recheck_draws=1, recheck_correct=1.0,
-                correct_worst=index > 0, status="ok",
+                recheck_majority=True, final_correct=1.0, attacker_draws=5,
+                attacker_correct=0.4, chosen_iteration=2, correct_every_draw=index > 0,
+                status="ok",
             )  # fmt: skip
             results.append(row)
             for iteration in range(3):
@@ -50,7 +52,8 @@ def _white_box_run(root: Path) -> RunLayout:
                     run_id="r", dataset="digits", index=index, label=index, attack_id=ATTACK,
                     defender_id=defender, iteration=iteration, pred_adv=9,
                     pred_defended=index, correct_adv=iteration == 0,
-                    correct_defended=iteration < 2 or index > 0,
+                    correct_defended=iteration < 2 or index > 0, attacker_draws=5,
+                    attacker_correct=1.0 - 0.2 * iteration,
                 )  # fmt: skip
                 steps.append(step)
         write_results(layout.results, result_key(ATTACK, defender, 0, 3), results)
@@ -85,3 +88,16 @@ def test_an_unreadable_image_chunk_costs_only_its_figure(tmp_path: Path) -> None
     paths, problems = draw_figures(layout)
     assert [p.name for p in paths] == ["accuracy_by_iteration.png", "distances.png"]
     assert len(problems) == 1 and problems[0].startswith("examples.png: ")
+
+
+def test_fig_7b_draws_steps_without_the_attackers_fraction(tmp_path: Path) -> None:
+    """Steps written before 0.4.0 (no attacker_correct) still get their figure."""
+    from analysis.figures import accuracy_by_iteration
+    from storage.steps import read_steps
+
+    steps = read_steps(_white_box_run(tmp_path).steps)
+    assert steps["attacker_correct"].tolist()[:3] == [1.0, 0.8, 0.6]
+    old = steps.drop(columns=["attacker_draws", "attacker_correct"])
+    path = accuracy_by_iteration(old, tmp_path / "old.png")
+    with Image.open(path) as image:
+        assert image.format == "PNG"

@@ -1,5 +1,6 @@
-"""Sweeps in the report: one table per swept defender family, a row per attack, the accuracy
-at each value and the best in bold (the paper's Tables 4-6)."""
+"""Sweeps in the report: one table per swept defender family, a row per attack, the robust
+accuracy at each value with its interval and n, and the best in bold (the paper's Tables
+4-6)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 
 import pandas as pd
 
+from analysis.intervals import wilson_interval
 from analysis.tables import accuracy_report, find_sweeps, sweep_section, sweep_table
 
 #: accuracy per (attack, kernel) of Table 4, on 1000 fake images
@@ -21,6 +23,7 @@ def rows_for(
     attack: str, defender: str, name: str, params: dict[str, object], acc: float
 ) -> list[dict[str, object]]:
     correct = round(acc * N)
+    # a deterministic defender: every re-check draw agrees
     return [
         {
             "dataset": "imagenet",
@@ -31,6 +34,11 @@ def rows_for(
             "index": i,
             "correct_clean": True,
             "correct_defended": i < correct,
+            "recheck_draws": 1,
+            "recheck_correct": float(i < correct),
+            "recheck_majority": i < correct,
+            "final_correct": float(i < correct),
+            "correct_every_draw": i < correct,
             "status": "ok",
             "error": None,
         }
@@ -58,20 +66,29 @@ def test_find_sweeps_names_the_varying_setting_in_value_order() -> None:
     assert list(sweep.columns.values()) == ["3", "5", "7", "9", "11"]
 
 
-def test_sweep_table_holds_accuracy_and_n() -> None:
+def test_sweep_table_holds_accuracy_n_and_interval() -> None:
     (sweep,) = find_sweeps(table4_frame())
     table = sweep_table(table4_frame(), sweep)
     assert list(table.index) == list(TABLE4)
-    assert table.loc["fgsm-eps0.015", "7"] == (0.306, N)
-    assert table.loc["pgd-eps0.05-step0.01-it10", "3"] == (0.005, N)
+    cell = table.loc["fgsm-eps0.015", "7"]
+    assert (cell.mean, cell.n, (cell.low, cell.high)) == (0.306, N, wilson_interval(306, N))
+    assert table.loc["pgd-eps0.05-step0.01-it10", "3"].mean == 0.005
 
 
 def test_section_marks_the_best_value_per_attack_like_table_4() -> None:
     text = "\n".join(sweep_section(table4_frame()))
-    assert "### median: kernel" in text and f"Images per cell: {N}." in text
+    assert "### median: kernel" in text
     assert "| attack | 3 | 5 | 7 | 9 | 11 |" in text
-    assert "| fgsm-eps0.015 | 0.180 | 0.281 | **0.306** | 0.277 | 0.241 |" in text
-    assert "| pgd-eps0.05-step0.01-it10 | 0.005 | 0.128 | 0.238 | **0.251** | 0.228 |" in text
+    fgsm = (
+        "| fgsm-eps0.015 | 0.180 [0.157, 0.205] n=1000 | 0.281 [0.254, 0.310] n=1000 "
+        "| **0.306** [0.278, 0.335] n=1000 | 0.277 [0.250, 0.306] n=1000 "
+        "| 0.241 [0.216, 0.268] n=1000 |"
+    )
+    assert fgsm in text
+    pgd = [line for line in text.splitlines() if line.startswith("| pgd-eps0.05")]
+    assert [cell.split(" [")[0] for cell in pgd[0].split(" | ")[1:]] == [
+        "0.005", "0.128", "0.238", "**0.251**", "0.228"
+    ]  # fmt: skip
     assert "## Sweeps" in accuracy_report(table4_frame())
 
 
@@ -92,7 +109,10 @@ def test_two_swept_settings_and_ties() -> None:
         "alpha=0.9, sigma=0.5",
     ]
     text = "\n".join(sweep_section(frame))
-    assert "| fgsm-eps0.1 | 0.250 | **0.500** | 0.250 | **0.500** |" in text  # ties: all bold
+    line = next(line for line in text.splitlines() if line.startswith("| fgsm-eps0.1 |"))
+    assert [cell.split(" [")[0] for cell in line.split(" | ")[1:]] == [
+        "0.250", "**0.500**", "0.250", "**0.500**"
+    ]  # fmt: skip  # ties: all bold
 
 
 def test_no_sweep_no_section() -> None:

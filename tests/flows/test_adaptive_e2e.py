@@ -43,5 +43,5 @@ def test_adaptive_run_records_and_reports_the_method_per_defender(
     for text in (report, printed):
         assert f"| none | digits | {ADAPTIVE} | Linf 0.1 |" in text
         assert "| 4 | exact gradient |" in text and "| 4 | BPDA |" in text
-        assert "Headline (worst case under the adaptive attack): none " in text
-        assert "(exact gradient), median-k3 " in text
+        assert "Headline (robust accuracy under the strongest attack, per defence): none " in text
+        assert "(exact gradient); median-k3 " in text

@@ -48,6 +48,11 @@ def make_run(root: Path, eps: float, correct: dict[tuple[str, str], int]) -> Non
                 seed=0,
                 correct_clean=True,
                 correct_defended=i < k,
+                recheck_draws=1,
+                recheck_correct=float(i < k),
+                recheck_majority=i < k,
+                final_correct=float(i < k),
+                correct_every_draw=i < k,
                 status="ok",
             )
             rows.append(row)
@@ -87,7 +92,7 @@ def test_leaderboard_of_two_runs_printed_and_written_as_csv(
         ("3", str(demo), "none"),
     ]
     assert rows[0]["robust_accuracy"] == "0.6" and rows[0]["robust_n"] == "10"
-    assert rows[0]["strongest_attack"] == PGD and rows[0]["robust_statistic"] == "correct_defended"
+    assert rows[0]["strongest_attack"] == PGD and rows[0]["robust_statistic"] == "recheck_correct"
     assert 0 < float(rows[0]["robust_low"]) < 0.6 < float(rows[0]["robust_high"]) < 1
     assert rows[1]["run_id"] == "digits-other" and rows[1]["eps"] == "0.05"
     validate_card(json.loads((demo / "card.json").read_text()))

@@ -34,12 +34,14 @@ def test_white_box_run_report_figures_and_resume(
     assert main(["run", "--out", str(out), *ARGS]) == 0
     printed = capsys.readouterr().out
     assert "## White-box attacks (BPDA, BPDA+EOT)" in printed
-    assert "Headline (worst case under BPDA+EOT): none " in printed
+    assert "Headline (robust accuracy under the strongest attack, per defence): none " in printed
 
     results = pd.read_parquet(out / "results")
     assert len(results) == 2 * 3 * 4 and set(results["status"]) == {"ok"}
     assert (results["recheck_draws"] == 2).all()
-    assert not (results["correct_worst"] & ~results["correct_defended"]).any()
+    assert not (results["correct_every_draw"] & ~results["correct_defended"]).any()
+    assert results["chosen_iteration"].between(0, 2).all()  # the attacker's pick of 0..iters
+    assert results["attacker_draws"].isin([1, 2]).all()  # BPDA 1, BPDA+EOT 2
 
     steps = pd.read_parquet(out / "steps")
     assert list(steps.columns) == STEPS_SCHEMA.names

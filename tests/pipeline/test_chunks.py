@@ -18,10 +18,17 @@ from pipeline.sampling import prepare_images
 from ride.attacks import BPDAEOT
 from ride.classifiers import build_classifier, save_classifier
 from ride.defenders import Ride
-from storage.images import ImageStore, adaptive_adv_name, adv_name, defended_name
+from ride.robustness import choose_iterations
+from storage.images import (
+    ImageStore,
+    adaptive_adv_name,
+    adaptive_final_name,
+    adv_name,
+    defended_name,
+)
 from storage.layout import RunLayout
 from storage.results import SCHEMA, VOLATILE_COLUMNS, read_results, result_key
-from storage.steps import STEPS_SCHEMA, read_steps, robust_at_every_step, steps_path
+from storage.steps import STEPS_SCHEMA, correct_at_every_step, read_steps, steps_path
 
 CFG = RunConfig.from_mapping(
     {"limit": 3, "chunk_size": 2, "attacks": ["fgsm"], "defenders": ["ride"],
@@ -210,13 +217,24 @@ def test_bpda_chunks_store_adversarials_per_defender_and_one_step_row_per_iterat
 
     results = read_results(layout.results).set_index(["defender_id", "index"])
     assert (results["recheck_draws"] == 3).all()
-    every_step = robust_at_every_step(steps).droplevel("attack_id")
-    for key, row in results.iterrows():
-        assert row["correct_worst"] == (every_step[key] and row["recheck_correct"] == 1.0)
-        assert row["correct_worst"] <= row["correct_defended"]  # worst case never flatters
-    final = steps[steps["iteration"] == 3].set_index(["defender_id", "index"])
-    assert (final["pred_defended"] == results.loc[final.index, "pred_defended"]).all()
-    assert (final["pred_adv"] == results.loc[final.index, "pred_adv"]).all()
+    every_step = correct_at_every_step(steps).droplevel("attack_id")
+    fractions = steps.pivot_table(
+        index="iteration", columns=["defender_id", "index"], values="attacker_correct"
+    )  # (iters + 1, images): what the attacker saw
+    chosen = choose_iterations(torch.tensor(fractions.to_numpy()))
+    for column, (key, iteration) in enumerate(zip(fractions.columns, chosen.tolist(), strict=True)):
+        row = results.loc[key]
+        assert row["chosen_iteration"] == iteration  # least often right, the later on a tie
+        assert row["attacker_correct"] == pytest.approx(fractions.iloc[iteration, column])
+        assert row["correct_every_draw"] == (every_step[key] and row["recheck_correct"] == 1.0)
+        assert row["correct_every_draw"] <= row["correct_defended"]
+    for defender in WHITE_BOX.defender_configs():  # the chosen iterate is the one evaluated
+        final = store.read_rows(adaptive_final_name(attack.id, defender.id), 0, 3)
+        evaluated = store.read_rows(adaptive_adv_name(attack.id, defender.id), 0, 3)
+        last = results.loc[defender.id]["chosen_iteration"].to_numpy() == 3
+        np.testing.assert_array_equal(evaluated[last], final[last])
+        same = results.loc[defender.id]
+        assert (same["final_correct"][last] == same["recheck_correct"][last]).all()
 
 
 def test_a_resumed_bpda_chunk_reuses_its_stored_attack(

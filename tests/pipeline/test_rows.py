@@ -11,12 +11,11 @@ from pipeline.rows import (
     complete,
     distance_columns,
     failed_rows,
-    final_step_rows,
     result_rows,
-    robust_so_far,
     step_rows,
 )
 from ride.attacks import BPDAStep
+from ride.robustness import Choice
 from storage.results import DISTANCE_PAIRS, NORMS, SCHEMA
 from storage.steps import STEPS_SCHEMA
 
@@ -33,16 +32,29 @@ def _images() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return clean, adversarial, defended
 
 
-def _verdict(robust: list[bool] | None = None) -> Verdict:
+def _choice(every: list[bool]) -> Choice:
+    _, adversarial, _ = _images()
+    return Choice(
+        adversarial, torch.tensor([4, 10]), torch.tensor([0.4, 1.0]), torch.tensor(every), 5
+    )
+
+
+def _verdict(choice: Choice | None = None, final: torch.Tensor | None = None) -> Verdict:
     clean, adversarial, defended = _images()
     predictions = {
         "clean": torch.tensor([3, 5]),
         "adv": torch.tensor([1, 5]),
         "defended": torch.tensor([3, 2]),
     }
-    draw_correct = torch.tensor([[True, False], [False, False]])
+    draw_predictions = torch.tensor([[3, 2], [0, 2]])  # (R, B): image 0 right in draw 0 only
+    final_correct = (draw_predictions == LABELS) if final is None else final
     return Verdict(
-        [11, 12], predictions, draw_correct, distance_columns(clean, adversarial, defended), robust
+        [11, 12],
+        predictions,
+        draw_predictions,
+        final_correct,
+        distance_columns(clean, adversarial, defended),
+        choice,
     )
 
 
@@ -55,7 +67,7 @@ def test_distance_columns_are_the_schemas() -> None:
 
 def test_result_rows_match_the_schema_and_say_what_was_found() -> None:
     rows = result_rows(
-        CFG, ATTACK, DEFENDER, 10, LABELS, _verdict([True, True]),
+        CFG, ATTACK, DEFENDER, 10, LABELS, _verdict(),
         seconds=4.0, worker="host:1", device="cpu",
     )  # fmt: skip
     assert [list(row) for row in rows] == [SCHEMA.names] * 2
@@ -69,23 +81,40 @@ def test_result_rows_match_the_schema_and_say_what_was_found() -> None:
         True,
     )
     assert (first["recheck_draws"], first["recheck_correct"]) == (2, 0.5)
-    assert first["correct_worst"] is False  # draw 1 was wrong
+    assert (first["recheck_majority"], first["final_correct"]) == (False, 0.5)  # 1 of 2: a tie
+    assert first["correct_every_draw"] is False  # draw 1 was wrong
+    assert first["attacker_correct"] is None and first["chosen_iteration"] is None  # gray-box
     assert first["error"] is None and first["attack_params"].startswith('{"eps": 0.1')
 
 
-def test_the_worst_case_needs_every_step_and_every_draw() -> None:
-    verdict = _verdict([False, True])
+def test_white_box_rows_carry_the_attackers_choice_and_the_last_iterate() -> None:
+    final = torch.tensor([[False, True], [False, True]])
+    rows = result_rows(
+        CFG, ATTACK, DEFENDER, 0, LABELS, _verdict(_choice([False, True]), final),
+        seconds=0.0, worker="w", device="cpu",
+    )  # fmt: skip
+    assert [row["chosen_iteration"] for row in rows] == [4, 10]
+    assert [row["attacker_correct"] for row in rows] == pytest.approx([0.4, 1.0])
+    assert [row["attacker_draws"] for row in rows] == [5, 5]
+    assert [row["recheck_correct"] for row in rows] == [0.5, 0.0]  # the chosen iterate
+    assert [row["final_correct"] for row in rows] == [0.0, 1.0]  # the last iterate
+
+
+def test_correct_at_every_draw_needs_every_attacker_draw_and_every_recheck_draw() -> None:
+    verdict = _verdict(_choice([False, True]))
     verdict = Verdict(
         verdict.seeds,
         verdict.predictions,
-        torch.ones(2, 2, dtype=torch.bool),
+        LABELS.repeat(2, 1),  # every re-check draw right
+        verdict.final_draw_correct,
         verdict.distances,
-        verdict.robust_so_far,
+        verdict.choice,
     )
     rows = result_rows(
         CFG, ATTACK, DEFENDER, 0, LABELS, verdict, seconds=0.0, worker="w", device="cpu"
     )
-    assert [row["correct_worst"] for row in rows] == [False, True]
+    assert [row["correct_every_draw"] for row in rows] == [False, True]
+    assert [row["recheck_majority"] for row in rows] == [True, True]
 
 
 def test_failed_rows_keep_the_identity_and_empty_every_measurement() -> None:
@@ -100,19 +129,18 @@ def test_failed_rows_keep_the_identity_and_empty_every_measurement() -> None:
     assert all(rows[0][column] is None for column in measured)
 
 
-def test_step_rows_and_the_final_iterate_match_the_step_schema() -> None:
+def test_step_rows_say_what_the_attacker_saw_and_match_the_step_schema() -> None:
     clean, adversarial, defended = _images()
-    step = BPDAStep(3, adversarial, defended, torch.tensor([3, 1]), torch.tensor([3, 5]))
+    step = BPDAStep(
+        3, adversarial, defended, torch.tensor([3, 1]), torch.tensor([3, 5]),
+        torch.tensor([0.8, 0.2]), 5,
+    )  # fmt: skip
     rows = step_rows(CFG, ATTACK, DEFENDER, 0, clean, LABELS, step)
     assert [list(row) for row in rows] == [STEPS_SCHEMA.names] * 2
     assert [row["correct_adv"] for row in rows] == [True, False]
-    results = result_rows(
-        CFG, ATTACK, DEFENDER, 0, LABELS, _verdict(), seconds=0.0, worker="w", device="cpu"
-    )
-    final = final_step_rows(results, 10)
-    assert [list(row) for row in final] == [STEPS_SCHEMA.names] * 2
-    assert final[0]["iteration"] == 10 and final[1]["pred_defended"] == 2
-    assert robust_so_far([*rows, *final], 0, 2) == [True, False]
+    assert [row["correct_defended"] for row in rows] == [True, True]
+    assert [row["attacker_correct"] for row in rows] == pytest.approx([0.8, 0.2])
+    assert {row["attacker_draws"] for row in rows} == {5}
 
 
 def test_a_builder_that_drifts_from_its_schema_fails_at_once() -> None:

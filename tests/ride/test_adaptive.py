@@ -144,7 +144,7 @@ def test_non_differentiable_deterministic_defender_gets_bpda_bit_for_bit(
         trained_cnn, x, y, defender=median, seeds=seeds, on_step=theirs.append
     )
     assert torch.equal(a, b)
-    assert len(ours) == len(theirs) == 3
+    assert len(ours) == len(theirs) == 4  # iterates 0..3
     for s, t in zip(ours, theirs, strict=True):
         assert s.iteration == t.iteration
         assert torch.equal(s.adversarial, t.adversarial) and torch.equal(s.defended, t.defended)
@@ -240,7 +240,7 @@ def test_iterates_stay_in_the_ball_and_nothing_is_mutated_or_trained(
     assert torch.equal(x, x_before)
     assert model.training  # restored after the attack ran it in eval mode
     assert all(p.grad is None for p in model.parameters())
-    assert [s.iteration for s in steps] == list(range(5))
+    assert [s.iteration for s in steps] == list(range(6))  # 0..iters
     for image in [*(s.adversarial for s in steps), final]:
         assert float((image - x).abs().max()) <= EPS + 1e-6
         assert float(image.min()) >= 0.0 and float(image.max()) <= 1.0

@@ -111,13 +111,16 @@ def test_every_iterate_stays_in_the_eps_ball_and_unit_range(
         generator=generator_for(0),
         on_step=steps.append,
     )
-    assert [s.iteration for s in steps] == list(range(6))
+    assert [s.iteration for s in steps] == list(range(7))  # 0..iters: the final one too
+    assert torch.equal(steps[-1].adversarial, final)
     for image in [*(s.adversarial for s in steps), final]:
         assert float((image - x).abs().max()) <= EPS + 1e-6
         assert float(image.min()) >= 0.0 and float(image.max()) <= 1.0
     for s in steps:
         assert s.pred_adversarial.shape == s.pred_defended.shape == y.shape
         assert float(s.defended.min()) >= 0.0 and float(s.defended.max()) <= 1.0
+        assert s.attacker_draws == 2 and s.attacker_correct.shape == y.shape
+        assert set((s.attacker_correct * 2).tolist()) <= {0.0, 1.0, 2.0}  # of 2 draws
 
 
 def test_steps_report_what_the_attack_saw(

@@ -142,8 +142,9 @@ def test_attack_lowers_the_accuracy_of_a_tiny_ride(
     with torch.no_grad():
         attacked = model(defender(x_adv, check_seeds[:6])).argmax(dim=1) == y
     assert int(attacked.sum()) < len(x)  # all 6 correct without the attack
-    # one tracked iterate per step; what it saw is the real defender's draw 0
-    assert [s.iteration for s in steps] == [0, 1, 2, 3]
+    # one tracked iterate per step and the final one; what it saw is the real defender's
+    # draw 0
+    assert [s.iteration for s in steps] == [0, 1, 2, 3, 4]
     assert torch.allclose(
         steps[0].defended, defender(x, draw_seeds(seeds, "bpda", 0, 0)), atol=1e-6
     )

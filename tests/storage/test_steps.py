@@ -12,8 +12,8 @@ import pytest
 from storage.results import UnreadableFile
 from storage.steps import (
     STEPS_SCHEMA,
+    correct_at_every_step,
     read_steps,
-    robust_at_every_step,
     steps_finished,
     steps_path,
     write_steps,
@@ -34,6 +34,8 @@ def step_row(index: int, iteration: int, correct: bool, defender: str = "ride") 
         pred_defended=3 if correct else 5,
         correct_adv=False,
         correct_defended=correct,
+        attacker_draws=2,
+        attacker_correct=1.0 if correct else 0.5,
     )
     return row
 
@@ -71,11 +73,11 @@ def test_rows_must_match_the_schema(tmp_path: Path) -> None:
         write_steps(tmp_path, "key", [])
 
 
-def test_an_image_is_robust_only_if_correct_at_every_iterate() -> None:
+def test_an_image_counts_only_if_every_attacker_draw_at_every_iterate_was_right() -> None:
     rows = [step_row(0, k, True) for k in range(3)]  # always correct
-    rows += [step_row(1, k, k != 1) for k in range(3)]  # wrong once, right at the end
+    rows += [step_row(1, k, k != 1) for k in range(3)]  # one draw wrong once, right at the end
     rows += [step_row(2, k, k == 0) for k in range(3)]
-    robust = robust_at_every_step(pd.DataFrame(rows))
+    robust = correct_at_every_step(pd.DataFrame(rows))
     assert robust.droplevel(["attack_id", "defender_id"]).to_dict() == {
         0: True,
         1: False,
