@@ -11,10 +11,12 @@ makes them all); the machine that made a run is recorded in ``runs/<name>/machin
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import pandas as pd
@@ -24,6 +26,8 @@ from analysis.publish import this_run
 from analysis.tables import (
     accuracy_table,
     clean_accuracy,
+    column_estimate,
+    find_sweeps,
     sweep_section,
     time_split,
     whitebox_rows,
@@ -31,7 +35,10 @@ from analysis.tables import (
 from storage.files import atomic_write_bytes
 from storage.layout import RunLayout
 from storage.results import read_results
-from storage.runconfig import read_run_document
+from storage.runconfig import read_run_config
+
+RIDE_FAMILY = ("ride", "dae", "dip", "idip")
+"""The defenders of the verdict table (``defender`` column: the family name)."""
 
 MACHINE_FILE = "machine.txt"
 """One line naming the machine that made a run (``docs/results/mnist.sh`` writes it)."""
@@ -56,6 +63,11 @@ class Page:
     intro: str
     command: str  # the ride run options every section shares (data, weights)
     sections: tuple[Section, ...]
+    classifier: str = "mnist-cnn"  # its folder under runs/
+    train_command: str = (
+        "ride train --dataset mnist --data-dir ../shared/data/mnist --out runs/mnist-cnn"
+    )
+    classifier_paper: str = "which the paper trains to 98.98% test accuracy"
 
 
 MNIST = Page(
@@ -125,8 +137,11 @@ def _cell(value: object) -> str:
 
 
 def _accuracy_lines(results: pd.DataFrame) -> list[str]:
-    """The robust accuracy table (rows: attack, columns: defender; mean [95%] n=)."""
+    """The robust accuracy table (rows: attack, columns: defender; mean [95%] n=); the
+    defenders of a sweep are left to their sweep's table."""
+    swept = {d for sweep in find_sweeps(results) for d in sweep.columns}
     table = accuracy_table(results)
+    table = table[[c for c in table.columns if c not in swept]]
     lines = [
         "| attack | " + " | ".join(str(c) for c in table.columns) + " |",
         "|---" * (len(table.columns) + 1) + "|",
@@ -171,14 +186,14 @@ def section_lines(page: Page, section: Section, runs: Path, out_dir: Path) -> li
         return [*lines, "Not run yet.", ""]
     results, _ = this_run(layout, read_results(layout.results))
     ok = results[results["status"] == "ok"]
-    planned = int(read_run_document(layout.run_toml).get("limit", 0) or 0)
+    planned = int(read_run_config(layout.run_toml).get("limit", 0) or 0)
     done = int(ok.groupby(["attack_id", "defender_id"])["index"].nunique().min()) if len(ok) else 0
-    status = "complete" if planned and done >= planned else f"partial: {done} of {planned}"
+    status = "complete" if planned and done >= planned else f"partial: {done:,} of {planned:,}"
     split = time_split(results)
     clean = clean_accuracy(results)
     lines += [
         f"- Machine: {machine_line(run)}.",
-        f"- Images: {done} per cell ({status}); clean accuracy of the classifier on them "
+        f"- Images: {done:,} per cell ({status}); clean accuracy of the classifier on them "
         f"{clean.text() if clean else 'n/a'}.",
     ]
     if split is not None:
@@ -188,7 +203,7 @@ def section_lines(page: Page, section: Section, runs: Path, out_dir: Path) -> li
             "worker(s)."
         )
     lines += ["", *_accuracy_lines(results), *_whitebox_lines(results, section.paper)]
-    lines += sweep_section(results)
+    lines += [f"#{line}" if line.startswith("#") else line for line in sweep_section(results)]
     if section.figures:
         lines += _figure_lines(run, section.name, out_dir)
     return [*lines, ""]
@@ -209,11 +224,85 @@ def _figure_lines(run: Path, name: str, out_dir: Path) -> list[str]:
     return lines
 
 
+def verdict_lines(page: Page, runs: Path) -> list[str]:
+    """One row per (run, attack) against a RIDE-family defender: the paper's number where
+    it gives one, our robust accuracy with its interval and n, the majority vote, the
+    last-iterate accuracy and the robust accuracy with no attack. Empty without such rows."""
+    lines: list[str] = []
+    for section in page.sections:
+        layout = RunLayout(runs / section.name)
+        if not layout.results.exists():
+            continue
+        results, _ = this_run(layout, read_results(layout.results))
+        ok = results[(results["status"] == "ok") & results["defender"].isin(RIDE_FAMILY)]
+        if ok.empty:
+            continue
+        table = accuracy_table(results)
+        for (attack_id, defender_id), rows in ok.groupby(["attack_id", "defender_id"]):
+            if attack_id == "none":
+                continue
+            attack, family = str(rows["attack"].iloc[0]), str(rows["defender"].iloc[0])
+            clean = table.loc["none", defender_id] if "none" in table.index else None
+            robust = table.loc[attack_id, defender_id]
+            lines.append(
+                f"| {attack_id} | {defender_id} | "
+                f"{section.paper.get((attack, family), '')} | {_cell(robust)} | "
+                f"{_cell(column_estimate(rows, 'recheck_majority'))} | "
+                f"{_cell(column_estimate(rows, 'final_correct'))} | {_cell(clean)} |"
+            )
+    if not lines:
+        return []
+    return [
+        "| attack | defence | paper | robust accuracy | majority vote | final iterate | "
+        "no attack |",
+        "|---|---|---|---|---|---|---|",
+        *lines,
+    ]
+
+
+def classifier_lines(page: Page, runs: Path) -> list[str]:
+    """The classifier section: its ``ride train`` command and test accuracy (from
+    ``runs/<classifier>/classifier.json``) beside the paper's."""
+    lines = [
+        "",
+        "## The classifier",
+        "",
+        f"The paper's two-conv, two-FC MNIST CNN, {page.classifier_paper}.",
+        "",
+        f"    {page.train_command}",
+        "",
+    ]
+    path = runs / page.classifier / "classifier.json"
+    if not path.exists():
+        return [*lines, "Not trained yet."]
+    record = json.loads(path.read_text())
+    images = int(record.get("test_images", 0))
+    accuracy = float(record["test_accuracy"])
+    measured = Estimate.of(Fraction(round(accuracy * images)), images)  # a count of images
+    recipe = ", ".join(
+        f"{key} {record[key]}"
+        for key in ("epochs", "batch_size", "lr", "lr_decay", "weight_decay", "max_shift")
+        if key in record
+    )
+    seconds = sum(float(epoch.get("seconds", 0.0)) for epoch in record.get("history", []))
+    return [
+        *lines,
+        f"- Test accuracy: {measured.text()} (paper: 98.98%).",
+        f"- Recipe (the defaults of `ride train`): {recipe}; seed {record.get('seed')}.",
+        f"- Training time: {_hours(seconds)} on {machine_line(runs / page.classifier)}.",
+    ]
+
+
 def render(page: Page, runs: Path, out_dir: Path) -> str:
     lines = [f"# {page.title}", "", page.intro, ""]
+    verdict = verdict_lines(page, runs)
+    if verdict:
+        lines += ["## Verdict", "", *verdict, ""]
     lines += [
-        "Regenerate with `python -m analysis.results_page --runs runs --out "
-        f"{out_dir.as_posix()}/mnist.md` after `bash docs/results/mnist.sh`.",
+        "Made by `bash docs/results/mnist.sh` (every run resumes), which ends with "
+        "`python -m analysis.results_page`, the script that writes this page from the "
+        "runs' stored results.",
+        *classifier_lines(page, runs),
     ]
     for section in page.sections:
         lines += section_lines(page, section, runs, out_dir)

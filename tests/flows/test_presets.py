@@ -15,6 +15,12 @@ GRAYBOX = ["none", "fgsm-eps0.015", "pgd-eps0.05-step0.01-it10"]
 RIDE_K2000 = "ride-K2000-T5-a0.9-s0.5"
 ALPHAS = ["0.7", "0.8", "0.9", "0.95"]
 SIGMAS = ["0.25", "0.5", "1", "2"]
+MNIST_FILTERS = [
+    "none",
+    *(f"median-k{k}" for k in (3, 5, 7, 9, 11)),
+    *(f"tv-bregman-w{w}" for w in ("0.5", "1", "2", "4", "8")),
+    *(f"tv-chambolle-w{w}" for w in ("0.05", "0.1", "0.2", "0.3", "0.5")),
+]
 
 #: preset -> (dataset, classifier, attack ids, defender ids)
 EXPECTED: dict[str, tuple[str, str, list[str], list[str]]] = {
@@ -106,6 +112,42 @@ EXPECTED: dict[str, tuple[str, str, list[str], list[str]]] = {
         ["fgsm-eps0.015"],
         ["none", *(f"ride-K2000-T5-a0.9-s{s}" for s in SIGMAS)],
     ),
+    "mnist-graybox-eps0.1.toml": (
+        "mnist",
+        "mnist-cnn",
+        ["none", "fgsm-eps0.1", "pgd-eps0.1-step0.02-it10"],
+        MNIST_FILTERS,
+    ),
+    "mnist-graybox-eps0.3.toml": (
+        "mnist",
+        "mnist-cnn",
+        ["none", "fgsm-eps0.3", "pgd-eps0.3-step0.01-it40"],
+        MNIST_FILTERS,
+    ),
+    "mnist-ride-graybox.toml": (
+        "mnist",
+        "mnist-cnn",
+        ["none", "pgd-eps0.1-step0.02-it10"],
+        ["none", RIDE_K2000],
+    ),
+    "mnist-bpda-k2000.toml": (
+        "mnist",
+        "mnist-cnn",
+        ["none", "bpda-eps0.1-step0.02-it10"],
+        ["none", RIDE_K2000],
+    ),
+    "mnist-strong-k500.toml": (
+        "mnist",
+        "mnist-cnn",
+        [
+            "none",
+            "bpda-eps0.1-step0.02-it10",
+            "bpda-eot5-eps0.1-step0.02-it10",
+            "adaptive-apgd-ce-eot5-eps0.1-it10",
+            "bpda-surrogate-eot5-K20-T1-lr1-eps0.1-step0.02-it10",
+        ],
+        ["none", "ride-K500-T5-a0.9-s0.5"],
+    ),
 }
 
 
@@ -131,3 +173,12 @@ def test_paper_presets_name_what_they_reproduce_and_cost(name: str) -> None:
     assert text.startswith("# Paper ") and "Cost:" in header and "Run: ride run --config" in header
     for attack in EXPECTED[name][2]:
         assert attack in header
+
+
+@pytest.mark.parametrize("name", sorted(n for n in EXPECTED if n.startswith("mnist-")))
+def test_results_presets_name_their_page_run_folder_and_cost(name: str) -> None:
+    text = (CONFIGS / name).read_text()
+    header = " ".join(line.lstrip("# ") for line in text.splitlines() if line.startswith("#"))
+    assert text.startswith("# docs/results/mnist.md, ") and "Cost:" in header
+    stem = name.removesuffix(".toml")
+    assert f"ride run --config configs/{name}" in header and f"--out runs/{stem}" in header

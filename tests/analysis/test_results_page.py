@@ -1,0 +1,119 @@
+"""docs/results/mnist.md is made from the runs' stored results alone: a section per preset,
+each with its command, machine, n, status and intervals, the paper's number beside ours, a
+verdict table over the RIDE rows, and "Not run yet." for a run that does not exist."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from analysis.results_page import MNIST, Page, Section, main, render
+from storage.layout import RunLayout
+from storage.results import SCHEMA, write_results
+from storage.runconfig import claim_run_dir
+
+BPDA = "bpda-eps0.1-step0.02-it10"
+RIDE = "ride-K2000-T5-a0.9-s0.5"
+PAGE = Page(
+    title="Test page",
+    intro="Intro.",
+    command="--data-dir DATA",
+    sections=(
+        Section("made", "A made run", "About it.", paper={("bpda", "ride"): "98%"}),
+        Section("missing", "A run not made", "About that."),
+    ),
+)
+
+
+def _row(index: int, attack_id: str, defender_id: str, right: float) -> dict[str, Any]:
+    white_box = attack_id != "none"
+    row: dict[str, Any] = dict.fromkeys(SCHEMA.names)
+    row.update(
+        run_id="mnist-made",
+        dataset="mnist",
+        index=index,
+        label=1,
+        attack_id=attack_id,
+        attack="bpda" if white_box else "none",
+        attack_params=json.dumps({"name": "bpda", "eps": 0.1} if white_box else {}),
+        defender_id=defender_id,
+        defender=defender_id.split("-")[0],
+        defender_params=json.dumps({"name": defender_id.split("-")[0]}),
+        seed=0,
+        correct_clean=True,
+        correct_defended=right >= 0.5,
+        recheck_draws=4,
+        recheck_correct=right,
+        recheck_majority=right > 0.5,
+        final_correct=1.0,
+        attacker_draws=1 if white_box else None,
+        attacker_correct=0.0 if white_box else None,
+        chosen_iteration=10 if white_box else None,
+        correct_every_draw=right == 1.0,
+        status="ok",
+    )
+    return row
+
+
+def _make_run(runs: Path, limit: int, images: int) -> None:
+    layout = RunLayout(runs / "made")
+    layout.root.mkdir(parents=True)
+    config = {"dataset": "mnist", "limit": limit}
+    claim_run_dir(layout.run_toml, config, frozenset(config), "0.4.0", run_id="mnist-made")
+    (layout.root / "machine.txt").write_text("Test CPU, 2 cores\n")
+    for attack_id in ("none", BPDA):
+        for defender_id in ("none", RIDE):
+            right = {"none": 1.0, BPDA: 0.25}[attack_id] if defender_id == RIDE else 0.0
+            rows = [_row(i, attack_id, defender_id, right) for i in range(images)]
+            write_results(layout.results, f"{attack_id}__{defender_id}", rows)
+
+
+def test_a_made_run_gets_its_command_machine_status_tables_and_the_papers_number(
+    tmp_path: Path,
+) -> None:
+    _make_run(tmp_path / "runs", limit=8, images=8)
+    record = {"test_accuracy": 0.99, "test_images": 100, "epochs": 3, "lr": 0.002, "seed": 0}
+    record["history"] = [{"epoch": e, "seconds": 30.0} for e in (1, 2, 3)]
+    (tmp_path / "runs" / "mnist-cnn").mkdir()
+    (tmp_path / "runs" / "mnist-cnn" / "classifier.json").write_text(json.dumps(record))
+    text = render(PAGE, tmp_path / "runs", tmp_path / "docs")
+    classifier = text.split("## The classifier")[1].split("## Verdict")[0]
+    assert "- Test accuracy: 0.990 [0.946, 0.998] n=100 (paper: 98.98%)." in classifier
+    assert "epochs 3, lr 0.002; seed 0" in classifier and "1.5 min on not recorded" in classifier
+    made, missing = text.split("## A made run")[1].split("## A run not made")
+    assert "    ride run --config configs/made.toml --data-dir DATA --out runs/made" in made
+    assert "- Machine: Test CPU, 2 cores." in made
+    assert "- Images: 8 per cell (complete)" in made
+    assert f"| {BPDA} | 0.000 [0.000, 0.324] n=8 | 0.250 [" in made  # robust, interval, n
+    assert f"| {RIDE} | {BPDA} | BPDA | 98% | 0.250 [" in made  # the white-box row
+    assert "Not run yet." in missing and "configs/missing.toml" in missing
+    verdict = text.split("## Verdict")[1].split("## A made run")[0]
+    rows = [line for line in verdict.splitlines() if line.startswith(f"| {BPDA}")]
+    assert rows == [
+        f"| {BPDA} | {RIDE} | 98% | 0.250 [0.071, 0.591] n=8 | 0.000 [0.000, 0.324] n=8 | "
+        "1.000 [0.676, 1.000] n=8 | 1.000 [0.676, 1.000] n=8 |"
+    ]
+
+
+def test_a_partial_run_says_how_far_it_got(tmp_path: Path) -> None:
+    _make_run(tmp_path / "runs", limit=50, images=8)
+    text = render(PAGE, tmp_path / "runs", tmp_path / "docs")
+    assert "- Images: 8 per cell (partial: 8 of 50)" in text
+
+
+def test_the_command_writes_the_page_and_refuses_a_missing_runs_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "docs" / "mnist.md"
+    assert main(["--runs", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    assert "no folder" in capsys.readouterr().err and not out.exists()
+    (tmp_path / "runs").mkdir()
+    assert main(["--runs", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert text.startswith(f"# {MNIST.title}")
+    assert text.count("Not run yet.") == len(MNIST.sections) and "Not trained yet." in text
+    for section in MNIST.sections:  # every section names a preset that exists
+        assert (Path(__file__).parents[2] / "configs" / f"{section.name}.toml").exists()
