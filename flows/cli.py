@@ -36,9 +36,12 @@ def _train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "train",
         help="train the MNIST or CIFAR-10 classifier; rerun to resume",
         description="Train the paper's small classifier (mnist-cnn on digits or mnist, "
-        "cifar-resnet18 on cifar10) on the train split with Adam, writing a checkpoint after "
-        "every epoch. Rerunning on the same --out continues after the last finished epoch "
-        "(give a larger --epochs to train longer). Writes OUT/classifier.pt (use it as `ride "
+        "cifar-resnet18 on cifar10) on the train split with AdamW (decoupled weight decay), "
+        "a learning rate decayed exponentially with the step count and training images shifted "
+        "by a few random pixels, writing a checkpoint after every epoch. The schedule does not "
+        "depend on --epochs: rerunning on the same --out continues after the last finished "
+        "epoch (give a larger --epochs to train longer; the result equals a training asked "
+        "for that many epochs at once). Writes OUT/classifier.pt (use it as `ride "
         "run --weights OUT/classifier.pt`) and OUT/classifier.json (test accuracy, per-epoch "
         "losses).",
     )
@@ -52,9 +55,43 @@ def _train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     add("--out", required=True, help="training directory, created if needed; rerun to resume")
     add("--epochs", type=int, default=None, help=f"epochs in total (default {t.epochs})")
-    add("--seed", type=int, default=None, help="seed of the initial weights and batch order (0)")
+    add(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the initial weights, batch order and shifts (default 0)",
+    )
     add("--batch-size", type=int, default=None, help=f"mini-batch size (default {t.batch_size})")
-    add("--lr", type=float, default=None, help=f"Adam learning rate (default {t.lr})")
+    add("--lr", type=float, default=None, help=f"learning rate of the first step (default {t.lr})")
+    add(
+        "--lr-decay",
+        type=float,
+        default=None,
+        help="factor in (0, 1] applied to the learning rate every --lr-decay-steps steps, "
+        "a little at each: step t runs at lr * lr_decay^(t / lr_decay_steps); 1 keeps it "
+        f"constant (default {t.lr_decay})",
+    )
+    add(
+        "--lr-decay-steps",
+        type=int,
+        default=None,
+        help=f"steps over which the learning rate falls by --lr-decay (default {t.lr_decay_steps}"
+        ": an epoch of MNIST at batch 64)",
+    )
+    add(
+        "--weight-decay",
+        type=float,
+        default=None,
+        help="AdamW's decoupled weight decay, >= 0: each step scales the weights by "
+        f"1 - lr * weight_decay (default {t.weight_decay})",
+    )
+    add(
+        "--max-shift",
+        type=int,
+        default=None,
+        help="augmentation: shift each training image by a random whole number of pixels, "
+        f"up to this many along each axis, zero-filled; 0 turns it off (default {t.max_shift})",
+    )
     add("--device", default=None, help="cpu or cuda (default cpu)")
     p.set_defaults(handler=_cmd_train)
 
@@ -209,7 +246,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from flows.checks import check_training
 
-    keys = ("dataset", "data_dir", "classifier", "epochs", "seed", "batch_size", "lr", "device")
+    keys = (
+        "dataset",
+        "data_dir",
+        "classifier",
+        "epochs",
+        "seed",
+        "batch_size",
+        "lr",
+        "lr_decay",
+        "lr_decay_steps",
+        "weight_decay",
+        "max_shift",
+        "device",
+    )
     settings = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
     out = Path(args.out)
     check_training(out, settings)

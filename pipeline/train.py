@@ -1,14 +1,15 @@
 """Training a small classifier one epoch at a time, resumably (what ``ride train`` runs).
 
-Every epoch ends with a checkpoint (``train_state.pt``: weights, Adam's state and the
-batch-order generator, written atomically) and the weights alone in ``classifier.pt``
-(``save_classifier``, what a run's ``weights`` reads). A rerun on the same directory
-continues after the last finished epoch and ends with the same weights as a training that
-was never interrupted.
+Every epoch ends with a checkpoint (``train_state.pt``: weights, AdamW's state and the
+generator of the batch order and shifts, written atomically) and the weights alone in
+``classifier.pt`` (``save_classifier``, what a run's ``weights`` reads). A rerun on the same
+directory continues after the last finished epoch and ends with the same weights as a
+training that was never interrupted.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Mapping
@@ -50,7 +51,15 @@ CODE_VERSION = version("ride-pipeline")
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """What a training trains; keys are the ``ride train`` option names with underscores."""
+    """What a training trains; keys are the ``ride train`` option names with underscores.
+
+    The recipe (``batch_size``, ``lr``, ``lr_decay``, ``lr_decay_steps``, ``weight_decay``,
+    ``max_shift``, ``seed``) is :class:`ride.training.TrainConfig`'s, defaults included. Its
+    learning-rate schedule depends on the step only, not on the number of epochs, so
+    ``epochs`` is an execution setting: a finished training may be extended (``--epochs 20``
+    after 10 trains epochs 11-20 and equals a 20-epoch training); the other recipe settings
+    identify the training.
+    """
 
     dataset: str
     classifier: str
@@ -58,6 +67,10 @@ class TrainSettings:
     seed: int = 0
     batch_size: int = TrainConfig.batch_size
     lr: float = TrainConfig.lr
+    lr_decay: float = TrainConfig.lr_decay
+    lr_decay_steps: int = TrainConfig.lr_decay_steps
+    weight_decay: float = TrainConfig.weight_decay
+    max_shift: int = TrainConfig.max_shift
     device: str = "cpu"
     # execution settings: may change between a training and its resume (more epochs, the
     # data mounted elsewhere, another device)
@@ -78,17 +91,30 @@ class TrainSettings:
             "classifier",
             f"the classifier trained on {self.dataset} is {wanted}, not '{self.classifier}'",
         )
-        for key in ("epochs", "batch_size"):
+        for key in ("epochs", "batch_size", "lr_decay_steps"):
             value = getattr(self, key)
-            _check(
-                isinstance(value, int) and not isinstance(value, bool) and value > 0,
-                key,
-                f"must be a positive integer, got {value}",
-            )
+            _check(_is_int(value) and value > 0, key, f"must be a positive integer, got {value}")
         _check(
             isinstance(self.seed, int) and self.seed >= 0, "seed", f"must be >= 0, got {self.seed}"
         )
+        _check(_is_real(self.lr), "lr", f"must be a finite number, got {self.lr}")
         _check(self.lr > 0, "lr", f"must be positive, got {self.lr}")
+        _check(
+            _is_real(self.lr_decay) and 0 < self.lr_decay <= 1,
+            "lr_decay",
+            f"must be in (0, 1] (1: a constant learning rate), got {self.lr_decay}",
+        )
+        _check(
+            _is_real(self.weight_decay) and self.weight_decay >= 0,
+            "weight_decay",
+            f"must be >= 0, got {self.weight_decay}",
+        )
+        _check(
+            _is_int(self.max_shift) and 0 <= self.max_shift < MAX_SHIFT_LIMIT,
+            "max_shift",
+            f"must be a whole number of pixels from 0 to {MAX_SHIFT_LIMIT - 1}, "
+            f"got {self.max_shift}",
+        )
         _check(self.device in ("cpu", "cuda"), "device", f"must be cpu or cuda, got {self.device}")
         _check(self.data_dir is None or bool(str(self.data_dir)), "data_dir", "is empty")
 
@@ -115,11 +141,33 @@ class TrainSettings:
         return frozenset(self.to_dict()) - self.EXECUTION_KEYS
 
     def train_config(self, epochs: int) -> TrainConfig:
-        return TrainConfig(epochs=epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed)
+        return TrainConfig(
+            epochs=epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            lr_decay=self.lr_decay,
+            lr_decay_steps=self.lr_decay_steps,
+            weight_decay=self.weight_decay,
+            max_shift=self.max_shift,
+            seed=self.seed,
+        )
 
     @property
     def data_path(self) -> Path | None:
         return None if self.data_dir is None else Path(self.data_dir)
+
+
+MAX_SHIFT_LIMIT = 8
+"""``max_shift`` stays below this: under the side of every trained dataset's images (28, 32)."""
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    """A finite int or float (not a bool, not nan or inf)."""
+    return _is_int(value) or (isinstance(value, float) and math.isfinite(value))
 
 
 def _check(condition: bool, key: str | None, message: str) -> None:
@@ -242,6 +290,10 @@ def evaluate_classifier(
         "seed": cfg.seed,
         "batch_size": cfg.batch_size,
         "lr": cfg.lr,
+        "lr_decay": cfg.lr_decay,
+        "lr_decay_steps": cfg.lr_decay_steps,
+        "weight_decay": cfg.weight_decay,
+        "max_shift": cfg.max_shift,
         "weights": layout.classifier.name,
         "history": checkpoint.history,
     }

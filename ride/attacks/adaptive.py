@@ -14,7 +14,7 @@ versions (Croce and Hein, 2020) choose the same way and walk
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypedDict, runtime_checkable
 
 import torch
@@ -29,7 +29,7 @@ from ride.attacks.modules import (
     ITERS_HELP,
     RANDOM_START_HELP,
     RESTARTS_HELP,
-    Attack,
+    ThroughDefender,
 )
 from ride.registry import ATTACKS, setting
 
@@ -123,7 +123,7 @@ def choose_method(defender: object, eot: int) -> Method:
 
 
 @dataclass(frozen=True)
-class AdaptiveAPGD(Attack):
+class AdaptiveAPGD(ThroughDefender):
     """APGD through the defender (Croce and Hein, "Reliable evaluation of adversarial
     robustness with an ensemble of diverse parameter-free attacks", ICML 2020), the method
     chosen per defender as :class:`Adaptive` chooses it (Athalye et al., 2018; Tramer et al.,
@@ -135,7 +135,6 @@ class AdaptiveAPGD(Attack):
     its first run, as BPDA's does.
     """
 
-    defender: DefenderFn | None = field(default=None, compare=False, repr=False)
     eps: float = setting(0.1, key="eps", help=EPS_HELP)
     iters: int = setting(10, key="attack_iters", help=ITERS_HELP)
     restarts: int = setting(1, key="restarts", help=RESTARTS_HELP)
@@ -144,7 +143,6 @@ class AdaptiveAPGD(Attack):
 
     name: ClassVar[str] = "adaptive-apgd-ce"
     loss: ClassVar[Loss] = "ce"
-    adaptive: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_apgd(self.eps, self.iters, self.restarts, self.eot)
@@ -175,9 +173,7 @@ class AdaptiveAPGD(Attack):
         on_step: Callable[[BPDAStep], None] | None = None,
         **_: Any,
     ) -> Tensor:
-        target = defender if defender is not None else self.defender
-        if target is None:
-            raise ValueError(f"{type(self).__name__} is adaptive: give the defender it attacks")
+        target = self.target(defender)
         method = self.method(target)
         return apgd_through(
             model,
@@ -195,18 +191,6 @@ class AdaptiveAPGD(Attack):
             on_step=on_step,
             gradient=method["gradient"],
         )
-
-    def __call__(
-        self,
-        x: Tensor,
-        y: Tensor,
-        generator: torch.Generator | None = None,
-        seeds: Sequence[int] | None = None,
-    ) -> Tensor:
-        if self.model is None:
-            cls = type(self).__name__
-            raise ValueError(f"{cls} has no model: construct it as {cls}(model, defender, ...)")
-        return self.perturb(self.model, x, y, generator=generator, seeds=seeds)
 
 
 @dataclass(frozen=True)

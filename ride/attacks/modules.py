@@ -185,14 +185,42 @@ class PGD(Attack):
 
 
 @dataclass(frozen=True)
-class BPDA(Attack):
+class ThroughDefender(Attack):
+    """An attack whose adversarial image depends on the defender it attacks (white-box:
+    BPDA, the adaptive attacks). ``defender`` (optional) binds the defender for
+    ``attack(x, y)``; the pipeline passes it to :meth:`perturb` instead. ``seeds`` give each
+    image's defender draws."""
+
+    defender: DefenderFn | None = field(default=None, compare=False, repr=False)
+
+    adaptive: ClassVar[bool] = True
+
+    def target(self, defender: DefenderFn | None) -> DefenderFn:
+        """The defender to attack: ``defender`` when given, else the bound one."""
+        target = defender if defender is not None else self.defender
+        if target is None:
+            raise ValueError(f"{type(self).__name__} is adaptive: give the defender it attacks")
+        return target
+
+    def __call__(
+        self,
+        x: Tensor,
+        y: Tensor,
+        generator: torch.Generator | None = None,
+        seeds: Sequence[int] | None = None,
+    ) -> Tensor:
+        if self.model is None:
+            cls = type(self).__name__
+            raise ValueError(f"{cls} has no model: construct it as {cls}(model, defender, ...)")
+        return self.perturb(self.model, x, y, generator=generator, seeds=seeds)
+
+
+@dataclass(frozen=True)
+class BPDA(ThroughDefender):
     """BPDA (Athalye, Carlini and Wagner, 2018): PGD whose classifier sees the defended
     image, the defender's backward pass taken as the identity (paper, "Defense Against
-    White-Box Attack", Table 2). One defender draw per gradient.
-
-    ``defender`` (optional) binds the defender for ``attack(x, y)``; the pipeline passes it
-    to :meth:`perturb`. ``seeds`` give each image's defender draws (see
-    :func:`~ride.attacks.functional.bpda`).
+    White-Box Attack", Table 2). One defender draw per gradient; ``seeds`` give each image's
+    defender draws (see :func:`~ride.attacks.functional.bpda`).
 
     Example:
         >>> import torch
@@ -204,14 +232,12 @@ class BPDA(Attack):
         True
     """
 
-    defender: DefenderFn | None = field(default=None, compare=False, repr=False)
     eps: float = setting(0.1, key="eps", help=EPS_HELP)
     step: float = setting(0.02, key="step", help=STEP_HELP)
     iters: int = setting(10, key="attack_iters", help=ITERS_HELP)
     random_start: bool = setting(False, help=RANDOM_START_HELP)
 
     name: ClassVar[str] = "bpda"
-    adaptive: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         _check_walk(self.eps, self.step, self.iters)
@@ -242,10 +268,7 @@ class BPDA(Attack):
         seeds: Sequence[int] | None = None,
         on_step: Callable[[BPDAStep], None] | None = None,
     ) -> Tensor:
-        target = defender if defender is not None else self.defender
-        if target is None:
-            cls = type(self).__name__
-            raise ValueError(f"{cls} is adaptive: give the defender it attacks")
+        target = self.target(defender)
         draws, gradient = self.walk(target)
         return bpda(
             model,
@@ -267,18 +290,6 @@ class BPDA(Attack):
         """The defender draws per gradient and the gradient followed through ``defender``:
         BPDA's are fixed (:class:`~ride.attacks.adaptive.Adaptive` chooses per defender)."""
         return self.draws, "bpda"
-
-    def __call__(
-        self,
-        x: Tensor,
-        y: Tensor,
-        generator: torch.Generator | None = None,
-        seeds: Sequence[int] | None = None,
-    ) -> Tensor:
-        if self.model is None:
-            cls = type(self).__name__
-            raise ValueError(f"{cls} has no model: construct it as {cls}(model, defender, ...)")
-        return self.perturb(self.model, x, y, generator=generator, seeds=seeds)
 
 
 @dataclass(frozen=True)

@@ -121,9 +121,7 @@ class BPDASurrogate(BPDAEOT):
         seeds: Sequence[int] | None = None,
         on_step: Callable[[BPDAStep], None] | None = None,
     ) -> Tensor:
-        target = defender if defender is not None else self.defender
-        if target is None:
-            raise ValueError("BPDASurrogate is adaptive: give the defender it attacks")
+        target = self.target(defender)
         if not isinstance(target, Ride):
             name = getattr(target, "id", type(target).__name__)
             raise ValueError(

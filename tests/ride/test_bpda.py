@@ -20,7 +20,7 @@ from ride.attacks import (
 )
 from ride.classifiers import accuracy
 from ride.datasets import ImageSet
-from ride.defenders import Median, NoDefence, Ride
+from ride.defenders import Median, NoDefence, Ride, TVBregman
 from ride.seeding import generator_for
 
 EPS, STEP = 0.1, 0.02
@@ -156,10 +156,13 @@ def test_each_draw_gets_its_own_seeds_and_reruns_repeat_them(
 def test_the_adaptive_attack_beats_the_gray_box_attack_on_a_filter(
     trained_cnn: nn.Module, digits_test: ImageSet
 ) -> None:
+    # TV undoes much of a gray-box attack (0.52 right here), the attack through it less
+    # (0.45). (Against this shift-trained classifier a 3x3 median is almost transparent:
+    # BPDA through it and PGD leave the same 0.29-0.30.)
     x, y = digits_test.images[:96], digits_test.labels[:96]
-    median = Median(kernel=3)
-    gray_box = accuracy(trained_cnn, median(pgd(trained_cnn, x, y, EPS, STEP, 10)), y)
-    white_box = accuracy(trained_cnn, median(bpda(trained_cnn, median, x, y, EPS, STEP, 10)), y)
+    tv = TVBregman(weight=2.0)
+    gray_box = accuracy(trained_cnn, tv(pgd(trained_cnn, x, y, EPS, STEP, 10)), y)
+    white_box = accuracy(trained_cnn, tv(bpda(trained_cnn, tv, x, y, EPS, STEP, 10)), y)
     assert white_box < gray_box, (white_box, gray_box)
 
 
