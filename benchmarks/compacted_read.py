@@ -52,7 +52,8 @@ def synthetic_rows(
             pred_clean=int(preds[0]), pred_adv=int(preds[1]), pred_defended=int(preds[2]),
             correct_clean=bool(preds[0] == label), correct_adv=bool(preds[1] == label),
             correct_defended=bool(preds[2] == label), recheck_draws=5,
-            recheck_correct=float(rng.random()), correct_worst=bool(rng.random() < 0.5),
+            recheck_correct=float(rng.integers(6)) / 5, recheck_majority=bool(rng.random() < 0.5),
+            final_correct=float(rng.integers(6)) / 5, correct_every_draw=bool(rng.random() < 0.5),
             seconds=float(rng.random()), worker="node-1:4", device="cpu", status="ok",
         )  # fmt: skip
         for pair in DISTANCE_PAIRS:
