@@ -89,13 +89,8 @@ class Adaptive(BPDAEOT):
 
     def method(self, defender: object) -> Method:
         """The attack ``defender`` gets, from its ``differentiable`` and ``randomised``
-        declarations (False when it declares nothing)."""
-        differentiable = bool(getattr(defender, "differentiable", False))
-        randomised = bool(getattr(defender, "randomised", False))
-        return {
-            "gradient": "exact" if differentiable else "bpda",
-            "draws": self.eot if randomised else 1,
-        }
+        declarations (False when it declares nothing; :func:`choose_method`)."""
+        return choose_method(defender, self.eot)
 
     def walk(self, defender: DefenderFn) -> tuple[int, Gradient]:
         method = self.method(defender)
