@@ -14,6 +14,7 @@ import jsonschema
 import numpy as np
 import pandas as pd
 import pytest
+from resultrows import agreeing
 
 from analysis.cards import (
     CardError,
@@ -66,18 +67,6 @@ def row(attack: str, defender: str, index: int, **values: Any) -> dict[str, Any]
     )
     base.update(values)
     return base
-
-
-def agreeing(correct: bool) -> dict[str, Any]:
-    """The draw columns of a row whose re-check draws (one here) all agree."""
-    return {
-        "correct_defended": correct,
-        "recheck_draws": 1,
-        "recheck_correct": float(correct),
-        "recheck_majority": correct,
-        "final_correct": float(correct),
-        "correct_every_draw": correct,
-    }
 
 
 def store(root: Path, attack: str, defender: str, correct: list[bool], **values: Any) -> None:

@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from resultrows import agreeing
 
 from analysis.intervals import Estimate, wilson_interval
 from analysis.tables import (
@@ -24,18 +25,6 @@ from analysis.tables import (
 )
 from storage.files import StorageError
 from storage.results import SCHEMA
-
-
-def gray(correct: bool, **values: Any) -> dict[str, Any]:
-    """The columns of a gray-box row of a deterministic defender (every draw agrees)."""
-    return {
-        "correct_defended": correct,
-        "recheck_draws": 1,
-        "recheck_correct": float(correct),
-        "recheck_majority": correct,
-        "final_correct": float(correct),
-        "correct_every_draw": correct,
-    } | values
 
 
 def frame() -> pd.DataFrame:
@@ -52,7 +41,7 @@ def frame() -> pd.DataFrame:
                         "defender_id": defender,
                         "index": index,
                         "correct_clean": index != 3,
-                        **gray(correct),
+                        **agreeing(correct),
                         "status": "ok",
                         "error": None,
                     }
@@ -64,7 +53,7 @@ def frame() -> pd.DataFrame:
             "defender_id": "median-k3",
             "index": 9,
             "correct_clean": None,
-            **dict.fromkeys(gray(False)),
+            **dict.fromkeys(agreeing(False)),
             "status": "failed",
             "error": "RuntimeError: boom",
         }
@@ -157,7 +146,7 @@ def whitebox_frame() -> pd.DataFrame:
                 "defender_id": "ride-K10",
                 "index": index,
                 "correct_clean": True,
-                **gray(
+                **agreeing(
                     right > 0,
                     recheck_draws=4,
                     recheck_correct=right / 4,

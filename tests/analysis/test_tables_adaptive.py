@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+from resultrows import agreeing
 
 from analysis.tables import accuracy_report, whitebox_rows
 
@@ -33,12 +34,7 @@ def adaptive_frame() -> pd.DataFrame:
                     "defender_id": defence,
                     "index": index,
                     "correct_clean": True,
-                    "correct_defended": index < robust,
-                    "recheck_draws": 1,
-                    "recheck_correct": float(index < robust),
-                    "recheck_majority": index < robust,
-                    "final_correct": float(index < final),
-                    "correct_every_draw": index < robust,
+                    **agreeing(index < robust, final_correct=float(index < final)),
                     "attacker_draws": draws,
                     "attacker_correct": float(index < robust),
                     "chosen_iteration": 10,

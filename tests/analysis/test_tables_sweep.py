@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+from resultrows import agreeing
 
 from analysis.intervals import wilson_interval
 from analysis.tables import accuracy_report, find_sweeps, sweep_section, sweep_table
@@ -23,7 +24,6 @@ def rows_for(
     attack: str, defender: str, name: str, params: dict[str, object], acc: float
 ) -> list[dict[str, object]]:
     correct = round(acc * N)
-    # a deterministic defender: every re-check draw agrees
     return [
         {
             "dataset": "imagenet",
@@ -33,12 +33,7 @@ def rows_for(
             "defender_params": json.dumps({"name": name, **params}, sort_keys=True),
             "index": i,
             "correct_clean": True,
-            "correct_defended": i < correct,
-            "recheck_draws": 1,
-            "recheck_correct": float(i < correct),
-            "recheck_majority": i < correct,
-            "final_correct": float(i < correct),
-            "correct_every_draw": i < correct,
+            **agreeing(i < correct),
             "status": "ok",
             "error": None,
         }

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from toydefenders import NoisyAffine
 
 from pipeline.settings import run_keys
 from ride.attacks import ATTACKS, BPDA, BPDAEOT, PGD, BPDAStep, bpda, draw_seeds, make_attack
@@ -18,7 +19,6 @@ from ride.attacks.functional import _project
 from ride.classifiers import accuracy
 from ride.datasets import ImageSet
 from ride.defenders import Median, NoDefence, Ride
-from ride.seeding import generator_for
 
 EPS, STEP = 0.1, 0.02
 
@@ -37,21 +37,6 @@ class Invert:
 
     def __call__(self, x: Tensor, seeds: Sequence[int] | None = None) -> Tensor:
         return 1.0 - x
-
-
-class NoisyAffine:
-    """A differentiable randomised defender: a seeded per-pixel gain and offset, clamped."""
-
-    name: ClassVar[str] = "noisy-affine"
-    differentiable: ClassVar[bool] = True
-    randomised: ClassVar[bool] = True
-
-    def __call__(self, x: Tensor, seeds: Sequence[int] | None = None) -> Tensor:
-        assert seeds is not None
-        noise = torch.stack(
-            [torch.randn((2, *x.shape[1:]), generator=generator_for(int(s))) for s in seeds]
-        )
-        return (x * (1.0 + 0.5 * noise[:, 0]) + 0.2 * noise[:, 1]).clamp(0.0, 1.0)
 
 
 class NoisyDetached(NoisyAffine):

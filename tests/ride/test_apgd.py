@@ -3,14 +3,12 @@ the exact gradient, with EOT): the paper's schedule, torchattacks' numbers, the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import ClassVar
-
 import pytest
 import torch
 import torch.nn.functional as F
 import torchattacks  # the test extra (pyproject.toml): the reference APGD only
 from torch import Tensor, nn
+from toydefenders import NoisyAffine, NoisyDefender
 
 from pipeline.settings import run_keys
 from pipeline.whitebox import attack_draws
@@ -35,39 +33,6 @@ from ride.defenders import Median, NoDefence, Ride
 from ride.seeding import derive_seed, generator_for
 
 EPS = 0.05
-
-
-class NoisyDefender:
-    """A cheap randomised defender: seeded Gaussian noise per image, clamped (no gradient)."""
-
-    name: ClassVar[str] = "noisy"
-    randomised: ClassVar[bool] = True
-
-    def __init__(self) -> None:
-        self.calls: list[list[int]] = []
-
-    def __call__(self, x: Tensor, seeds: Sequence[int] | None = None) -> Tensor:
-        assert seeds is not None
-        self.calls.append(list(seeds))
-        noise = torch.stack(
-            [torch.randn(x.shape[1:], generator=generator_for(int(s))) for s in seeds]
-        )
-        return (x.detach() + 0.2 * noise).clamp(0.0, 1.0)
-
-
-class NoisyAffine:
-    """A differentiable randomised defender: a seeded per-pixel gain and offset, clamped."""
-
-    name: ClassVar[str] = "noisy-affine"
-    differentiable: ClassVar[bool] = True
-    randomised: ClassVar[bool] = True
-
-    def __call__(self, x: Tensor, seeds: Sequence[int] | None = None) -> Tensor:
-        assert seeds is not None
-        noise = torch.stack(
-            [torch.randn((2, *x.shape[1:]), generator=generator_for(int(s))) for s in seeds]
-        )
-        return (x * (1.0 + 0.5 * noise[:, 0]) + 0.2 * noise[:, 1]).clamp(0.0, 1.0)
 
 
 class Bowl(nn.Module):

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import pytest
 import torch
 from torch import Tensor, nn
+from toydefenders import NoisyDefender
 
 from ride.attacks import (
     BPDA,
@@ -24,21 +23,6 @@ from ride.defenders import Median, NoDefence, Ride, TVBregman
 from ride.seeding import generator_for
 
 EPS, STEP = 0.1, 0.02
-
-
-class NoisyDefender:
-    """A cheap randomised defender: adds seeded Gaussian noise per image and clamps."""
-
-    def __init__(self) -> None:
-        self.calls: list[list[int]] = []
-
-    def __call__(self, x: Tensor, seeds: Sequence[int] | None = None) -> Tensor:
-        assert seeds is not None
-        self.calls.append(list(seeds))
-        noise = torch.stack(
-            [torch.randn(x.shape[1:], generator=generator_for(int(s))) for s in seeds]
-        )
-        return (x + 0.2 * noise).clamp(0.0, 1.0)
 
 
 @pytest.fixture()
