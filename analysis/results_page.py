@@ -21,9 +21,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.intervals import Estimate
+from analysis.intervals import Estimate, paired_difference
 from analysis.publish import this_run
 from analysis.tables import (
+    ROBUST,
     accuracy_table,
     clean_accuracy,
     column_estimate,
@@ -174,6 +175,40 @@ def _whitebox_lines(results: pd.DataFrame, paper: dict[tuple[str, str], str]) ->
     return lines
 
 
+def strongest_attack_lines(results: pd.DataFrame) -> list[str]:
+    """Which attack hurts each RIDE-family defence most: per defence attacked by two or more
+    attacks, the one of lowest robust accuracy on the images every attack of it finished,
+    and each other attack's paired difference from it (same images, 95% t interval;
+    :func:`~analysis.intervals.paired_difference`). Empty without two such attacks."""
+    ok = results[
+        (results["status"] == "ok")
+        & results["defender"].isin(RIDE_FAMILY)
+        & (results["attack_id"] != "none")
+    ]
+    lines: list[str] = []
+    for defender_id, rows in ok.groupby("defender_id"):
+        per_image = rows.pivot_table(index="index", columns="attack_id", values=ROBUST)
+        per_image = per_image.dropna()
+        if per_image.shape[1] < 2 or len(per_image) < 2:
+            continue
+        means = per_image.mean().sort_values(kind="stable")
+        strongest = str(means.index[0])
+        lines += [
+            "",
+            f"Which attack hurts {defender_id} most, on the {len(per_image)} images every "
+            f"attack finished: **{strongest}** (robust accuracy {means.iloc[0]:.3f}). Each "
+            "other attack's robust accuracy minus it, paired over the same images (mean and "
+            "95% t interval; an interval that leaves out 0 is a difference resolved at this "
+            "n):",
+            "",
+        ]
+        for attack_id in means.index[1:]:
+            difference = paired_difference(per_image[attack_id], per_image[strongest])
+            verdict = "resolved" if difference.resolved else "not resolved"
+            lines.append(f"- {attack_id}: {difference.text()} ({verdict})")
+    return lines
+
+
 def section_lines(page: Page, section: Section, runs: Path, out_dir: Path) -> list[str]:
     """The markdown of one section: what, how, where, how long, and the tables."""
     run = runs / section.name
@@ -203,6 +238,7 @@ def section_lines(page: Page, section: Section, runs: Path, out_dir: Path) -> li
             "worker(s)."
         )
     lines += ["", *_accuracy_lines(results), *_whitebox_lines(results, section.paper)]
+    lines += strongest_attack_lines(results)
     lines += [f"#{line}" if line.startswith("#") else line for line in sweep_section(results)]
     if section.figures:
         lines += _figure_lines(run, section.name, out_dir)

@@ -117,3 +117,37 @@ def test_the_command_writes_the_page_and_refuses_a_missing_runs_folder(
     assert text.count("Not run yet.") == len(MNIST.sections) and "Not trained yet." in text
     for section in MNIST.sections:  # every section names a preset that exists
         assert (Path(__file__).parents[2] / "configs" / f"{section.name}.toml").exists()
+
+
+def test_the_attack_that_hurts_ride_most_is_named_with_paired_differences(
+    tmp_path: Path,
+) -> None:
+    """Two attacks on RIDE over 10 images: EOT costs a quarter of a draw on images 0-5 and
+    finishes images 0-8 only; the comparison runs on those 9, EOT first."""
+    eot = "bpda-eot5-eps0.1-step0.02-it10"
+    layout = RunLayout(tmp_path / "runs" / "made")
+    layout.root.mkdir(parents=True)
+    config = {"dataset": "mnist", "limit": 10}
+    claim_run_dir(layout.run_toml, config, frozenset(config), "0.4.0", run_id="mnist-made")
+    bpda = [1.0, 0.75, 0.5, 1.0, 0.75, 0.5, 1.0, 0.25, 0.0, 1.0]
+    rows = {
+        BPDA: [_row(i, BPDA, RIDE, right) for i, right in enumerate(bpda)],
+        eot: [_row(i, eot, RIDE, right - 0.25 * (i < 6)) for i, right in enumerate(bpda[:9])],
+        "none": [_row(i, BPDA, "none", 0.0) for i in range(10)],  # not a RIDE defence
+    }
+    for name, each in rows.items():
+        write_results(layout.results, f"{name}__{each[0]['defender_id']}", each)
+    text = render(PAGE, tmp_path / "runs", tmp_path / "docs")
+    made = text.split("## A made run")[1].split("## A run not made")[0]
+    # on images 0-8: EOT 4.25 / 9 = 0.472, BPDA 5.75 / 9 = 0.639; d = 0.25 on six images,
+    # 0 on three: mean 1/6, s = sqrt((6 (1/12)^2 + 3 (1/6)^2) / 8) = 0.125, t(0.975, 8) =
+    # 2.306: half width 0.0961.
+    assert f"Which attack hurts {RIDE} most, on the 9 images every attack finished: " in made
+    assert f"**{eot}** (robust accuracy 0.472)" in made
+    assert f"- {BPDA}: +0.167 [+0.071, +0.263] n=9 (resolved)" in made
+    assert made.count("Which attack hurts") == 1  # the undefended classifier gets none
+
+
+def test_one_attack_on_ride_names_no_strongest(tmp_path: Path) -> None:
+    _make_run(tmp_path / "runs", limit=8, images=8)
+    assert "Which attack hurts" not in render(PAGE, tmp_path / "runs", tmp_path / "docs")
