@@ -17,12 +17,13 @@ A write that fails (disk full, read-only) raises :class:`storage.files.WriteErro
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,7 @@ from pipeline.execution import (
     worker_device,
 )
 from pipeline.keys import ChunkKey, chunk_key
-from pipeline.plan import is_cheap
+from pipeline.plan import is_cheap, runs_in_attack_chunk
 from pipeline.rows import (
     Row,
     Timing,
@@ -53,7 +54,7 @@ from ride.attacks import Attack
 from ride.classifiers import predict
 from ride.defenders import Defender, defend_draws
 from ride.seeding import derive_seed, generator_for
-from storage.files import WriteError
+from storage.files import WriteError, atomic_write_json, writing
 from storage.images import (
     ImageStore,
     StorageError,
@@ -69,6 +70,9 @@ BATCH = 256
 """Images a gray-box attack or a filter takes at once inside a task (the classifier's
 ``predict`` batches as much): an attack chunk of thousands of images at once spills its
 activations out of the caches and runs slower per image."""
+
+ATTACK_CHUNK = "attack-chunk"
+"""The defender part of the name of an attack chunk's timing file (:func:`attack_timing_path`)."""
 
 GrayBoxImages = Callable[[str, Attack, ChunkKey], np.ndarray]
 """``(out, attack, key) -> adversarial images`` of one chunk: :func:`gray_box_images`, or
@@ -194,6 +198,8 @@ def attack_chunk(
         both = torch.stack([shared["clean"], shared["adv"]], dim=1)  # (B, 2)
         store.write_rows(predictions_name(attack.id), start, both.cpu().numpy())
     common = clock.timing()  # the attack and the shared predictions, split over defenders
+    if not cheap:  # no row here carries this work: the defence chunks of these rows share it
+        write_attack_timing(layout, attack, start, stop, common)
     outcomes: list[ChunkOutcome] = []
     errors: list[str] = []
     pending_ids = {d.id for d in pending}
@@ -222,6 +228,51 @@ def attack_chunk(
     if errors:
         raise DefenderFailures("; ".join(line.splitlines()[0] for line in errors))
     return ChunkOutcome("ran", clock.elapsed(), defences=tuple(outcomes))
+
+
+def attack_timing_path(layout: RunLayout, attack: Attack, start: int, stop: int) -> Path:
+    """Where the attack chunk of rows ``[start, stop)`` that ran no defender keeps its
+    timing."""
+    return layout.timing / f"{result_key(attack.id, ATTACK_CHUNK, start, stop)}.json"
+
+
+def write_attack_timing(
+    layout: RunLayout, attack: Attack, start: int, stop: int, timing: Timing
+) -> None:
+    """Keep the timing of an attack chunk that ran no defender (one file per chunk, written
+    whole or not at all), so that its work is counted in the run's time split."""
+    path = attack_timing_path(layout, attack, start, stop)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, asdict(timing))
+
+
+def attack_share(
+    layout: RunLayout,
+    cfg: RunConfig,
+    attack: Attack,
+    start: int,
+    stop: int,
+    note: Callable[[str], None],
+) -> Timing | None:
+    """The part of the work of the attack chunk holding rows ``[start, stop)`` that the
+    defence chunk of those rows carries: its rows' fraction of the chunk, split evenly over
+    the run's defenders with tasks of their own. None when no attack chunk kept its timing
+    (a cheap defender's rows carry it) or its file does not read (``note`` is told: timing
+    is not worth failing a chunk)."""
+    for path in sorted(layout.timing.glob(f"{attack.id}__{ATTACK_CHUNK}__*.json")):
+        first, last = (int(part) for part in path.stem.rsplit("__", 1)[1].split("-"))
+        if not first <= start < last:
+            continue
+        try:
+            kept = json.loads(path.read_text())
+            timing = Timing(*(float(kept[f.name]) for f in fields(Timing)))
+        except (OSError, ValueError, TypeError, KeyError) as error:
+            note(f"{path.name} does not read ({error}); its attack's time is not counted")
+            return None
+        sharers = sum(1 for d in cfg.defender_configs() if not runs_in_attack_chunk(attack, d))
+        return timing.scaled((stop - start) / (last - first) / max(1, sharers))
+    return None
 
 
 def stored_predictions(
@@ -262,16 +313,20 @@ def store_defence(
     clock: Stopwatch,
     common: Timing | None = None,
     sharers: int = 1,
+    attack_work: Timing | None = None,
 ) -> None:
     """Store a defence chunk: its defended images (read back before they are marked done),
     then its result rows with their timing (``clock``'s, plus a ``1 / sharers`` share of
-    ``common``: the attack chunk's own work)."""
+    ``common``: the work of the attack chunk it ran in; plus ``attack_work``: its share of
+    the work of an attack chunk that ran elsewhere, :func:`attack_share`)."""
     defended_array = None if defender.id == "none" else defended_name(attack.id, defender.id)
     if defended_array is not None:
         ImageStore(layout).write_rows(defended_array, start, defended.detach().cpu().numpy())
     timing = clock.timing()
     if common is not None:
         timing = timing.plus(common.scaled(1 / sharers))
+    if attack_work is not None:
+        timing = timing.plus_work(attack_work)
     key = result_key(attack.id, defender.id, start, stop)
     write_results(layout.results, key, with_timing(rows, timing))
 
@@ -434,7 +489,8 @@ def defend_chunk(
         )
     if whitebox is not None:
         write_steps(layout.steps, key, whitebox.rows)
-    store_defence(layout, attack, defender, start, stop, defended, rows, clock)
+    share = None if whitebox is not None else attack_share(layout, cfg, attack, start, stop, note)
+    store_defence(layout, attack, defender, start, stop, defended, rows, clock, attack_work=share)
     correct = sum(bool(row["correct_defended"]) for row in rows)
     return ChunkOutcome("ran", clock.elapsed(), correct, len(rows), defender_id=defender.id)
 

@@ -108,6 +108,16 @@ class Timing:
             self.compute * share, self.overhead * share, self.started_at, self.finished_at
         )
 
+    def plus_work(self, other: Timing) -> Timing:
+        """This task's timing plus the compute and overhead of ``other``, work done in
+        another task (whose start and finish are not this task's)."""
+        return Timing(
+            self.compute + other.compute,
+            self.overhead + other.overhead,
+            self.started_at,
+            self.finished_at,
+        )
+
     def plus(self, other: Timing) -> Timing:
         """This time and ``other``'s, from the earlier start to the later finish."""
         return Timing(

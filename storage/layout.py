@@ -55,6 +55,12 @@ class RunLayout:
         """Completion markers of image chunks (written after the chunk itself)."""
         return self.root / ".done"
 
+    @property
+    def timing(self) -> Path:
+        """The timing of attack chunks that ran no defender, one JSON file per chunk, for
+        the defence chunks of their rows to share (``pipeline.chunks``)."""
+        return self.root / "timing"
+
 
 @dataclass(frozen=True)
 class TrainLayout:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,14 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.chunks import attack_chunk, defend_chunk, defend_rows, record_failure
+from pipeline.chunks import (
+    attack_chunk,
+    attack_share,
+    attack_timing_path,
+    defend_chunk,
+    defend_rows,
+    record_failure,
+)
 from pipeline.config import RunConfig
 from pipeline.execution import executed_defender
 from pipeline.sampling import prepare_images
@@ -267,3 +276,58 @@ def test_a_resumed_bpda_chunk_reuses_its_stored_attack(
     adv_after = ImageStore(layout).read_rows(adaptive_adv_name(attack.id, defender.id), 0, 3)
     np.testing.assert_array_equal(adv_before, adv_after)
     pd.testing.assert_frame_equal(steps_before, read_steps(layout.steps, key))
+
+
+COSTLY_ONLY = RunConfig.from_mapping(
+    {"limit": 4, "chunk_size": 4, "attacks": ["fgsm"], "defenders": ["ride", "dae"],
+     "ride_iters": 3, "ride_checkpoints": 1}
+)  # fmt: skip
+
+
+def test_an_attack_chunk_that_ran_no_defender_leaves_its_work_to_its_rows_defence_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No row of the attack chunk carries its work when every defender has tasks of its own
+    (RIDE at K = 3 is cheap enough to run inside it: the plan is told otherwise here): the
+    chunk keeps its timing, and each defence chunk of its rows counts its rows' share of it,
+    split over the two costly defenders, on top of its own time."""
+    monkeypatch.setattr("pipeline.chunks.runs_in_attack_chunk", lambda attack, defender: False)
+    out, layout = str(tmp_path), RunLayout(tmp_path)
+    save_classifier(build_classifier("mnist-cnn"), layout.classifier, "mnist-cnn")
+    prepare_images(layout, COSTLY_ONLY)
+    attack = COSTLY_ONLY.attack_configs()[0]
+    attack_chunk(out, COSTLY_ONLY, attack, 0, 4)
+    path = attack_timing_path(layout, attack, 0, 4)
+    kept = json.loads(path.read_text())
+    assert kept["compute"] > 0 and kept["finished_at"] >= kept["started_at"]
+    planted = {"compute": 8.0, "overhead": 4.0, "started_at": 1.0, "finished_at": 2.0}
+    path.write_text(json.dumps(planted))
+    share = attack_share(layout, COSTLY_ONLY, attack, 2, 4, print)
+    assert share is not None and (share.compute, share.overhead) == (2.0, 1.0)  # 2/4 over 2
+    assert attack_share(layout, COSTLY_ONLY, attack, 4, 6, print) is None  # no such chunk
+    began = time.time()
+    for defender in COSTLY_ONLY.defender_configs():
+        defend_chunk(out, COSTLY_ONLY, attack, defender, 2, 4)
+    rows = read_results(layout.results)
+    assert len(rows) == 4
+    per_chunk = rows.groupby("defender_id")[["compute_seconds", "overhead_seconds"]].sum()
+    assert (per_chunk["compute_seconds"] > 2.0).all()
+    assert (per_chunk["overhead_seconds"] > 1.0).all()
+    assert (rows["task_started_at"] >= began).all()  # the defence task's own start
+    # an unreadable timing file costs the count, not the chunk
+    path.write_text("{")
+    notes: list[str] = []
+    assert attack_share(layout, COSTLY_ONLY, attack, 0, 2, notes.append) is None
+    assert len(notes) == 1 and "does not read" in notes[0]
+
+
+def test_an_attack_chunk_whose_rows_carry_its_work_keeps_no_timing(tmp_path: Path) -> None:
+    cfg = RunConfig.from_mapping(
+        {"limit": 4, "chunk_size": 4, "attacks": ["fgsm"], "defenders": ["none", "ride"]}
+    )
+    out, layout = str(tmp_path), RunLayout(tmp_path)
+    save_classifier(build_classifier("mnist-cnn"), layout.classifier, "mnist-cnn")
+    prepare_images(layout, cfg)
+    attack = cfg.attack_configs()[0]
+    attack_chunk(out, cfg, attack, 0, 4, defenders=cfg.defender_configs()[:1])
+    assert not attack_timing_path(layout, attack, 0, 4).exists()
