@@ -261,7 +261,10 @@ def attack_share(
     (a cheap defender's rows carry it) or its file does not read (``note`` is told: timing
     is not worth failing a chunk)."""
     for path in sorted(layout.timing.glob(f"{attack.id}__{ATTACK_CHUNK}__*.json")):
-        first, last = (int(part) for part in path.stem.rsplit("__", 1)[1].split("-"))
+        try:
+            first, last = (int(part) for part in path.stem.rsplit("__", 1)[1].split("-"))
+        except ValueError:
+            continue  # not a chunk's file
         if not first <= start < last:
             continue
         try:
