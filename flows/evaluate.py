@@ -46,6 +46,7 @@ from pipeline.plan import (
     attack_chunk_cost,
     defence_chunk_cost,
     is_gray_box,
+    left_out_pairs,
     row_ranges,
     runs_in_attack_chunk,
     task_rows,
@@ -280,6 +281,8 @@ def _evaluate_locked(out: str, cfg: RunConfig, command: str | None) -> dict[str,
     test_accuracy = prepare_classifier(out, cfg)
     logger.info("classifier %s: clean test accuracy %.4f", cfg.classifier, test_accuracy)
 
+    for attack, defender in left_out_pairs(cfg):
+        logger.warning("%s cannot attack %s: that pair is left out", attack.id, defender.id)
     jobs = _plan(cfg, n_images)
     progress = _Progress(jobs)
     futures = _submit_all(out, cfg, jobs)
@@ -315,10 +318,11 @@ def _evaluate_locked(out: str, cfg: RunConfig, command: str | None) -> dict[str,
 def _plan(cfg: RunConfig, n_images: int) -> list[_Job]:
     """Every chunk task of the run (:mod:`pipeline.plan`): per gray-box attack (and
     ``none``) its attack chunks, each followed by the defence chunks of its rows for the
-    costly defenders; per white-box attack, the defence chunks of every defender."""
-    defenders = cfg.defender_configs()
+    costly defenders; per white-box attack, the defence chunks of every defender. The pairs
+    an attack cannot attack are left out (:func:`pipeline.plan.left_out_pairs`)."""
     jobs: list[_Job] = []
     for attack in cfg.attack_configs():
+        defenders = [d for d in cfg.defender_configs() if attack.applies_to(d)]
         if not is_gray_box(attack):
             for defender in defenders:
                 rows = task_rows(cfg, n_images, attack, defender)

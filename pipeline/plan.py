@@ -149,6 +149,17 @@ def defence_rows(cfg: RunConfig, n_images: int, attack: Attack, defender: Defend
     return task_rows(cfg, n_images, attack, defender)
 
 
+def left_out_pairs(cfg: RunConfig) -> list[tuple[Attack, Defender]]:
+    """The (attack, defender) pairs of ``cfg`` that the attack cannot attack
+    (:meth:`~ride.attacks.Attack.applies_to`): a run makes no task and no row for them."""
+    return [
+        (attack, defender)
+        for attack in cfg.attack_configs()
+        for defender in cfg.defender_configs()
+        if not attack.applies_to(defender)
+    ]
+
+
 def runs_in_attack_chunk(attack: Attack, defender: Defender) -> bool:
     """Does ``defender`` run inside ``attack``'s attack chunks (no task of its own)?"""
     return is_gray_box(attack) and is_cheap(defender)

@@ -165,6 +165,18 @@ def check_inputs(out: Path, cfg: RunConfig) -> None:
         check_classes(cfg, model_num_classes(load_classifier(weights, cfg.classifier)))
 
 
+def check_pairs(cfg: RunConfig) -> None:
+    """Every attack of the run must be able to attack one of its defenders at least (the
+    pairs it cannot attack are left out: :func:`pipeline.plan.left_out_pairs`)."""
+    defenders = cfg.defender_configs()
+    for attack in cfg.attack_configs():
+        if not any(attack.applies_to(d) for d in defenders):
+            ids = ", ".join(d.id for d in defenders)
+            raise PreflightError(
+                f"attacks: {attack.name} cannot attack any defender of this run ({ids})", "attacks"
+            )
+
+
 def check_device(device: str) -> None:
     """A ``cuda`` run or training needs a CUDA device on this machine."""
     if device == "cuda" and not torch.cuda.is_available():
@@ -190,6 +202,7 @@ def preflight(out: Path, settings: Mapping[str, Any]) -> RunConfig:
         check_same_run(RunLayout(out).run_toml, cfg.run_record(), cfg.identity())
         check_claimable(RunLayout(out).run_toml, cfg.force_claim)
     check_inputs(out, cfg)
+    check_pairs(cfg)
     if not cfg.scheduler:
         check_device(cfg.device)
     return cfg

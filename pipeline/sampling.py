@@ -163,6 +163,8 @@ def create_arrays(store: ImageStore, cfg: RunConfig, shape: tuple[int, ...]) -> 
     for attack in attacks:
         if attack.adaptive:
             for defender in defenders:  # white-box: one adversarial set per defender
+                if not attack.applies_to(defender):
+                    continue  # a pair the run leaves out
                 for name in (adaptive_adv_name, adaptive_final_name):  # chosen, final
                     store.ensure_array(
                         name(attack.id, defender.id),
@@ -179,7 +181,7 @@ def create_arrays(store: ImageStore, cfg: RunConfig, shape: tuple[int, ...]) -> 
             store.ensure_array(adv_name(attack.id), shape, rows, attrs=attack.params())
     for attack in attacks:
         for defender in defenders:
-            if defender.id == "none":
+            if defender.id == "none" or not attack.applies_to(defender):
                 continue
             params = {"attack": attack.params(), "defender": defender.params()}
             store.ensure_array(

@@ -62,6 +62,12 @@ class Attack:
         """The settings that matter for this attack (those its id names)."""
         return {"name": self.name, **setting_values(self)}
 
+    def applies_to(self, defender: object) -> bool:
+        """Can this attack be run against ``defender``? Every attack can, unless it says
+        otherwise (the RIDE surrogate attacks the RIDE family only); a run leaves out the
+        pairs it cannot."""
+        return True
+
     def perturb(
         self,
         model: nn.Module,

@@ -110,6 +110,10 @@ class BPDASurrogate(BPDAEOT):
             f"-step{fmt_number(self.step)}-it{fmt_number(self.iters)}{rs}"
         )
 
+    def applies_to(self, defender: object) -> bool:
+        """The surrogate is a short RIDE fit: it attacks RIDE-family defenders only."""
+        return isinstance(defender, Ride)
+
     def perturb(
         self,
         model: nn.Module,
@@ -122,7 +126,7 @@ class BPDASurrogate(BPDAEOT):
         on_step: Callable[[BPDAStep], None] | None = None,
     ) -> Tensor:
         target = self.target(defender)
-        if not isinstance(target, Ride):
+        if not isinstance(target, Ride):  # what applies_to says
             name = getattr(target, "id", type(target).__name__)
             raise ValueError(
                 f"bpda-surrogate attacks RIDE-family defenders (ride, dae, dip, idip), "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flows.evaluate import _cost, _Job, _plan, _priority, _Progress
 from pipeline.chunks import ChunkOutcome
 from pipeline.config import RunConfig
+from pipeline.plan import left_out_pairs
 from ride.attacks import make_attack
 from ride.defenders import make_defender
 
@@ -87,3 +88,30 @@ def test_eta_weighs_tasks_by_cost_and_ignores_stored_ones() -> None:
     assert 90 < eta < 99
     [line] = progress.lines(later, None)
     assert line.startswith("[4/4] ") and "FAILED" in line
+
+
+def test_the_plan_leaves_out_the_pairs_an_attack_cannot_attack() -> None:
+    """bpda-surrogate attacks the RIDE family only: no task for it against none or median;
+    the other attacks keep every defender."""
+    cfg = RunConfig.from_mapping(
+        {
+            "limit": 20,
+            "chunk_size": 10,
+            "attacks": ["none", "bpda-surrogate", "bpda"],
+            "defenders": ["none", "median", "ride"],
+        }
+    )
+    planned = {
+        (attack.id.split("-eot")[0], defender.name)
+        for job in _plan(cfg, 20)
+        for attack, defender, _, _ in job.results()
+    }
+    assert planned == {
+        ("none", "none"), ("none", "median"), ("none", "ride"),
+        ("bpda-eps0.1-step0.02-it10", "none"), ("bpda-eps0.1-step0.02-it10", "median"),
+        ("bpda-eps0.1-step0.02-it10", "ride"), ("bpda-surrogate", "ride"),
+    }  # fmt: skip
+    assert [(a.name, d.name) for a, d in left_out_pairs(cfg)] == [
+        ("bpda-surrogate", "none"),
+        ("bpda-surrogate", "median"),
+    ]

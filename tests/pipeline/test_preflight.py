@@ -159,3 +159,15 @@ def test_the_core_imports_neither_prefect_nor_dask() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_an_attack_that_can_attack_no_defender_of_the_run_is_refused(tmp_path: Path) -> None:
+    settings = {**FAST, "attacks": ["bpda-surrogate"], "defenders": ["none", "median"]}
+    error = refused(tmp_path / "run", settings)
+    assert error.key == "attacks"
+    assert str(error) == (
+        "attacks: bpda-surrogate cannot attack any defender of this run (none, median-k3)"
+    )
+    assert not (tmp_path / "run").exists()
+    # with one RIDE-family defender beside them the run may start (the rest is left out)
+    preflight(tmp_path / "run", {**settings, "defenders": ["none", "ride"]})

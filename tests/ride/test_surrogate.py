@@ -107,6 +107,14 @@ def test_attack_needs_a_ride_family_defender() -> None:
     x, y = _x(dtype=torch.float32), torch.tensor([1, 2])
     with pytest.raises(ValueError, match=r"^bpda-surrogate attacks RIDE-family defenders .*median"):
         BPDASurrogate(model, Median(), iters=1, eot=1)(x, y)
+    # what a run asks before it plans the pair; every other attack applies to every defender
+    attack = make_attack("bpda-surrogate")
+    family = [
+        make_defender(name, iters=2, checkpoints=1) for name in ("ride", "dae", "dip", "idip")
+    ]
+    assert all(attack.applies_to(d) for d in family)
+    assert not any(attack.applies_to(make_defender(name)) for name in ("none", "median"))
+    assert make_attack("bpda-eot").applies_to(make_defender("none"))
 
 
 def test_value_is_the_defender_gradient_the_surrogate() -> None:
