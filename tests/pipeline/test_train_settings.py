@@ -7,7 +7,6 @@ uninterrupted one."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,15 +123,6 @@ def test_a_directory_trained_with_another_recipe_is_refused(tmp_path: Path) -> N
         PreflightError, match=r"differs in: lr_decay, lr_decay_steps, max_shift, weight_decay\)"
     ):
         preflight_train(old, {"dataset": "digits"})
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """torch on one thread for the test: a busy machine slows it down, never to a crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.usefixtures("one_thread")

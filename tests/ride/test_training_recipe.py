@@ -10,7 +10,6 @@ import itertools
 import math
 import os
 import re
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -198,15 +197,6 @@ def test_the_recipe_changes_the_weights_and_an_epoch_does_not_depend_on_the_tota
         one.optimizer["state"].values(), three.optimizer["state"].values(), strict=True
     ):
         assert all(torch.equal(a[k], b[k]) for k in a)
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """torch on one thread for the test: a busy machine slows it down, never to a crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"no MNIST files in {MNIST_DIR}")
