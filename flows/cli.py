@@ -9,6 +9,7 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -245,21 +246,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from flows.checks import check_training
+    from pipeline.train import TrainSettings
 
-    keys = (
-        "dataset",
-        "data_dir",
-        "classifier",
-        "epochs",
-        "seed",
-        "batch_size",
-        "lr",
-        "lr_decay",
-        "lr_decay_steps",
-        "weight_decay",
-        "max_shift",
-        "device",
-    )
+    keys = [f.name for f in fields(TrainSettings)]  # every one is an option of ride train
     settings = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
     out = Path(args.out)
     check_training(out, settings)

@@ -140,17 +140,13 @@ class TrainSettings:
         """The keys that must match for a training directory to be resumed."""
         return frozenset(self.to_dict()) - self.EXECUTION_KEYS
 
+    def recipe(self) -> dict[str, Any]:
+        """The :class:`ride.training.TrainConfig` settings but ``epochs``, as this training
+        sets them."""
+        return {f.name: getattr(self, f.name) for f in fields(TrainConfig) if f.name != "epochs"}
+
     def train_config(self, epochs: int) -> TrainConfig:
-        return TrainConfig(
-            epochs=epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            lr_decay=self.lr_decay,
-            lr_decay_steps=self.lr_decay_steps,
-            weight_decay=self.weight_decay,
-            max_shift=self.max_shift,
-            seed=self.seed,
-        )
+        return TrainConfig(epochs=epochs, **self.recipe())
 
     @property
     def data_path(self) -> Path | None:
@@ -287,13 +283,7 @@ def evaluate_classifier(
         "test_accuracy": accuracy,
         "test_images": len(test),
         "epochs": checkpoint.state.epoch,
-        "seed": cfg.seed,
-        "batch_size": cfg.batch_size,
-        "lr": cfg.lr,
-        "lr_decay": cfg.lr_decay,
-        "lr_decay_steps": cfg.lr_decay_steps,
-        "weight_decay": cfg.weight_decay,
-        "max_shift": cfg.max_shift,
+        **cfg.recipe(),
         "weights": layout.classifier.name,
         "history": checkpoint.history,
     }

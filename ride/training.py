@@ -95,6 +95,13 @@ def scheduled_lr(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * cfg.lr_decay ** (step / cfg.lr_decay_steps)
 
 
+def _check_shift_fits(max_shift: int, images: Tensor) -> None:
+    """``max_shift`` must stay below the side of ``images`` (..., H, W)."""
+    side = min(images.shape[-2:])
+    if max_shift >= side:
+        raise ValueError(f"max_shift must be below the image side {side}, got {max_shift}")
+
+
 def random_shift(images: Tensor, max_shift: int, gen: torch.Generator) -> Tensor:
     """``images`` (B, C, H, W), each translated by its own random offset, zero-filled.
 
@@ -108,8 +115,7 @@ def random_shift(images: Tensor, max_shift: int, gen: torch.Generator) -> Tensor
     if max_shift == 0 or images.shape[0] == 0:
         return images
     b, c, h, w = images.shape
-    if max_shift >= min(h, w):
-        raise ValueError(f"max_shift must be below the image side {min(h, w)}, got {max_shift}")
+    _check_shift_fits(max_shift, images)
     offsets = torch.randint(-max_shift, max_shift + 1, (b, 2), generator=gen)  # (B, 2): dy, dx
     offsets = offsets.to(images.device)
     padded = F.pad(images, (max_shift,) * 4)  # (B, C, H + 2s, W + 2s)
@@ -161,10 +167,7 @@ def train_classifier(
     device = next(model.parameters()).device
     images = data.images.to(device)
     labels = data.labels.to(device)
-    if cfg.max_shift >= min(images.shape[-2:]):
-        raise ValueError(
-            f"max_shift must be below the image side {min(images.shape[-2:])}, got {cfg.max_shift}"
-        )
+    _check_shift_fits(cfg.max_shift, images)
     gen = generator_for(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     first = 1
