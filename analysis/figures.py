@@ -16,7 +16,6 @@ Drawn with matplotlib's object API (``Figure``, no pyplot), so no global backend
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from analysis.tables import ADAPTIVE
-from storage.files import temporary_sibling
+from storage.files import atomic_file
 from storage.images import ImageStore, adaptive_adv_name, adv_name, defended_name
 from storage.layout import RunLayout
 from storage.results import read_results
@@ -39,9 +38,8 @@ EXAMPLES = 4
 
 def _save(figure: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_sibling(path)
-    figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_file(path) as file:
+        figure.savefig(file, format="png", dpi=110, bbox_inches="tight")
     return path
 
 

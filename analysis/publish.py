@@ -11,7 +11,7 @@ from analysis.cards import write_card
 from analysis.figures import draw_figures
 from analysis.tables import accuracy_report
 from storage.files import atomic_write_bytes
-from storage.layout import RunLayout
+from storage.layout import RunLayout, check_own_folders
 from storage.results import read_results
 from storage.runconfig import read_run_document
 
@@ -43,7 +43,9 @@ def this_run(layout: RunLayout, results: pd.DataFrame) -> tuple[pd.DataFrame, st
 def write_report(layout: RunLayout) -> tuple[str, list[Path], list[str]]:
     """Write ``report.md`` and ``card.json`` (:mod:`analysis.cards`) and draw ``figures/``;
     returns the markdown, the figures written and one line per figure that could not be
-    drawn (see ``draw_figures``)."""
+    drawn (see ``draw_figures``). A folder of the run that is a symbolic link is a
+    :class:`~storage.files.StorageError`: nothing is written through it."""
+    check_own_folders(layout.root)
     results, note = this_run(layout, read_results(layout.results))
     markdown = accuracy_report(results) + note
     atomic_write_bytes(layout.report, markdown.encode())

@@ -8,7 +8,7 @@ import os
 import sys
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -169,6 +169,10 @@ RESUME_AFTER_WRITE_FAILURE = (
 """The end of the one line for a run stopped by a write that failed (exit status 3)."""
 
 
+SCHEDULER_ENV = "RIDE_SCHEDULER"
+"""The environment variable giving the scheduler when ``--scheduler`` is not given."""
+
+
 def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     """Preset (if any) overridden by the options given on the command line."""
     from pipeline.config import RunConfig, load_preset
@@ -178,8 +182,10 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     given = {key for key, value in vars(args).items() if key in option_keys and value is not None}
     args.preset_keys = frozenset(settings) - given  # errors about these name the preset's key
     settings.update({key: value for key, value in vars(args).items() if key in given})
-    if "scheduler" not in settings and os.environ.get("RIDE_SCHEDULER"):
-        settings["scheduler"] = os.environ["RIDE_SCHEDULER"]
+    args.env_keys = {}  # errors about these name the variable they came from
+    if "scheduler" not in settings and os.environ.get(SCHEDULER_ENV):
+        settings["scheduler"] = os.environ[SCHEDULER_ENV]
+        args.env_keys["scheduler"] = f"${SCHEDULER_ENV}"
     return settings
 
 
@@ -197,11 +203,19 @@ def _locked(out: Path) -> Iterator[None]:
     The preflight found ``out`` free, but a run started at the same moment may have locked it
     since: the second of two fails here, in one line, before it starts a server. The flow
     takes the lock again (re-entrant in this process), as it must when started another way.
+    A folder where no file can be made (``/proc``) is one line (CliError) here too.
     """
     from storage.lock import run_lock
 
-    out.mkdir(parents=True, exist_ok=True)
-    with run_lock(out, reentrant=True):
+    with ExitStack() as stack:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(run_lock(out, reentrant=True))
+        except OSError as error:  # a folder no file can be made in (/proc)
+            raise CliError(
+                f"--out {out}: cannot create or lock the run directory there "
+                f"({error.strerror or error})"
+            ) from None
         yield
 
 
@@ -294,12 +308,15 @@ def _cmd_compact(args: argparse.Namespace) -> int:
     from storage.compact import compact_results
     from storage.layout import RunLayout
     from storage.lock import run_lock
+    from storage.runconfig import read_run_document
 
     layout = RunLayout(args.run_dir)
     if not layout.root.is_dir():
         raise CliError(f"{args.run_dir} does not exist")
     if not layout.results.is_dir():
         raise CliError(f"{args.run_dir} has no results/ folder (not a `ride run` directory?)")
+    if layout.run_toml.exists():
+        read_run_document(layout.run_toml)  # a run.toml planted or damaged: refused first
     with run_lock(layout.root):
         done = compact_results(layout.results)
     print(done.summary(layout.results))
@@ -336,12 +353,13 @@ def _cmd_cards(args: argparse.Namespace) -> int:
     return 1 if skipped else 0
 
 
-def _preflight_text(error: PreflightError) -> str:
+def _preflight_text(error: PreflightError, env_keys: dict[str, str]) -> str:
     """A preflight error as the command line says it: the parameter it starts with
-    (``out``, ``epochs``...) becomes its option, as ``cli_text`` does for a run's settings."""
+    (``out``, ``epochs``...) becomes its option, or the environment variable it came from
+    (``$RIDE_SCHEDULER``), as ``cli_text`` does for a run's settings."""
     key, message = error.key, str(error)
     if key and message.startswith((f"{key} ", f"{key}:")):
-        return option_flag(key) + message[len(key) :]
+        return env_keys.get(key, option_flag(key)) + message[len(key) :]
     return cli_text(message)
 
 
@@ -368,13 +386,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         if error.key in getattr(args, "preset_keys", ()):
             where = f"{args.config}: {error.key}"  # a TOML key of the preset, as written there
+        elif error.key in getattr(args, "env_keys", {}):
+            where = args.env_keys[error.key]
         else:
             where = "--config" if error.key == "config" else option_flag(error.key or "")
         text = join_key(where, error.message) if error.key else str(error)
         print(f"ride: error: {text}", file=sys.stderr)
         return 1
     except PreflightError as error:
-        print(f"ride: error: {_preflight_text(error)}", file=sys.stderr)
+        print(
+            f"ride: error: {_preflight_text(error, getattr(args, 'env_keys', {}))}", file=sys.stderr
+        )
         return 1
     except WriteError as error:  # a write outside the chunk tasks (run.toml, report.md)
         print(f"ride: error: {error}; {RESUME_AFTER_WRITE_FAILURE}", file=sys.stderr)

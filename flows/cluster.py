@@ -4,19 +4,25 @@ A task annotated with a resource that no worker declares is never scheduled: it 
 pending forever and the run hangs without a word. A run with a ``scheduler`` therefore
 checks (``flows.checks.check_run``), before any work starts, that the scheduler answers, has
 workers, and that at least one worker offers every resource the run's tasks will ask for.
+
+The check asks the scheduler for its identity over one connection, with a hard deadline, in
+a thread of its own: something else listening at the address (a web server) never answers
+in Dask's protocol, and a ``distributed.Client`` would wait for it for minutes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Mapping
 from typing import Any
 
-from distributed import Client
+from distributed.comm import connect
 
 from pipeline.config import RunConfig
 from pipeline.preflight import PreflightError
 
-SCHEDULER_TIMEOUT = 10.0
+SCHEDULER_TIMEOUT = 5.0
 """Seconds the check waits for the scheduler to answer before giving up."""
 
 
@@ -51,20 +57,8 @@ def check_cluster(
     ``timeout`` defaults to ``SCHEDULER_TIMEOUT``.
     """
     timeout = SCHEDULER_TIMEOUT if timeout is None else timeout
-    try:
-        client = Client(address, timeout=timeout, set_as_default=False)
-    except (OSError, TimeoutError) as error:
-        raise ClusterError(
-            f"scheduler {address}: no Dask scheduler answered within {timeout:g} s", "scheduler"
-        ) from error
-    except ValueError as error:  # an address distributed cannot parse
-        raise ClusterError(
-            f"scheduler {address}: not a Dask scheduler address ({error})", "scheduler"
-        ) from error
-    try:
-        workers: dict[str, Any] = dict(client.scheduler_info(n_workers=-1)["workers"])
-    finally:
-        client.close()
+    identity = scheduler_identity(address, timeout)
+    workers: dict[str, Any] = dict(identity.get("workers") or {})
     if not workers:
         raise ClusterError(
             f"scheduler {address}: the scheduler has no workers; start some with "
@@ -79,3 +73,49 @@ def check_cluster(
             "forever"
         )
     return len(workers)
+
+
+async def _ask_identity(address: str, timeout: float) -> object:
+    """The scheduler's answer to ``identity`` (its workers with their resources)."""
+    comm = await connect(address, timeout=timeout)
+    try:
+        await comm.write({"op": "identity", "reply": True})
+        return await comm.read()
+    finally:
+        comm.abort()
+
+
+def scheduler_identity(address: str, timeout: float) -> Mapping[str, Any]:
+    """What the Dask scheduler at ``address`` says of itself, within ``timeout`` seconds.
+
+    Raises :class:`ClusterError` (one line) when nothing answers in time (nothing listens,
+    or something that does not speak Dask's protocol), when the address cannot be parsed, or
+    when what answers is not a scheduler. The exchange runs in a daemon thread with its own
+    event loop, so a peer that never answers cannot hold this process, or its exit, past the
+    deadline.
+    """
+    answer: list[object] = []
+
+    def ask() -> None:
+        try:
+            answer.append(asyncio.run(asyncio.wait_for(_ask_identity(address, timeout), timeout)))
+        except BaseException as error:  # handed to the caller's thread
+            answer.append(error)
+
+    thread = threading.Thread(target=ask, name="ride-scheduler-check", daemon=True)
+    thread.start()
+    thread.join(timeout + 1.0)
+    got = answer[0] if answer else TimeoutError()
+    if isinstance(got, ValueError):  # an address distributed cannot parse
+        raise ClusterError(
+            f"scheduler {address}: not a Dask scheduler address ({got})", "scheduler"
+        )
+    if isinstance(got, BaseException):
+        raise ClusterError(
+            f"scheduler {address}: no Dask scheduler answered within {timeout:g} s", "scheduler"
+        )
+    if not isinstance(got, Mapping) or got.get("type") != "Scheduler":
+        raise ClusterError(
+            f"scheduler {address}: what answers there is not a Dask scheduler", "scheduler"
+        )
+    return got

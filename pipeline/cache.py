@@ -11,9 +11,12 @@ An entry's key is a digest of everything its result depends on: the key dataclas
 :mod:`pipeline.keys` (data, classifier and ``ride`` source digests), the attack's settings
 and the source of the function that computes it. Entries live in the cache folder
 (``cache_dir``, ``$RIDE_CACHE_DIR``, default ``~/.cache/ride-pipeline``) in formats that load
-without running code (:mod:`storage.cache`); an entry that is refused there is logged and
-computed again. The run directory stays the source of truth for a run: the chunk tasks copy
-what the cache gives into it.
+without running code, each with its checksum (:mod:`storage.cache`). What is loaded is
+checked against what the caller needs: a chunk's shape, a classifier's tensor names and
+shapes (those of the network it is loaded into: :func:`pipeline.classifier.network_shapes`),
+finite values; an entry that is refused is logged in one line and computed again. The run
+directory stays the source of truth for a run: the chunk tasks copy what the cache gives
+into it.
 """
 
 from __future__ import annotations
@@ -31,16 +34,19 @@ import numpy as np
 import torch
 
 from pipeline.chunks import GrayBoxImages, gray_box_images
-from pipeline.classifier import Trainer, train_state
+from pipeline.classifier import Trainer, network_shapes, train_state
 from pipeline.config import RunConfig
 from pipeline.execution import Logger, default_logger
 from pipeline.keys import ChunkKey, ClassifierKey
 from ride.attacks import Attack
 from ride.datasets import ImageSet, dataset_shape
-from storage.cache import CacheEntryRefused, ResultCache
+from storage.cache import CacheEntryRefused, ResultCache, Shapes
 
 CACHE_ENV = "RIDE_CACHE_DIR"
 T = TypeVar("T")
+
+StateShapes = Callable[[ClassifierKey, ImageSet], Shapes]
+"""The names and shapes of the state a classifier key trains (:func:`network_shapes`)."""
 
 
 def default_cache_dir() -> Path:
@@ -114,16 +120,22 @@ def cached_images(
 
 
 def cached_trainer(
-    cache: ResultCache | None, compute: Trainer = train_state, logger: Logger | None = None
+    cache: ResultCache | None,
+    compute: Trainer = train_state,
+    logger: Logger | None = None,
+    shapes: StateShapes | None = network_shapes,
 ) -> Trainer:
-    """``compute`` (a classifier's training) through ``cache``."""
+    """``compute`` (a classifier's training) through ``cache``. A cached state is used
+    only when it holds the tensor names and shapes ``shapes`` gives for the key (the
+    network's; None checks only that its values are finite), else trained again."""
     if cache is None:
         return compute
     log = default_logger(logger)
 
     def train(key: ClassifierKey, split: ImageSet) -> dict[str, torch.Tensor]:
         name = entry_key(compute, key)
-        found = _lookup(lambda: cache.load_tensors(name), log, "training again")
+        expected = None if shapes is None else shapes(key, split)
+        found = _lookup(lambda: cache.load_tensors(name, expected), log, "training again")
         if found is not None:
             return found
         state = compute(key, split)

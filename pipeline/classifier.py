@@ -37,6 +37,13 @@ Trainer = Callable[[ClassifierKey, ImageSet], dict[str, torch.Tensor]]
 """Trains ``key.classifier`` on a train split; returns its state_dict (on the CPU)."""
 
 
+def network_shapes(key: ClassifierKey, split: ImageSet) -> dict[str, tuple[int, ...]]:
+    """The names and shapes of the state_dict of ``key.classifier`` for ``split``'s classes:
+    what a trained state (from the cache, say) must hold to be loaded into it."""
+    model = build_classifier(key.classifier, num_classes=split.num_classes, seed=key.seed)
+    return {name: tuple(value.shape) for name, value in model.state_dict().items()}
+
+
 def train_state(key: ClassifierKey, split: ImageSet) -> dict[str, torch.Tensor]:
     """Train ``key.classifier`` on the train ``split`` (whose digest is ``key.data``); its
     state_dict (on the CPU)."""

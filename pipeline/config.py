@@ -26,6 +26,7 @@ from functools import cached_property
 from typing import Any
 
 from pipeline.settings import (
+    COUNT_MAX,
     ConfigError,
     RunKey,
     as_tuple,
@@ -60,6 +61,14 @@ CHUNK_AUTO = "auto"
 
 DEMO_LIMIT = 60
 """Images of the digits test split the demo evaluates (the split has 450)."""
+
+CHUNK_MAX_BYTES = 4 * 2**30
+"""The most memory the clean images of one chunk may take (float32): a larger chunk could
+not be written (Zarr holds a whole chunk in memory), failing after the run started. MNIST:
+about 1.4 million images; ImageNet: about 7,100."""
+
+PROCESSES_MAX = 1024
+"""The most local worker processes, and torch threads per worker, a run may ask for."""
 
 
 #: The keys of a run in version 0.2.0. A key added since (a new setting, a new defender's
@@ -250,6 +259,13 @@ class RunConfig:
             if key == "chunk_size" and value == CHUNK_AUTO:
                 continue
             require(value > 0, key, f"must be positive, got {value}")
+        require(
+            self.recheck <= COUNT_MAX, "recheck", f"must be at most {COUNT_MAX}, got {self.recheck}"
+        )
+        for key in ("workers", "threads"):
+            value = getattr(self, key)
+            require(value <= PROCESSES_MAX, key, f"must be at most {PROCESSES_MAX}, got {value}")
+        self._check_chunk_size()
         require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
         require(
             self.limit is None or self.limit > 0, "limit", f"must be positive, got {self.limit}"
@@ -265,6 +281,19 @@ class RunConfig:
             self.precision != "tf32" or self.device == "cuda",
             "precision",
             "tf32 needs device cuda (TensorFloat-32 is a GPU format)",
+        )
+
+    def _check_chunk_size(self) -> None:
+        """A chunk's clean images fit ``CHUNK_MAX_BYTES`` (the dataset checked first)."""
+        if self.chunk_size == CHUNK_AUTO:
+            return
+        c, h, w = dataset_shape(self.dataset)
+        most = max(1, CHUNK_MAX_BYTES // (4 * c * h * w))
+        require(
+            int(self.chunk_size) <= most,
+            "chunk_size",
+            f"must be at most {most} for dataset {self.dataset} (a chunk's images would not "
+            f"fit {CHUNK_MAX_BYTES // 2**30} GiB), got {self.chunk_size}; or give auto",
         )
 
     def _check_key_values(self, keys: Mapping[str, RunKey]) -> None:

@@ -1,10 +1,12 @@
 """Every check that can fail before a run or a training starts, so nothing is half-written.
 
 :func:`preflight` (a run) and :func:`preflight_train` (a training) check the output
-directory, the dataset's files, the classifier's weights, input shape and classes, and the
-device. Whatever is wrong is raised as one :class:`PreflightError` with a one-line message
-that names the parameter it is about (``out``, ``data_dir``, ``weights``, ``device``...), the
-same for the command line (which spells the parameter as its option) and a deployment.
+directory (outside a dataset folder it would be read as part of), the cache folder, an
+existing ``images.zarr``, the dataset's files (MNIST: every byte), the classifier's weights,
+input shape and classes, and the device. Whatever is wrong is raised as one
+:class:`PreflightError` with a one-line message that names the parameter it is about
+(``out``, ``data_dir``, ``weights``, ``device``...), the same for the command line (which
+spells the parameter as its option) and a deployment.
 Settings that do not validate raise ``pipeline.config.ConfigError`` first, naming their key.
 """
 
@@ -18,6 +20,7 @@ from typing import Any
 
 import torch
 
+from pipeline.cache import CACHE_ENV, default_cache_dir
 from pipeline.config import RunConfig
 from pipeline.train import TrainSettings, trained_epochs_in
 from ride.classifiers import (
@@ -36,9 +39,11 @@ from ride.datasets import (
     check_dataset,
     dataset_num_classes,
     dataset_shape,
+    get_dataset,
     imagenet_files,
 )
-from storage.images import StorageError
+from storage.compact import read_journal
+from storage.images import ImageStore, StorageError
 from storage.layout import RunLayout, TrainLayout
 from storage.lock import RunDirBusy, check_unlocked
 from storage.runconfig import RunConfigMismatch, check_claimable, check_same_run
@@ -72,15 +77,51 @@ def check_out_dir(out: Path) -> None:
     """``out`` must be a directory we can create or write into."""
     if not str(out):
         raise PreflightError("out is empty", "out")
-    if out.exists() and not out.is_dir():
-        raise PreflightError(f"out {out} exists and is not a directory", "out")
-    existing = out
-    while not existing.exists():
+    check_writable_dir(out, "out", "out")
+
+
+def check_writable_dir(path: Path, what: str, key: str | None) -> None:
+    """``path`` must be a directory we can create or write into; ``what`` starts the
+    message (``out``, ``cache_dir``: the parameter ``key``)."""
+    if path.exists() and not path.is_dir():
+        raise PreflightError(f"{what} {path} exists and is not a directory", key)
+    existing = path
+    while not existing.exists() and not existing.is_symlink():
         existing = existing.parent
     if not existing.is_dir():
-        raise PreflightError(f"out {out}: {existing} is not a directory", "out")
+        raise PreflightError(f"{what} {path}: {existing} is not a directory", key)
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise PreflightError(f"out {out}: {existing} is not writable", "out")
+        raise PreflightError(f"{what} {path}: {existing} is not writable", key)
+
+
+def check_out_outside_data(out: Path, cfg: RunConfig) -> None:
+    """A dataset that reads every folder of ``data_dir`` (ImageNet: each is a class) must
+    not hold the run directory: the run's own folders would be read as the dataset's."""
+    if cfg.data_dir is None or not get_dataset(cfg.dataset).lists_data_dir:
+        return
+    data, run = Path(cfg.data_dir).resolve(), out.resolve()
+    if run == data or data in run.parents:
+        raise PreflightError(
+            f"out {out} is inside the data folder {cfg.data_dir}: the run's files would be "
+            "read as the dataset's; give a run directory outside it",
+            "out",
+        )
+
+
+def check_cache_dir(cfg: RunConfig) -> None:
+    """The cache the run reads and writes (unless ``cache`` is off) must be a directory we
+    can create or write into."""
+    if not cfg.cache:
+        return
+    if cfg.cache_dir:
+        check_writable_dir(Path(cfg.cache_dir), "cache_dir", "cache_dir")
+        return
+    check_writable_dir(default_cache_dir(), f"cache folder (${CACHE_ENV} or the default)", None)
+
+
+def check_images(out: Path) -> None:
+    """An ``images.zarr`` the run resumes must open (``StorageError`` otherwise)."""
+    ImageStore(RunLayout(out)).check_opens()
 
 
 def _shape(shape: tuple[int, ...]) -> str:
@@ -162,7 +203,22 @@ def check_inputs(out: Path, cfg: RunConfig) -> None:
         if weights is None:  # trained on the train split
             check_dataset(cfg.dataset, data_dir, "train", cfg.seed)
             return
-        check_classes(cfg, model_num_classes(load_classifier(weights, cfg.classifier)))
+        check_classes(cfg, classifier_outputs(weights, cfg.classifier))
+
+
+def classifier_outputs(weights: Path, classifier: str) -> int:
+    """The number of classes of the checkpoint ``weights`` loaded as ``classifier``; a
+    checkpoint whose contents are of the wrong kind (``num_classes = "ten"``) is a
+    PreflightError, like one that does not load (CheckpointError)."""
+    try:
+        return model_num_classes(load_classifier(weights, classifier))
+    except CheckpointError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, RuntimeError) as error:
+        text = (str(error).splitlines() or [""])[0]
+        raise PreflightError(
+            f"checkpoint {weights} cannot be loaded as {classifier}: {type(error).__name__}: {text}"
+        ) from None
 
 
 def check_pairs(cfg: RunConfig) -> None:
@@ -191,6 +247,8 @@ def preflight(out: Path, settings: Mapping[str, Any]) -> RunConfig:
     """
     cfg = RunConfig.from_mapping(settings)
     check_out_dir(out)
+    check_out_outside_data(out, cfg)
+    check_cache_dir(cfg)
     if TrainLayout(out).train_toml.exists():
         raise PreflightError(
             f"out {out} holds a training (train.toml), not a run; give its classifier as weights: "
@@ -199,8 +257,10 @@ def preflight(out: Path, settings: Mapping[str, Any]) -> RunConfig:
         )
     with _as_preflight_error():
         check_unlocked(out)
+        read_journal(RunLayout(out).results)  # one the run's compaction would refuse
         check_same_run(RunLayout(out).run_toml, cfg.run_record(), cfg.identity())
         check_claimable(RunLayout(out).run_toml, cfg.force_claim)
+        check_images(out)
     check_inputs(out, cfg)
     check_pairs(cfg)
     if not cfg.scheduler:

@@ -8,6 +8,7 @@ counts are ints) and errors name the key (:class:`ConfigError`), never a command
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +30,14 @@ Number = int | float
 
 
 Sweep = Number | tuple[Number, ...]
+
+INT_MAX = 2**63 - 1
+"""The largest integer a setting may hold (a signed 64-bit integer, as TOML, NumPy and torch
+store it): a larger one would pass the checks and overflow later, after the run started."""
+
+COUNT_MAX = 1_000_000
+"""The largest count a run key may hold (iterations, draws, restarts, a kernel's size): the
+paper's largest is 2,000; a larger one would run for ever or exhaust memory mid-run."""
 
 
 class ConfigError(ValueError):
@@ -129,6 +138,9 @@ def key_value(rk: RunKey, raw: Any) -> Any:
             rk.key,
             f"takes {kind_name(rk.kind)}{' or a list of them' if rk.sweep else ''}, got {item!r}",
         )
+        check_bounds(rk.key, item)
+        if rk.kind is int:
+            require(item <= COUNT_MAX, rk.key, f"must be at most {COUNT_MAX}, got {item}")
         require(item not in items[:i], rk.key, f"lists {item} twice")
     return items[0] if len(items) == 1 else items
 
@@ -138,7 +150,13 @@ def load_preset(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: no such file", "config")
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {error.start}), so not a TOML preset", "config"
+        ) from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot be read ({error.strerror or error})", "config") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML ({error})", "config") from None
 
@@ -203,3 +221,13 @@ def check_type(key: str, value: object, kind: type) -> None:
     for item in items:
         ok = is_kind(item, kind)
         require(ok, key, f"must be {kind_name(kind)}, got {item!r}")
+        check_bounds(key, item)
+
+
+def check_bounds(key: str, value: object) -> None:
+    """An integer within a signed 64-bit integer (``INT_MAX``), a number finite: a value
+    beyond would pass every range check and fail, or overflow, once the run has started."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        require(abs(value) <= INT_MAX, key, f"must fit in 64 bits (at most 2**63 - 1), got {value}")
+    elif isinstance(value, float):
+        require(math.isfinite(value), key, f"must be a finite number, got {value}")

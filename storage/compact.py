@@ -36,6 +36,14 @@ misses them until the next ``ride compact`` or ``ride run``.
 
 Compaction must be the only writer of ``results/``: call it with the run's lock held (``ride
 compact`` takes it; at the end of a run the flow holds it).
+
+Others may write the run folder, so a journal is trusted only for what compaction itself
+writes there (:func:`read_journal`): each path relative, inside ``results/``, through no
+symbolic link, and of the names compaction makes (a pending file revealed under the name of
+its digest in its own folder; a flat per-task file or a partition file removed). Anything else
+is refused before any file is touched. A journal whose pending file is gone (deleted by hand)
+is rolled forward as far as it can be: the files of that partition are kept, the journal is
+removed, and the tasks whose rows are then missing are redone by the next ``ride run``.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import suppress
@@ -57,6 +66,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from storage.files import (
+    TEMPORARY_SUFFIX,
     Note,
     StorageError,
     WriteError,
@@ -66,7 +76,7 @@ from storage.files import (
     set_aside,
     writing,
 )
-from storage.results import SCHEMA, UnreadableFile, whole_table
+from storage.results import SCHEMA, UnreadableFile, checked_problem, whole_table
 
 PARTITIONS = ("attack_id", "defender_id")
 """The columns the compacted dataset is partitioned by, outermost first."""
@@ -110,7 +120,11 @@ def partition_of(path: Path) -> Partition | None:
 
 
 def _visible(path: Path) -> bool:
-    return not path.name.startswith((".", "_")) and path.name.endswith(".parquet")
+    return _visible_name(path.name)
+
+
+def _visible_name(name: str) -> bool:
+    return not name.startswith((".", "_")) and name.endswith(".parquet")
 
 
 def flat_files(results_dir: Path, failed: bool = False) -> list[Path]:
@@ -127,6 +141,37 @@ def _partition_dirs(results_dir: Path) -> Iterator[Path]:
     yield from sorted(results_dir.glob(f"{PARTITIONS[0]}=*/{PARTITIONS[1]}=*"))
 
 
+def _linked_folder(results_dir: Path, folder: Path) -> Path | None:
+    """The first of ``results_dir``, ``folder`` and the folders between them that is a
+    symbolic link (a write through it would land outside the run), else None."""
+    relative = folder.relative_to(results_dir)
+    for depth in range(len(relative.parts) + 1):
+        path = results_dir.joinpath(*relative.parts[:depth])
+        if path.is_symlink():
+            return path
+    return None
+
+
+def _refuse_linked(results_dir: Path, folder: Path) -> None:
+    """Raise :class:`StorageError` when ``folder`` is reached through a symbolic link."""
+    linked = _linked_folder(results_dir, folder)
+    if linked is not None:
+        raise StorageError(
+            f"{linked} is a symbolic link (to {os.readlink(linked)}); compaction writes only "
+            f"inside the run folder: replace it with the folder it points to, or remove it"
+        )
+
+
+def check_folders(results_dir: Path) -> None:
+    """Raise :class:`StorageError` when ``results_dir`` or one of its partition folders is
+    a symbolic link: compaction removes and renames files there."""
+    _refuse_linked(results_dir, results_dir)
+    for outer in sorted(results_dir.glob(f"{PARTITIONS[0]}=*")):
+        _refuse_linked(results_dir, outer)
+        for inner in sorted(outer.glob(f"{PARTITIONS[1]}=*")):
+            _refuse_linked(results_dir, inner)
+
+
 @dataclass(frozen=True)
 class Journal:
     """A committed compaction: ``reveal`` maps each pending file to its final name,
@@ -139,18 +184,25 @@ class Journal:
         return {"version": 1, "reveal": dict(self.reveal), "remove": list(self.remove)}
 
 
+PART_NAME = re.compile(r"part-[0-9a-f]{16}\.parquet")
+"""The name of a partition file compaction writes: ``part-<digest>.parquet``."""
+
+
 def read_journal(results_dir: Path) -> Journal | None:
     """The journal of a committed, unfinished compaction, or None. One that does not parse
-    (it is written atomically, so only a hand edit can do that) is a :class:`StorageError`:
-    guessing could drop the only copy of rows."""
+    (it is written atomically, so only a hand edit can do that), or that names a file
+    compaction does not write (:func:`journal_problem`), is a :class:`StorageError`:
+    guessing could drop the only copy of rows, or touch files outside the run."""
     path = results_dir / JOURNAL
     try:
         text = path.read_text()
     except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError) as error:
+        raise StorageError(f"{path} cannot be read ({type(error).__name__})") from None
     try:
         value = json.loads(text)
-        return Journal(
+        journal = Journal(
             reveal={str(k): str(v) for k, v in value["reveal"].items()},
             remove=tuple(str(p) for p in value["remove"]),
         )
@@ -159,15 +211,80 @@ def read_journal(results_dir: Path) -> Journal | None:
             f"{path} is not a compaction journal; move it away only once you have checked "
             f"that no _part-*{PENDING} file under {results_dir} holds rows missing elsewhere"
         ) from None
+    problem = journal_problem(results_dir, journal)
+    if problem is not None:
+        raise StorageError(
+            f"{path} is not a journal ride wrote ({problem}); nothing was changed: move it "
+            "away once you have checked it"
+        )
+    return journal
+
+
+def journal_problem(results_dir: Path, journal: Journal) -> str | None:
+    """Why ``journal`` is not one :func:`compact_results` wrote, or None: each pending file
+    ``<partition>/_part-<digest>.parquet.pending`` revealed as ``<partition>/part-<digest>
+    .parquet`` in the same folder; each removed file a visible per-task ``ok`` file at the
+    top of ``results/`` or a visible Parquet file of a partition; every partition folder named
+    as :func:`partition_dir` names it and reached through no symbolic link."""
+    folders = {results_dir}
+    for pending, final in journal.reveal.items():
+        folder, name = _split_partition_path(pending)
+        if folder is None or _split_partition_path(final) != (folder, name[1 : -len(PENDING)]):
+            return f"it reveals {pending!r} as {final!r}"
+        if not (name.startswith("_") and name.endswith(PENDING)):
+            return f"it reveals {pending!r} as {final!r}"
+        if not PART_NAME.fullmatch(name[1 : -len(PENDING)]):
+            return f"it reveals {pending!r} as {final!r}"
+        folders.add(results_dir / folder)
+    for relative in journal.remove:
+        folder, name = _split_partition_path(relative)
+        flat = folder is None and name == relative
+        if not (folder is not None or flat) or not _visible_name(name):
+            return f"it removes {relative!r}"
+        if flat and name.endswith(".failed.parquet"):
+            return f"it removes {relative!r}"
+        if folder is not None:
+            folders.add(results_dir / folder)
+    for path in sorted(folders):
+        linked = _linked_folder(results_dir, path)
+        if linked is not None:
+            return f"{linked} is a symbolic link"
+    return None
+
+
+def _split_partition_path(relative: str) -> tuple[str | None, str]:
+    """``(partition folder, file name)`` of a path relative to ``results/``; the folder is
+    None unless the path is exactly ``attack_id=<id>/defender_id=<id>/<name>`` with both
+    ids percent-encoded as :func:`partition_dir` writes them. Without a folder, the name is
+    ``relative`` when it names a file at the top of ``results/``, else ''."""
+    if "\x00" in relative:
+        return None, ""
+    parts = relative.split("/")
+    if len(parts) == 1:
+        return None, parts[0] if parts[0] not in ("", ".", "..") else ""
+    if len(parts) != 3:
+        return None, ""
+    outer, inner, name = parts
+    for part, column in ((outer, PARTITIONS[0]), (inner, PARTITIONS[1])):
+        encoded = part.removeprefix(f"{column}=")
+        if encoded == part or quote(unquote(encoded), safe="") != encoded:
+            return None, ""
+    if name in ("", ".", ".."):
+        return None, ""
+    return f"{outer}/{inner}", name
 
 
 def stored_files(results_dir: Path) -> tuple[list[Path], dict[Partition, list[Path]]]:
     """What a reader of ``results/`` reads: the flat per-task files (ok and failed), and the
     files of each compacted partition. After a kill during the renames of a committed
     compaction, the journal's pending files stand in for their final names and the files they
-    replace are left out, so every row is found exactly once at every point."""
+    replace are left out, so every row is found exactly once at every point (but for those
+    of a pending file deleted by hand: see :func:`_roll_forward`)."""
     journal = read_journal(results_dir)
-    removed = set() if journal is None else {results_dir / p for p in journal.remove}
+    removed = set()
+    if journal is not None:
+        lost = _lost_partitions(results_dir, journal)  # their files are kept (_roll_forward)
+        removed = {results_dir / p for p in journal.remove if not _kept(p, lost)}
     flat = [p for p in flat_files(results_dir) + flat_files(results_dir, True) if p not in removed]
     parts: dict[Partition, list[Path]] = {}
     for folder in _partition_dirs(results_dir):
@@ -252,22 +369,26 @@ def task_rows(results_dir: Path, key: str, note: Note | None) -> tuple[Path, pa.
     _, parts = stored_files_of(results_dir, (attack_id, defender_id))
     tables = []
     for path in parts:
-        try:
-            tables.append(
-                pq.read_table(
-                    path,
-                    columns=["run_id", "index"],
-                    filters=[("index", ">=", start), ("index", "<", stop)],
+        problem = checked_problem(path, part_schema())  # types and values: once per file
+        if problem is None:
+            try:
+                tables.append(
+                    pq.read_table(
+                        path,
+                        columns=["run_id", "index"],
+                        filters=[("index", ">=", start), ("index", "<", stop)],
+                    )
                 )
-            )
-        except Exception as error:  # pyarrow raises ArrowInvalid, OSError...: unreadable
+            except Exception as error:  # pyarrow raises ArrowInvalid, OSError...: unreadable
+                problem = type(error).__name__
+        if problem is not None:
             if not path.exists():  # moved by a compaction since it was listed
                 return None
             with suppress(WriteError):  # another worker set it aside first
                 aside = set_aside(path)
                 if note is not None:
                     note(
-                        f"{path} is unreadable ({type(error).__name__}); kept as "
+                        f"{path} is unreadable ({problem}); kept as "
                         f"{aside.name}, the tasks of its partition are redone"
                     )
             return None
@@ -317,18 +438,27 @@ class Compaction:
 def recover(results_dir: Path) -> str | None:
     """Finish or undo a compaction killed midway; what was done, or None when nothing was
     left. Committed (a journal): rolled forward. Not committed: its hidden pending files
-    deleted (nothing visible had changed)."""
+    deleted (nothing visible had changed). A journal or folder that compaction did not make
+    is a :class:`StorageError`, raised before anything changes."""
+    check_folders(results_dir)
     journal = read_journal(results_dir)
     if journal is not None:
-        _roll_forward(results_dir, journal)
-        return f"finished a compaction that was stopped midway ({len(journal.reveal)} partitions)"
+        lost = _roll_forward(results_dir, journal)
+        done = f"finished a compaction that was stopped midway ({len(journal.reveal)} partitions)"
+        if not lost:
+            return done
+        return (
+            f"{done}, but {len(lost)} of its partition files were gone ({', '.join(lost)}): "
+            "their partitions keep their files, and tasks whose rows are missing are redone "
+            "by the next `ride run` with the same --out and settings"
+        )
     stray = [
         p
         for folder in _partition_dirs(results_dir)
         for p in folder.iterdir()
-        if p.name.startswith(("_part-", "._part-")) and p.name.endswith((PENDING, ".tmp"))
+        if p.name.startswith(("_part-", "._part-")) and p.name.endswith((PENDING, TEMPORARY_SUFFIX))
     ]
-    stray += results_dir.glob(f".{JOURNAL}.*.tmp")  # a journal killed while it was written
+    stray += results_dir.glob(f".{JOURNAL}.*{TEMPORARY_SUFFIX}")  # a journal killed mid-write
     for path in stray:
         with writing(path):
             path.unlink(missing_ok=True)
@@ -341,10 +471,37 @@ def recover(results_dir: Path) -> str | None:
     return f"removed {len(stray)} unfinished files of a compaction that was stopped midway"
 
 
-def _roll_forward(results_dir: Path, journal: Journal) -> None:
-    """Step 3 of a compaction; every step can be redone, so a kill inside it is safe."""
+def _lost_partitions(results_dir: Path, journal: Journal) -> dict[str, Partition]:
+    """The pending files of ``journal`` that are gone before they were revealed (deleted by
+    hand: a roll-forward renames each only once), by the folder they were to be shown in."""
+    lost = {}
+    for pending, final in journal.reveal.items():
+        source, target = results_dir / pending, results_dir / final
+        partition = partition_of(target)
+        if not source.exists() and not target.exists() and partition is not None:
+            lost[str(Path(pending).parent)] = partition
+    return lost
+
+
+def _kept(relative: str, lost: Mapping[str, Partition]) -> bool:
+    """Does a file the journal removes belong to a partition whose new file is gone: an
+    older file of that partition, or a per-task file of its attack and defender (then kept:
+    they may hold the only copy of its rows; a per-task file supersedes compacted rows)."""
+    folder = str(Path(relative).parent)
+    if folder != ".":
+        return folder in lost
+    return any(relative.startswith("__".join(p) + "__") for p in lost.values())
+
+
+def _roll_forward(results_dir: Path, journal: Journal) -> list[str]:
+    """Step 3 of a compaction; every step can be redone, so a kill inside it is safe.
+    A pending file that is gone keeps the files of its partition (:func:`_kept`); returns
+    those pending files."""
+    lost = _lost_partitions(results_dir, journal)
     folders = {results_dir}
     for relative in journal.remove:
+        if _kept(relative, lost):
+            continue
         path = results_dir / relative
         folders.add(path.parent)
         with writing(path):
@@ -359,16 +516,11 @@ def _roll_forward(results_dir: Path, journal: Journal) -> None:
             with writing(target):
                 os.replace(source, target)
                 fsync_directory(target.parent)
-        elif not target.exists():
-            raise StorageError(
-                f"{source} of the compaction journal {results_dir / JOURNAL} is missing; "
-                "its rows may be lost: rerun the run (`ride run` with the same --out and "
-                "settings) to redo their tasks"
-            )
     path = results_dir / JOURNAL
     with writing(path):
         path.unlink(missing_ok=True)
         fsync_directory(results_dir)
+    return sorted(str(results_dir / p) for p in journal.reveal if str(Path(p).parent) in lost)
 
 
 def _read_sources(files: Iterable[Path]) -> dict[Path, pa.Table]:
@@ -435,6 +587,7 @@ def compact_results(results_dir: Path, note: Note | None = None) -> Compaction:
         pending = folder / f"_{name}{PENDING}"
         with writing(folder):
             folder.mkdir(parents=True, exist_ok=True)
+        _refuse_linked(results_dir, folder)
         atomic_write_bytes(pending, data)
         reveal[str(pending.relative_to(results_dir))] = str(
             (folder / name).relative_to(results_dir)

@@ -5,12 +5,18 @@ Every file of a run is written to a hidden temporary sibling, flushed and fsynce
 its name, and its folder fsynced: after a crash or a power cut a reader finds the old file or
 the whole new one, never a torn or empty one under the real name. A write that fails (disk
 full, read-only, no permission) raises :class:`WriteError`, which names the file.
+
+Run folders and caches may live where others can write, so nothing written follows a name
+planted there: the temporary is created exclusively under an unpredictable name
+(``tempfile.mkstemp``: ``O_CREAT | O_EXCL | O_NOFOLLOW``), and the rename replaces a
+symbolic link at the final name instead of writing through it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -51,9 +57,31 @@ def writing(path: Path) -> Iterator[None]:
         raise WriteError(error.errno, reason, str(path)) from error
 
 
-def temporary_sibling(path: Path) -> Path:
-    """A hidden name beside ``path`` (readers of the folder skip names starting with '.')."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+TEMPORARY_SUFFIX = ".tmp"
+"""The suffix of a temporary being written: ``.<name>.<random>.tmp`` (:func:`atomic_file`)."""
+
+
+def temporary_prefix(path: Path) -> str:
+    """How the hidden temporaries of ``path`` start (readers of a folder skip names starting
+    with '.'); a random part and :data:`TEMPORARY_SUFFIX` follow."""
+    return f".{path.name}."
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it (``os.umask`` sets it, even for a
+    moment, for every thread of the process)."""
+    with suppress(OSError, ValueError), open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """The mode ``open(path, "w")`` would give a new file (``tempfile.mkstemp`` makes 0600)."""
+    return 0o666 & ~_umask()
 
 
 def fsync_directory(folder: Path) -> None:
@@ -69,15 +97,22 @@ def fsync_directory(folder: Path) -> None:
 def atomic_file(path: Path) -> Iterator[BinaryIO]:
     """A binary file whose content becomes ``path`` when the block ends without error.
 
-    Written to :func:`temporary_sibling`, flushed and fsynced, then renamed over ``path``,
-    then ``path``'s folder is fsynced so the rename itself survives a power cut (fsyncing the
-    folder before the rename would make only the temporary name durable). On any error the
-    temporary is removed and the error raised as :class:`WriteError`; ``path`` is untouched.
+    Written to a new hidden temporary beside ``path`` (created exclusively, under an
+    unpredictable name: a name planted there, a symbolic link included, is never opened),
+    given the mode a new file gets, flushed and fsynced, then renamed over ``path`` (a
+    symbolic link there is replaced, not followed), then ``path``'s folder is fsynced so the
+    rename itself survives a power cut (fsyncing the folder before the rename would make only
+    the temporary name durable). On any error the temporary is removed and the error raised
+    as :class:`WriteError`; ``path`` is untouched.
     """
-    tmp = temporary_sibling(path)
     with writing(path):
+        fd, name = tempfile.mkstemp(
+            dir=path.parent, prefix=temporary_prefix(path), suffix=TEMPORARY_SUFFIX
+        )
+        tmp = Path(name)
         try:
-            with open(tmp, "wb") as file:
+            with os.fdopen(fd, "wb") as file:
+                os.fchmod(file.fileno(), new_file_mode())
                 yield file
                 file.flush()
                 os.fsync(file.fileno())

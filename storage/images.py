@@ -28,7 +28,7 @@ import numpy as np
 import zarr
 from zarr.errors import ContainsArrayError
 
-from storage.files import Note, StorageError, writing
+from storage.files import Note, StorageError, atomic_write_bytes, writing
 from storage.layout import RunLayout
 
 __all__ = [
@@ -78,6 +78,21 @@ class ImageStore:
 
     def _group(self, mode: str) -> zarr.Group:
         return zarr.open_group(str(self.layout.images), mode=mode)  # type: ignore[arg-type]
+
+    def check_opens(self) -> None:
+        """Nothing when the run has no ``images.zarr`` yet or when it opens with every group
+        and array in it; else a :class:`~storage.files.StorageError` of one line (garbage
+        written over a ``zarr.json`` would otherwise fail the run's every start)."""
+        if not self.layout.images.exists():
+            return
+        try:
+            self._group("r").members(max_depth=None)
+        except Exception as error:  # any metadata that does not parse
+            text = (str(error).splitlines() or [""])[0]
+            raise StorageError(
+                f"{self.layout.images} does not open ({type(error).__name__}: {text}); move "
+                "it away and rerun to sample the images again"
+            ) from None
 
     def ensure_array(
         self,
@@ -137,7 +152,7 @@ class ImageStore:
         marker = self._marker(name, start)
         with writing(marker):
             marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.touch()
+        atomic_write_bytes(marker, b"")  # a name planted there is replaced, never followed
 
     def read_rows(self, name: str, start: int, stop: int) -> np.ndarray:
         array = self._group("r")[name]

@@ -1,9 +1,19 @@
-"""Where each artefact of a run lives under its ``--out`` directory (see DESIGN.md)."""
+"""Where each artefact of a run lives under its ``--out`` directory (see DESIGN.md).
+
+A run folder may be writable by others (a shared cluster file system). Its files are written
+by renaming a new file over their names, so a file replaced by a symbolic link is replaced
+again, never written through; a folder replaced by one would have the run write, rename and
+delete files wherever it points. :func:`check_own_folders` refuses such a run folder.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from storage.files import StorageError
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,36 @@ class RunLayout:
         """The timing of attack chunks that ran no defender, one JSON file per chunk, for
         the defence chunks of their rows to share (``pipeline.chunks``)."""
         return self.root / "timing"
+
+    @property
+    def folders(self) -> tuple[Path, ...]:
+        """The folders the run writes into (and removes and renames files in)."""
+        return (self.results, self.images, self.steps, self.figures, self.done, self.timing)
+
+
+def linked_folders(top: Path) -> Iterator[Path]:
+    """``top`` and the folders under it that are symbolic links (not descended into)."""
+    if top.is_symlink():
+        yield top
+        return
+    for folder, names, _ in os.walk(top):
+        for name in names:
+            path = Path(folder, name)
+            if path.is_symlink():
+                yield path
+
+
+def check_own_folders(root: Path) -> None:
+    """Raise :class:`~storage.files.StorageError` when a folder of the run directory
+    ``root`` (:attr:`RunLayout.folders`), or one under it, is a symbolic link: the run would
+    write and delete files wherever it points. The run directory itself may be one."""
+    for top in RunLayout(root).folders:
+        for path in linked_folders(top):
+            raise StorageError(
+                f"{path} is a symbolic link (to {os.readlink(path)}); a run writes only in "
+                "its own folders: replace the link with a copy of what it points to, or "
+                "remove it"
+            )
 
 
 @dataclass(frozen=True)

@@ -13,63 +13,133 @@ process (the lock belongs to the open file description), so the process records 
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import socket
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from storage.layout import check_own_folders
+
 
 class RunDirBusy(RuntimeError):
-    """Another process is running on this run directory."""
+    """Another process is running on this run directory, or its lock file is not one."""
 
+
+LOCK = ".lock"
+"""The lock file under a run directory."""
 
 _REENTRANT: set[tuple[int, int]] = set()
 """The lock files this process holds re-entrantly, by (device, inode). Process-wide because
 the lock is: it belongs to this process's open file, whichever thread or code path took it."""
 
 
+def _not_a_lock(path: Path, what: str) -> RunDirBusy:
+    return RunDirBusy(
+        f"{path} is {what}, not a lock file (planted?); it is left as it is: remove it once "
+        f"you have checked that no run uses {path.parent}"
+    )
+
+
+def _open_lock(path: Path, create: bool) -> int:
+    """A descriptor of the lock file ``path`` (created when ``create``), which is a regular
+    file with one name: a symbolic link is not followed, anything else refused as
+    :class:`RunDirBusy`. Nothing is written."""
+    flags = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # NONBLOCK: a planted FIFO
+    flags |= (os.O_RDWR | os.O_CREAT) if create else os.O_RDONLY
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise _not_a_lock(path, "a symbolic link") from None
+        if error.errno in (errno.EISDIR, errno.ENXIO, errno.EOPNOTSUPP):
+            raise _not_a_lock(path, "not a regular file") from None
+        if error.errno == errno.ENOENT:  # no run directory
+            raise
+        raise RunDirBusy(
+            f"{path} cannot be opened as the lock of {path.parent} ({error.strerror})"
+        ) from None
+    info = os.fstat(fd)
+    if stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
+        return fd
+    os.close(fd)
+    if stat.S_ISREG(info.st_mode):
+        raise _not_a_lock(path, f"a file with {info.st_nlink} names (a hard link)")
+    raise _not_a_lock(path, "not a regular file")
+
+
+def _holder(fd: int) -> str:
+    """Who holds the lock, as its holder wrote it (its first line, cut short)."""
+    lines = os.pread(fd, 4096, 0).decode(errors="replace").strip().splitlines()
+    return lines[0][:200] if lines else "another process"
+
+
+def _busy(root: Path, fd: int) -> RunDirBusy:
+    return RunDirBusy(
+        f"{root} is in use by {_holder(fd)}; wait for it or use another run directory"
+    )
+
+
 @contextmanager
 def run_lock(root: Path, *, reentrant: bool = False) -> Iterator[None]:
-    """Hold the run directory's lock for the body, or raise :class:`RunDirBusy`.
+    """Hold the run directory's lock for the body, or raise :class:`RunDirBusy` (another
+    holder, or a ``.lock`` that is not a lock file: see the module docstring), or
+    :class:`~storage.files.StorageError` when a folder of the run is a symbolic link
+    (:func:`~storage.layout.check_own_folders`).
 
     With ``reentrant``, taking it again in this process while this body runs (the flow that
     ``ride run`` calls) succeeds at once and leaves the lock to this, the outer holder.
     Without, this process is refused like any other.
     """
-    path = root / ".lock"
-    with path.open("a+") as handle:
-        stat = os.fstat(handle.fileno())
-        key = (stat.st_dev, stat.st_ino)
+    fd = _open_lock(root / LOCK, create=True)
+    try:
+        info = os.fstat(fd)
+        key = (info.st_dev, info.st_ino)
         if key in _REENTRANT:  # the outer holder keeps the lock and releases it
             yield
             return
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise RunDirBusy(
-                f"{root} is in use by {holder}; wait for it or use another run directory"
-            ) from None
+            raise _busy(root, fd) from None
         try:
-            handle.seek(0)
-            handle.truncate()
+            check_own_folders(root)
             started = datetime.now(UTC).isoformat(timespec="seconds")
-            handle.write(f"ride run pid {os.getpid()} on {socket.gethostname()} since {started}\n")
-            handle.flush()
+            line = f"ride run pid {os.getpid()} on {socket.gethostname()} since {started}\n"
+            os.ftruncate(fd, 0)  # our own regular file, held: see _open_lock
+            os.pwrite(fd, line.encode(), 0)
             if reentrant:
                 _REENTRANT.add(key)
             yield
         finally:
             _REENTRANT.discard(key)
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def check_unlocked(root: Path) -> None:
-    """Raise :class:`RunDirBusy` when a run holds ``root``'s lock (a missing dir is free)."""
-    if (root / ".lock").exists():
-        with run_lock(root):
-            pass
+    """Raise :class:`RunDirBusy` when a run holds ``root``'s lock, or its ``.lock`` is not a
+    lock file; raise :class:`~storage.files.StorageError` when a folder of the run is a
+    symbolic link (:func:`~storage.layout.check_own_folders`). A missing dir or lock is free.
+    Creates and writes nothing."""
+    check_own_folders(root)
+    path = root / LOCK
+    if not os.path.lexists(path):
+        return
+    fd = _open_lock(path, create=False)
+    try:
+        info = os.fstat(fd)
+        if (info.st_dev, info.st_ino) in _REENTRANT:  # held by this process's outer holder
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _busy(root, fd) from None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

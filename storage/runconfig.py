@@ -4,12 +4,22 @@ command that started it (``command``, absent from run directories made before it
 A run directory belongs to one run: a later ``ride run`` on the same directory must resolve
 to the same config (execution settings such as the number of workers aside), otherwise its
 results would mix two experiments.
+
+A run folder may be written by others (a shared file system), so ``run.toml`` is checked
+whenever it is read (:func:`read_run_document`): each key ``ride`` writes must have the type
+it writes (``run_id`` of the form ``<dataset>-<digest>``, of the run's own dataset;
+``[config]`` a table whose ``dataset``, ``limit``, ``seed``, ``attacks``... are what a run
+records). A file that does not parse or holds a bad value is a :class:`RunConfigInvalid`,
+one line naming the file and the key, for every command that reads it (``ride run``,
+``ride report``, ``ride compact``, ``ride cards``): a ``run_id = 5`` planted there would
+otherwise hide every row of the report.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +31,74 @@ from storage.files import atomic_write_bytes
 
 class RunConfigMismatch(ValueError):
     """The run directory holds a different run."""
+
+
+class RunConfigInvalid(RunConfigMismatch):
+    """``run.toml`` does not parse, or holds a key of another type or form than ``ride``
+    writes."""
+
+
+RUN_ID = re.compile(r"[^\x00-\x1f\x7f]{1,100}-[A-Za-z0-9]{1,64}")
+"""The form of a run's id (``pipeline.config.RunConfig.run_id``): its dataset, a dash and
+a word (10 hex digits of a digest, as ``ride`` makes it)."""
+
+Check = Callable[[object], bool]
+
+
+def _text(value: object) -> bool:
+    return isinstance(value, str)
+
+
+def _integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _count(value: object) -> bool:
+    return _integer(value) and isinstance(value, int) and value >= 0
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
+
+
+def _names(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) and v for v in value)
+
+
+def _started(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+DOCUMENT_KEYS: dict[str, tuple[Check, str]] = {
+    "code_version": (_text, "a string"),
+    "started": (_started, "an ISO date and time"),
+    "command": (_text, "a string"),
+    "run_id": (
+        lambda v: isinstance(v, str) and RUN_ID.fullmatch(v) is not None,
+        "a string <dataset>-<digest>",
+    ),
+}
+"""The keys ``ride`` writes at the top of ``run.toml`` (and ``train.toml``), and their form."""
+
+CONFIG_KEYS: dict[str, tuple[Check, str]] = {
+    "dataset": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+    "classifier": (_text, "a string"),
+    "weights": (_text, "a string"),
+    "limit": (_count, "an integer >= 0"),
+    "seed": (_integer, "an integer"),
+    "attacks": (_names, "a list of names"),
+    "defenders": (_names, "a list of names"),
+    "eps": (_number, "a number"),
+    "fgsm_eps": (_number, "a number"),
+}
+"""The keys of ``[config]`` that the readers of a run (report, card, results page) use,
+and their form; the others are compared with the run being resumed (:func:`check_same_run`)."""
 
 
 def holds_results(root: Path) -> bool:
@@ -56,14 +134,8 @@ def version_note(path: Path, code_version: str) -> str | None:
 
 
 def read_run_config(path: Path) -> dict[str, Any]:
-    """The ``[config]`` table of an existing ``run.toml``."""
-    try:
-        document = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as error:
-        raise RunConfigMismatch(f"{path} is unreadable: {error}") from None
-    config = document.get("config")
-    if not isinstance(config, dict):
-        raise RunConfigMismatch(f"{path} has no [config] table")
+    """The ``[config]`` table of an existing ``run.toml`` (checked: :func:`read_run_document`)."""
+    config: dict[str, Any] = read_run_document(path)["config"]
     return config
 
 
@@ -87,11 +159,41 @@ def check_same_run(path: Path, config: Mapping[str, Any], identity_keys: frozens
 
 def read_run_document(path: Path) -> dict[str, Any]:
     """The whole ``run.toml``: ``code_version``, ``started``, ``command`` and ``run_id`` (when
-    recorded) and the ``[config]`` table."""
+    recorded) and the ``[config]`` table. :class:`RunConfigInvalid` (naming the file and the
+    key) when it does not parse, lacks the ``[config]`` table, or a key ``ride`` writes has
+    another type or form (:data:`DOCUMENT_KEYS`, :data:`CONFIG_KEYS`)."""
     try:
-        return tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as error:
-        raise RunConfigMismatch(f"{path} is unreadable: {error}") from None
+        document = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        raise RunConfigInvalid(f"{path} is unreadable: {reason}") from None
+    config = document.get("config")
+    if not isinstance(config, dict):
+        raise RunConfigInvalid(f"{path} has no [config] table")
+    _check_keys(path, document, DOCUMENT_KEYS, "")
+    _check_keys(path, config, CONFIG_KEYS, "config.")
+    run_id, dataset = document.get("run_id"), config.get("dataset")
+    if run_id is not None and dataset is not None and not run_id.startswith(f"{dataset}-"):
+        raise RunConfigInvalid(
+            f"{path}: run_id {run_id!r} is not a run of dataset {dataset!r} ({_RESTORE})"
+        )
+    return document
+
+
+_RESTORE = "restore the run.toml this run wrote, or use another run directory"
+
+
+def _check_keys(
+    path: Path, table: Mapping[str, Any], checks: Mapping[str, tuple[Check, str]], prefix: str
+) -> None:
+    """:class:`RunConfigInvalid` naming the first key of ``table`` that fails its check."""
+    for key, (valid, form) in checks.items():
+        if key in table and not valid(table[key]):
+            shown = repr(table[key])
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise RunConfigInvalid(
+                f"{path}: {prefix}{key} must be {form}, not {shown} ({_RESTORE})"
+            )
 
 
 def claim_run_dir(

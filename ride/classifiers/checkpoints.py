@@ -1,6 +1,8 @@
 """Classifier checkpoints: ``classifier.pt`` files written atomically, and torchvision's
 ImageNet weight files (bare state_dicts), loaded with ``weights_only=True`` and checked
-against the network they are for (one-line :class:`CheckpointError`).
+against the network they are for: the same tensor names and shapes, and finite values (a
+NaN or infinite weight would make every prediction meaningless); else a one-line
+:class:`CheckpointError`, raised before a run writes anything (its preflight loads them).
 """
 
 from __future__ import annotations
@@ -95,7 +97,8 @@ def _is_bare_state_dict(payload: object) -> TypeGuard[Mapping[str, Tensor]]:
 def _check_state(
     expected: Mapping[str, Tensor], state: Mapping[str, object], where: Path | str, name: str
 ) -> None:
-    """CheckpointError unless ``state`` has exactly the keys and shapes of ``expected``."""
+    """CheckpointError unless ``state`` has exactly the keys and shapes of ``expected`` and
+    only finite values."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
@@ -111,6 +114,8 @@ def _check_state(
                 f"checkpoint {where} does not fit {name!r}: {key} has shape {shape}, "
                 f"expected {tuple(value.shape)}"
             )
+        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
+            raise CheckpointError(f"checkpoint {where} holds NaN or infinite values in {key}")
 
 
 def _load_into(model: nn.Module, state: Mapping[str, Tensor], where: Path | str, name: str) -> None:
@@ -175,7 +180,11 @@ def load_classifier(path: Path, name: str, device: torch.device | str = "cpu") -
                 f"checkpoint {path} holds classifier {saved_name!r}, not {name!r}"
             )
         state: dict[str, Tensor] = payload["state_dict"]
-        num_classes = int(payload.get("num_classes", _num_classes(state)))
+        num_classes = payload.get("num_classes", _num_classes(state))
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
+            raise CheckpointError(
+                f"checkpoint {path}: num_classes must be an integer >= 2, got {num_classes!r}"
+            )
         model: nn.Module
         if name in TORCHVISION_CLASSIFIERS:
             model = _empty_torchvision(name, num_classes)

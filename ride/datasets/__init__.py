@@ -120,9 +120,11 @@ def check_dataset(
 ) -> None:
     """Cheap preflight: paths exist and headers are right, without decoding every image.
 
-    MNIST: IDX magic numbers, dimensions, counts and lengths (gz: from the gzip trailer).
+    MNIST: IDX magic numbers, dimensions, counts and lengths, then a full read: the gzip
+    bodies decompress to what the headers promise and every label is 0..9.
     CIFAR-10: every batch of the split unpickles (restricted) with the right keys and shapes.
     ImageNet: the folder lists, ``files`` match it, and the header of every selected image
-    opens (corrupt pixel data is only found when decoding). Raises DatasetError.
+    opens with a size worth decoding, neither absurdly elongated nor huge (corrupt pixel
+    data is only found when decoding). Raises DatasetError.
     """
     get_dataset(name).check(data_dir, split, seed=seed, files=files)

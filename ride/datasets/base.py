@@ -95,6 +95,7 @@ class Dataset(ABC):
     default_classifier: ClassVar[str]  # the paper's classifier for it
     splits: ClassVar[tuple[str, ...]] = SPLITS
     needs_data_dir: ClassVar[bool] = True
+    lists_data_dir: ClassVar[bool] = False  # every folder in data_dir is read as its data
 
     def load(
         self,

@@ -42,6 +42,12 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".webp",
 )
 LABELS_FILE = "labels.txt"
+MAX_ASPECT = 20.0
+"""The most elongated image read (long side over short side): a photograph is within 4:1;
+a 4000x1 PNG would be resized to 256 x 1,024,000 pixels (gigabytes) before its crop."""
+MAX_PIXELS = 50_000_000
+"""The most pixels an image may have (ImageNet's validation images have well under 1
+million): a larger one takes gigabytes to decode."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +161,24 @@ def sample_per_class(
     return out
 
 
+def check_image_size(path: Path, size: tuple[int, int]) -> None:
+    """DatasetError naming ``path`` when its ``(width, height)`` (from the header, nothing
+    decoded) is empty, more elongated than ``MAX_ASPECT`` or larger than ``MAX_PIXELS``."""
+    w, h = size
+    if w < 1 or h < 1:
+        raise DatasetError(f"image {path} is {w}x{h} pixels: it holds no pixels")
+    if max(w, h) / min(w, h) > MAX_ASPECT:
+        raise DatasetError(
+            f"image {path} is {w}x{h} pixels: more elongated than {MAX_ASPECT:g}:1, not a "
+            "photograph to evaluate (its resize would take gigabytes); remove it"
+        )
+    if w * h > MAX_PIXELS:
+        raise DatasetError(
+            f"image {path} is {w}x{h} pixels: more than {MAX_PIXELS:,} pixels, too large to "
+            "decode; remove it"
+        )
+
+
 def _resize_crop(img: Image.Image, size: int, resize: int) -> Image.Image:
     """Shorter side to ``resize`` (bilinear, antialiased), then a centre ``size`` crop.
 
@@ -185,6 +209,7 @@ def load_imagenet_images(
         path = Path(data_dir) / check_relative(name, "image list")
         try:
             with Image.open(path) as im:
+                check_image_size(path, im.size)
                 im.load()
                 rgb = _resize_crop(im.convert("RGB"), size, resize)
         except FileNotFoundError as err:
@@ -257,6 +282,7 @@ class ImageNet(Dataset):
     num_classes: ClassVar[int] = 1000
     default_classifier: ClassVar[str] = "resnet50"
     splits: ClassVar[tuple[str, ...]] = ("test",)
+    lists_data_dir: ClassVar[bool] = True  # a folder in data_dir is a class
 
     def require_split(self, split: str) -> None:
         if split not in self.splits:
@@ -267,7 +293,8 @@ class ImageNet(Dataset):
         return load_imagenet(root, seed=request.seed, limit=request.limit, files=request.files)
 
     def inspect(self, request: Request) -> None:
-        """The folder lists, ``files`` match it, and every selected image's header opens.
+        """The folder lists, ``files`` match it, and every selected image's header opens
+        and gives a size worth decoding (:func:`check_image_size`).
 
         Corrupt pixel data is only found when decoding.
         """
@@ -277,9 +304,10 @@ class ImageNet(Dataset):
             path = root / rel
             try:
                 with Image.open(path) as im:
-                    _ = im.size  # the header is parsed on open
+                    size = im.size  # the header is parsed on open
             except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
                 raise DatasetError(f"cannot open image {path}: {err}") from err
+            check_image_size(path, size)
 
 
 DATASETS.add("imagenet", ImageNet, "ILSVRC2012 validation images, 2 per class")

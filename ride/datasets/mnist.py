@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -59,23 +60,39 @@ def _idx_header(path: Path, head: bytes, magic: int) -> tuple[int, ...]:
     return tuple(int(d) for d in dims)
 
 
-def _read_idx(path: Path, magic: int, limit: int | None = None) -> np.ndarray:
-    """Parse an IDX file of unsigned bytes (gzipped when the name ends in ``.gz``)."""
+_READ_PIECE = 2**20  # bytes decompressed at a time
+
+
+def _read_bounded(path: Path, most: int) -> bytes:
+    """At most ``most`` bytes of ``path`` (decompressed when the name ends in ``.gz``), read
+    a piece at a time: a gzip body that does not decompress (a corrupt deflate stream, a
+    wrong checksum, a truncated file) is a DatasetError naming the file, and one that
+    decompresses to far more than its header says never fills memory."""
+    out = bytearray()
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as fh:
-                raw = fh.read()
-        else:
-            raw = path.read_bytes()
-    except (OSError, EOFError) as err:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as fh:
+            while len(out) < most:
+                piece = fh.read(min(_READ_PIECE, most - len(out)))
+                if not piece:
+                    break
+                out += piece
+    except (OSError, EOFError, zlib.error) as err:
         raise DatasetError(f"cannot read {path}: {type(err).__name__}: {err}") from err
-    dims = _idx_header(path, raw, magic)
+    return bytes(out)
+
+
+def _read_idx(path: Path, magic: int, limit: int | None = None) -> np.ndarray:
+    """Parse an IDX file of unsigned bytes (gzipped when the name ends in ``.gz``): its
+    header, then exactly the bytes its dimensions promise (DatasetError otherwise)."""
+    ndim, _ = _idx_expected(magic)
+    head = _read_bounded(path, 4 + 4 * ndim)
+    dims = _idx_header(path, head, magic)
     offset = 4 + 4 * len(dims)
     expected = offset + int(np.prod(dims))
+    raw = _read_bounded(path, expected + 1)  # one more: a longer file is refused
     if len(raw) != expected:
-        raise DatasetError(
-            f"{path} has {len(raw)} bytes, expected {expected} for dimensions {dims}"
-        )
+        has = f"more than {expected}" if len(raw) > expected else str(len(raw))
+        raise DatasetError(f"{path} has {has} bytes, expected {expected} for dimensions {dims}")
     count = dims[0] if limit is None else min(limit, dims[0])
     item = int(np.prod(dims[1:]))
     data = np.frombuffer(raw, dtype=np.uint8, count=count * item, offset=offset)
@@ -126,6 +143,13 @@ def _check_mnist_dims(img_path: Path, img_dims: tuple[int, ...], lab_dims: tuple
         )
 
 
+def _check_labels(path: Path, labels: np.ndarray) -> None:
+    """DatasetError naming ``path`` unless every label is a class, 0..9."""
+    if labels.size and int(labels.max()) > 9:
+        where = int(np.argmax(labels > 9))
+        raise DatasetError(f"{path} holds label {int(labels[where])}, expected 0..9 (item {where})")
+
+
 def load_mnist(data_dir: Path, split: str, limit: int | None = None) -> ImageSet:
     """MNIST ``split`` from torchvision's raw IDX files: images (N, 1, 28, 28) float32 / 255.
 
@@ -136,8 +160,7 @@ def load_mnist(data_dir: Path, split: str, limit: int | None = None) -> ImageSet
     images = _read_idx(img_path, _IDX_IMAGES_MAGIC)  # (N, 28, 28) uint8
     labels = _read_idx(lab_path, _IDX_LABELS_MAGIC)  # (N,) uint8
     _check_mnist_dims(img_path, images.shape, labels.shape)
-    if labels.size and int(labels.max()) > 9:
-        raise DatasetError(f"{lab_path} holds label {int(labels.max())}, expected 0..9")
+    _check_labels(lab_path, labels)
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
     x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)  # (N, 1, 28, 28)
@@ -162,11 +185,15 @@ class Mnist(Dataset):
         return load_mnist(self.root(request.data_dir), request.split, limit=request.limit)
 
     def inspect(self, request: Request) -> None:
-        """IDX magic numbers, dimensions, counts and lengths (gz: from the gzip trailer)."""
+        """IDX magic numbers, dimensions, counts and lengths (gz: from the gzip trailer),
+        then every byte: the bodies decompress to exactly the length their headers promise
+        and every label is 0..9 (a full read; the test split is 8 MB)."""
         img_path, lab_path = _mnist_paths(self.root(request.data_dir), request.split)
         img_dims = _check_idx_file(img_path, _IDX_IMAGES_MAGIC)
         lab_dims = _check_idx_file(lab_path, _IDX_LABELS_MAGIC)
         _check_mnist_dims(img_path, img_dims, lab_dims)
+        _read_idx(img_path, _IDX_IMAGES_MAGIC)
+        _check_labels(lab_path, _read_idx(lab_path, _IDX_LABELS_MAGIC))
 
 
 DATASETS.add("mnist", Mnist, "MNIST, torchvision's raw IDX files")

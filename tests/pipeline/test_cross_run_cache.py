@@ -67,7 +67,7 @@ def test_a_classifier_is_trained_once(tmp_path: Path) -> None:
         calls.append(key)
         return {"w": torch.full((2,), float(len(calls)))}
 
-    trainer = cached_trainer(ResultCache(tmp_path), train)
+    trainer = cached_trainer(ResultCache(tmp_path), train, shapes=lambda key, split: {"w": (2,)})
     split = ImageSet("digits", torch.zeros(1, 1, 8, 8), torch.zeros(1, dtype=torch.int64), 10)
     assert torch.equal(trainer(CLASSIFIER_KEY, split)["w"], torch.ones(2))
     assert torch.equal(trainer(CLASSIFIER_KEY, split)["w"], torch.ones(2))

@@ -90,7 +90,7 @@ def test_failed_rows_do_not_finish_a_task_and_are_superseded(tmp_path: Path) -> 
 def test_pandas_and_duckdb_see_the_same_rows(tmp_path: Path) -> None:
     write_results(tmp_path, KEY, [make_row(0), make_row(1, correct=False)])
     other = result_key("none", "median-k3", 0, 2)
-    write_results(tmp_path, other, [make_row(0), make_row(1)])
+    write_results(tmp_path, other, [{**make_row(i), "attack_id": "none"} for i in (0, 1)])
     (tmp_path / ".half-written.parquet.tmp").write_bytes(b"PAR1 garbage")
     frame = pd.read_parquet(tmp_path)
     assert len(frame) == 4
@@ -167,7 +167,8 @@ def test_a_write_is_fsynced_before_its_rename_and_its_folder_after(
     monkeypatch.setattr(storage.files.os, "fsync", fsync)
     monkeypatch.setattr(storage.files.os, "replace", replace)
     path = write_results(tmp_path, KEY, [make_row(0)])
-    tmp = f".{path.name}.{os.getpid()}.tmp"
+    tmp = events[0].removeprefix("fsync ")  # a hidden name made unpredictable by mkstemp
+    assert tmp.startswith(f".{path.name}.") and tmp.endswith(".tmp")
     assert events == [f"fsync {tmp}", f"replace {tmp} -> {path.name}", "fsync dir"]
     events.clear()
     atomic_write_bytes(tmp_path / "report.md", b"# report")
