@@ -107,11 +107,12 @@ class RunConfig:
     classifier: str = option("mnist-cnn", "classifier network", kind=str)
     weights: str | None = option(
         None,
-        "classifier weights: a classifier.pt of `ride train` or of a run, or for resnet50, "
-        "vgg19, inception_v3 a torchvision .pth file. Without it mnist-cnn and cifar-resnet18 "
-        "are trained on the train split, and the torchvision networks load torchvision's file "
-        "from torch's hub cache (~/.cache/torch/hub/checkpoints or $TORCH_HOME/hub/"
-        "checkpoints; never downloaded)",
+        "classifier weights: a classifier.pt of `ride train` or of a run, for resnet50, "
+        "vgg19, inception_v3 a torchvision .pth file, for cifar-resnet20 and cifar-resnet56 a "
+        "published CIFAR ResNet checkpoint (module.-prefixed state_dict). Without it "
+        "mnist-cnn and the CIFAR ResNets are trained on the train split, and the torchvision "
+        "networks load torchvision's file from torch's hub cache "
+        "(~/.cache/torch/hub/checkpoints or $TORCH_HOME/hub/checkpoints; never downloaded)",
         kind=str,
     )
     attacks: tuple[str, ...] = option(

@@ -197,7 +197,7 @@ def check_inputs(out: Path, cfg: RunConfig) -> None:
         recorded = None
         if cfg.dataset == "imagenet" and layout.sources.exists():
             recorded = read_sources(layout.sources)  # a resumed run evaluates the same files
-        check_dataset(cfg.dataset, data_dir, "test", cfg.seed, files=recorded)
+        check_dataset(cfg.dataset, data_dir, "test", cfg.seed, files=recorded, limit=cfg.limit)
         check_shapes(cfg.classifier, cfg.dataset)
         weights = classifier_file(out, cfg)
         if weights is None:  # trained on the train split

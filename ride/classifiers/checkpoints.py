@@ -1,5 +1,6 @@
-"""Classifier checkpoints: ``classifier.pt`` files written atomically, and torchvision's
-ImageNet weight files (bare state_dicts), loaded with ``weights_only=True`` and checked
+"""Classifier checkpoints: ``classifier.pt`` files written atomically, torchvision's
+ImageNet weight files (bare state_dicts) and published CIFAR ResNet checkpoints
+(:data:`PRETRAINED_CIFAR`), loaded with ``weights_only=True`` and checked
 against the network they are for: the same tensor names and shapes, and finite values (a
 NaN or infinite weight would make every prediction meaningless); else a one-line
 :class:`CheckpointError`, raised before a run writes anything (its preflight loads them).
@@ -16,6 +17,7 @@ from typing import TypeGuard
 import torch
 from torch import Tensor, nn
 
+from ride.classifiers.cifar_resnets import blocks_of
 from ride.classifiers.networks import NormalizedNet
 from ride.classifiers.zoo import (
     CLASSIFIERS,
@@ -37,6 +39,12 @@ _TORCHVISION_HEADS: dict[str, str] = {
 
 
 _INCEPTION_AUX_PREFIX = "AuxLogits."
+
+PRETRAINED_CIFAR: dict[str, int] = {"cifar-resnet20": 3, "cifar-resnet56": 9}
+"""He et al.'s CIFAR ResNets that load published checkpoints (``{'state_dict': ...}`` saved
+from ``nn.DataParallel``, keys prefixed ``module.``): name -> blocks per stage."""
+
+_DATA_PARALLEL_PREFIX = "module."
 
 
 class CheckpointError(ValueError):
@@ -161,6 +169,47 @@ def classifier_from_torchvision_state(
     return model.to(device).eval()
 
 
+def classifier_from_cifar_state(
+    name: str,
+    state: Mapping[str, object],
+    where: Path | str = "<state_dict>",
+    device: torch.device | str = "cpu",
+) -> nn.Module:
+    """He et al.'s CIFAR ResNet ``name`` (:data:`PRETRAINED_CIFAR`) from a published
+    checkpoint's state dict: the ``module.`` prefix of ``nn.DataParallel`` dropped, and what
+    such a file does not carry (the normalisation in front, BatchNorm's step counters) taken
+    from the fresh network. A checkpoint of another depth is a one-line CheckpointError.
+    Returns eval mode on ``device``."""
+    state = {str(k).removeprefix(_DATA_PARALLEL_PREFIX): v for k, v in state.items()}
+    blocks, want = blocks_of(list(state)), PRETRAINED_CIFAR[name]
+    if blocks != want:
+        depth = "no CIFAR ResNet" if blocks is None else f"a ResNet-{6 * blocks + 2}"
+        raise CheckpointError(
+            f"checkpoint {where} holds {depth}, not {name!r} (ResNet-{6 * want + 2}); "
+            f"choose the classifier that matches the file"
+        )
+    head = state.get("linear.weight")
+    num_classes = int(head.shape[0]) if isinstance(head, Tensor) and head.ndim == 2 else 10
+    model = build_classifier(name, num_classes=num_classes)
+    own = model.state_dict()
+    carried = {k: v for k, v in own.items() if k.startswith("normalize.")}
+    carried |= {k: v for k, v in own.items() if k.endswith("num_batches_tracked")}
+    _load_into(model, {**carried, **state}, where, name)  # type: ignore[dict-item]
+    return model.to(device).eval()
+
+
+def _published_cifar_depth(state: object) -> str:
+    """`` (a CIFAR ResNet-20 checkpoint: use cifar-resnet20)``, for a published CIFAR
+    checkpoint given to another classifier; else ``""``."""
+    if not isinstance(state, Mapping):
+        return ""
+    blocks = blocks_of([str(k).removeprefix(_DATA_PARALLEL_PREFIX) for k in state])
+    names = [n for n, b in PRETRAINED_CIFAR.items() if b == blocks]
+    if not names or "linear.weight" not in {str(k).split(".", 1)[-1] for k in state}:
+        return ""
+    return f" (a CIFAR ResNet-{6 * PRETRAINED_CIFAR[names[0]] + 2} checkpoint: use {names[0]})"
+
+
 def load_classifier(path: Path, name: str, device: torch.device | str = "cpu") -> nn.Module:
     """Load a checkpoint written by ``save_classifier``; eval mode, on ``device``.
 
@@ -175,9 +224,12 @@ def load_classifier(path: Path, name: str, device: torch.device | str = "cpu") -
         if not isinstance(payload["state_dict"], dict):
             raise CheckpointError(f"not a classifier checkpoint: {path}")
         saved_name = payload.get("name")
+        if saved_name is None and name in PRETRAINED_CIFAR:  # a published CIFAR checkpoint
+            return classifier_from_cifar_state(name, payload["state_dict"], path, device)
         if saved_name != name:
+            hint = _published_cifar_depth(payload["state_dict"]) if saved_name is None else ""
             raise CheckpointError(
-                f"checkpoint {path} holds classifier {saved_name!r}, not {name!r}"
+                f"checkpoint {path} holds classifier {saved_name!r}, not {name!r}{hint}"
             )
         state: dict[str, Tensor] = payload["state_dict"]
         num_classes = payload.get("num_classes", _num_classes(state))
@@ -193,6 +245,8 @@ def load_classifier(path: Path, name: str, device: torch.device | str = "cpu") -
         _load_into(model, state, path, name)
         return model.to(device).eval()
     if _is_bare_state_dict(payload):
+        if name in PRETRAINED_CIFAR:
+            return classifier_from_cifar_state(name, payload, path, device)
         return classifier_from_torchvision_state(name, payload, path, device)
     raise CheckpointError(f"not a classifier checkpoint: {path}")
 

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ride._checks import check_images
+from ride.classifiers.cifar_resnets import CifarResNet
 from ride.classifiers.networks import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -71,6 +72,28 @@ class CifarResNet18Spec(ClassifierSpec):
 
 
 @dataclass(frozen=True)
+class CifarResNet20Spec(ClassifierSpec):
+    """He et al.'s CIFAR ResNet-20 (option-A shortcuts), for the shared pretrained checkpoint
+    ``resnet20-12fca82f.th``: the paper's ResNet-18 weights do not exist here."""
+
+    name: ClassVar[str] = "cifar-resnet20"
+    input_shape: ClassVar[tuple[int, int, int]] = (3, 32, 32)
+    blocks: ClassVar[int] = 3
+
+    def network(self, num_classes: int, seed: int) -> nn.Module:
+        return CifarResNet(self.blocks, num_classes=num_classes, seed=seed)
+
+
+@dataclass(frozen=True)
+class CifarResNet56Spec(CifarResNet20Spec):
+    """He et al.'s CIFAR ResNet-56, for the shared checkpoint ``resnet56-4bfd9763.th``: the
+    closest network available here to the paper's CIFAR-10 ResNet-18."""
+
+    name: ClassVar[str] = "cifar-resnet56"
+    blocks: ClassVar[int] = 9
+
+
+@dataclass(frozen=True)
 class TorchvisionSpec(ClassifierSpec):
     """A torchvision ImageNet network with its normalisation in front, initialised with
     torchvision's own scheme inside a forked, seeded global RNG. The paper centre-crops
@@ -106,6 +129,8 @@ class InceptionV3Spec(TorchvisionSpec):
 
 CLASSIFIERS.add("mnist-cnn", MnistCNNSpec, "digits, mnist")
 CLASSIFIERS.add("cifar-resnet18", CifarResNet18Spec, "cifar10")
+CLASSIFIERS.add("cifar-resnet20", CifarResNet20Spec, "cifar10 (pretrained: --weights)")
+CLASSIFIERS.add("cifar-resnet56", CifarResNet56Spec, "cifar10 (pretrained: --weights)")
 CLASSIFIERS.add("resnet50", TorchvisionSpec, "imagenet")
 CLASSIFIERS.add("vgg19", VGG19Spec, "imagenet")
 CLASSIFIERS.add("inception_v3", InceptionV3Spec, "imagenet")

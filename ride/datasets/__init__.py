@@ -117,14 +117,16 @@ def check_dataset(
     split: str = "test",
     seed: int = 0,
     files: Sequence[tuple[str, int]] | None = None,
+    limit: int | None = None,
 ) -> None:
     """Cheap preflight: paths exist and headers are right, without decoding every image.
 
     MNIST: IDX magic numbers, dimensions, counts and lengths, then a full read: the gzip
     bodies decompress to what the headers promise and every label is 0..9.
-    CIFAR-10: every batch of the split unpickles (restricted) with the right keys and shapes.
+    CIFAR-10: every batch of the split unpickles (restricted) with the right keys and shapes,
+    and they hold at least ``limit`` images (the shared real test batch holds 1,017).
     ImageNet: the folder lists, ``files`` match it, and the header of every selected image
     opens with a size worth decoding, neither absurdly elongated nor huge (corrupt pixel
     data is only found when decoding). Raises DatasetError.
     """
-    get_dataset(name).check(data_dir, split, seed=seed, files=files)
+    get_dataset(name).check(data_dir, split, seed=seed, files=files, limit=limit)

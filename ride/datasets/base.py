@@ -114,9 +114,11 @@ class Dataset(ABC):
         split: str,
         seed: int = 0,
         files: Sequence[tuple[str, int]] | None = None,
+        limit: int | None = None,
     ) -> None:
-        """Cheap preflight of the files ``load`` would read; raises DatasetError."""
-        self.inspect(self.request(data_dir, split, seed, None, files))
+        """Cheap preflight of the files ``load`` would read (and, where the dataset counts
+        its images cheaply, that the split holds ``limit``); raises DatasetError."""
+        self.inspect(self.request(data_dir, split, seed, limit, files))
 
     def request(
         self,

@@ -137,10 +137,15 @@ class Cifar10(Dataset):
         return load_cifar10(self.root(request.data_dir), request.split, limit=request.limit)
 
     def inspect(self, request: Request) -> None:
-        """Every batch of the split unpickles (restricted) with the right keys and shapes."""
+        """Every batch of the split unpickles (restricted) with the right keys and shapes,
+        and together they hold at least ``request.limit`` images."""
         folder = _cifar_dir(self.root(request.data_dir))
-        for batch in _batches(request.split):
-            _read_cifar_batch(folder / batch)
+        count = sum(len(_read_cifar_batch(folder / batch)[1]) for batch in _batches(request.split))
+        if request.limit is not None and request.limit > count:
+            raise DatasetError(
+                f"limit {request.limit} is more than the {count} images of the cifar10 "
+                f"{request.split} split in {folder}; give a limit of at most {count}"
+            )
 
 
 DATASETS.add("cifar10", Cifar10, "CIFAR-10, the python batches")

@@ -54,6 +54,8 @@ def test_registry() -> None:
     assert CLASSIFIERS.names() == (
         "mnist-cnn",
         "cifar-resnet18",
+        "cifar-resnet20",
+        "cifar-resnet56",
         "resnet50",
         "vgg19",
         "inception_v3",
