@@ -170,7 +170,7 @@ def test_weights_whose_num_classes_is_not_a_number_are_one_line(tmp_path: Path) 
     torch.save(payload, weights)
     out = tmp_path / "run"
     ran = ride("run", "--out", str(out), *SMALL, "--weights", str(weights))
-    assert_one_error_line(ran, 1, str(weights), "cannot be loaded")
+    assert_one_error_line(ran, 1, str(weights), "num_classes must be an integer >= 2, got 'ten'")
     assert_nothing_written(out)
 
 
