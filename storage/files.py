@@ -131,6 +131,23 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         file.write(data)
 
 
+def touch_marker(path: Path) -> None:
+    """Make ``path`` an empty regular file (a done marker), never through a symbolic link
+    planted at its name (``O_NOFOLLOW``: such a link is removed and the marker made in its
+    place). Not fsynced: a marker is trusted only with the data it marks, which its reader
+    checks. A failure is a :class:`WriteError`."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    with writing(path):
+        try:
+            fd = os.open(path, flags, 0o666)
+        except OSError:
+            if not path.is_symlink():
+                raise
+            path.unlink()
+            fd = os.open(path, flags | os.O_EXCL, 0o666)
+        os.close(fd)
+
+
 def atomic_write_json(path: Path, value: Any) -> None:
     """Write ``value`` as indented JSON to ``path``, atomically (see ``atomic_write_bytes``)."""
     atomic_write_bytes(path, (json.dumps(value, indent=2) + "\n").encode())

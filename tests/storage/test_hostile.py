@@ -22,7 +22,7 @@ from test_compact import ATTACKS, DEFENDERS, hashes, ordered, write_tasks  # sam
 
 import storage.layout
 from storage.compact import JOURNAL, compact_results, partition_dir, stored_files
-from storage.files import StorageError, atomic_write_bytes
+from storage.files import StorageError, atomic_write_bytes, touch_marker
 from storage.lock import RunDirBusy, check_unlocked, run_lock
 from storage.results import is_finished, read_results, result_key
 
@@ -304,6 +304,24 @@ def test_a_file_that_is_a_symlink_is_replaced_not_written_through(
     assert stat.S_ISREG((tmp_path / "report.md").lstat().st_mode)
     assert (tmp_path / "report.md").read_bytes() == b"# report\n"
     assert unchanged(victims)
+
+
+@pytest.mark.parametrize("target", ["victim", "nowhere"])
+def test_a_done_marker_planted_as_a_symlink_is_replaced_not_followed(
+    tmp_path: Path, victims: dict[Path, bytes], target: str
+) -> None:
+    """A link at a marker's name (to a file, or dangling) is never opened: the marker is
+    made in its place and nothing is created or changed where the link pointed."""
+    marker = tmp_path / "0"
+    pointed = next(iter(victims)) if target == "victim" else tmp_path / "elsewhere" / "x"
+    pointed.parent.mkdir(exist_ok=True)
+    marker.symlink_to(pointed)
+    touch_marker(marker)
+    assert stat.S_ISREG(marker.lstat().st_mode) and marker.read_bytes() == b""
+    assert unchanged(victims)
+    assert target == "victim" or not pointed.exists()
+    touch_marker(marker)  # again: an existing marker stays as it is
+    assert stat.S_ISREG(marker.lstat().st_mode)
 
 
 def test_a_written_file_gets_the_mode_of_a_new_file(tmp_path: Path) -> None:
