@@ -20,6 +20,8 @@ import os
 import shutil
 import subprocess
 import sys
+import traceback
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,6 +85,27 @@ def ride(*args: str, env: dict[str, str] | None = None, timeout: float = 300) ->
         start_new_session=True,
     )
     return Ran(done.returncode, done.stdout, done.stderr)
+
+
+def ride_here(*args: str) -> Ran:
+    """``ride ARGS`` through :func:`flows.cli.main` in this process, for a command that ends
+    before any server or worker starts: a refusal by the preflight, ``ride report``, ``ride
+    compact``. The same code from the argument parser to the exit status as :func:`ride`,
+    without a fresh interpreter's seconds of imports; an exception that escapes ``main`` is
+    written to stderr as a traceback, as the process would have written it. Commands that
+    need their own environment, signals or servers use :func:`ride`."""
+    from flows.cli import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with redirect_stdout(stdout), redirect_stderr(stderr):
+        try:
+            code = main(list(args))
+        except SystemExit as exit:  # argparse's usage errors
+            code = exit.code if isinstance(exit.code, int) else 1
+        except BaseException:
+            traceback.print_exc(file=stderr)
+            code = 1
+    return Ran(code, stdout.getvalue(), stderr.getvalue())
 
 
 def run(out: Path, *extra: str, env: dict[str, str] | None = None) -> Ran:

@@ -23,12 +23,14 @@ import torch
 from datafiles import idx_bytes, write_imagenet, write_mnist
 
 from faults.harness import (
+    RUN_ARGS,
     assert_complete,
     assert_one_error_line,
     copy_run,
     environment,
     file_hashes,
     ride,
+    ride_here,
     run,
 )
 from ride.classifiers import build_classifier, save_classifier
@@ -62,7 +64,7 @@ def test_a_number_out_of_range_is_one_line_before_anything_is_written(
     tracebacks after ``run.toml`` and ``images.zarr`` were written, and the corrected command
     was then refused as "a different run"."""
     out = tmp_path / "run"
-    ran = ride("run", "--out", str(out), *SMALL, option, value)
+    ran = ride_here("run", "--out", str(out), *SMALL, option, value)
     assert_one_error_line(ran, 1, fragment, value)
     assert_nothing_written(out)
 
@@ -70,8 +72,8 @@ def test_a_number_out_of_range_is_one_line_before_anything_is_written(
 def test_the_corrected_numbers_then_run(tmp_path: Path, prefect_server: str) -> None:
     """Nothing was written by the refused commands, so the corrected one is not refused."""
     out = tmp_path / "run"
-    assert run(out, "--chunk-size", str(10**12)).code == 1
-    assert run(out, "--seed", str(10**20)).code == 1
+    assert ride_here("run", "--out", str(out), *RUN_ARGS, "--chunk-size", str(10**12)).code == 1
+    assert ride_here("run", "--out", str(out), *RUN_ARGS, "--seed", str(10**20)).code == 1
     ran = run(out)
     assert ran.code == 0, ran.tail()
     assert_complete(out, {})
@@ -103,7 +105,9 @@ def test_a_corrupt_mnist_gzip_body_is_found_before_anything_is_written(tmp_path:
     images = raw / "t10k-images-idx3-ubyte.gz"
     corrupt_body(images)
     out = tmp_path / "run"
-    ran = ride("run", "--dataset", "mnist", "--data-dir", str(tmp_path / "data"), "--out", str(out))
+    ran = ride_here(
+        "run", "--dataset", "mnist", "--data-dir", str(tmp_path / "data"), "--out", str(out)
+    )
     assert_one_error_line(ran, 1, str(images), "cannot read")
     assert_nothing_written(out)
 
@@ -114,7 +118,9 @@ def test_mnist_labels_out_of_range_are_found_before_anything_is_written(tmp_path
     values = torch.arange(20, dtype=torch.uint8).numpy() % 12  # labels 10 and 11 among them
     labels.write_bytes(gzip.compress(idx_bytes(values)))
     out = tmp_path / "run"
-    ran = ride("run", "--dataset", "mnist", "--data-dir", str(tmp_path / "data"), "--out", str(out))
+    ran = ride_here(
+        "run", "--dataset", "mnist", "--data-dir", str(tmp_path / "data"), "--out", str(out)
+    )
     assert_one_error_line(ran, 1, str(labels), "holds label 10, expected 0..9")
     assert_nothing_written(out)
 
@@ -140,14 +146,14 @@ def test_a_cache_dir_under_a_regular_file_is_one_line(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
     out = tmp_path / "run"
-    ran = ride("run", "--out", str(out), *SMALL, "--cache-dir", str(blocker / "cache"))
+    ran = ride_here("run", "--out", str(out), *SMALL, "--cache-dir", str(blocker / "cache"))
     assert_one_error_line(ran, 1, "--cache-dir", f"{blocker} is not a directory")
     assert_nothing_written(out)
 
 
 def test_out_in_proc_is_one_line() -> None:
     """``/proc`` is a folder, but no file can be made there (not even as root)."""
-    ran = ride("run", "--out", "/proc", *SMALL)
+    ran = ride_here("run", "--out", "/proc", *SMALL)
     assert_one_error_line(ran, 1, "--out /proc")
     assert not Path("/proc/.lock").exists()
 
@@ -156,7 +162,7 @@ def test_a_preset_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
     preset = tmp_path / "preset.toml"
     preset.write_bytes(b"seed = 1\n\xff\xfe = 2\n")
     out = tmp_path / "run"
-    ran = ride("run", "--config", str(preset), "--out", str(out))
+    ran = ride_here("run", "--config", str(preset), "--out", str(out))
     assert_one_error_line(ran, 1, str(preset), "not UTF-8")
     assert_nothing_written(out)
 
@@ -169,7 +175,7 @@ def test_weights_whose_num_classes_is_not_a_number_are_one_line(tmp_path: Path) 
     payload["num_classes"] = "ten"
     torch.save(payload, weights)
     out = tmp_path / "run"
-    ran = ride("run", "--out", str(out), *SMALL, "--weights", str(weights))
+    ran = ride_here("run", "--out", str(out), *SMALL, "--weights", str(weights))
     assert_one_error_line(ran, 1, str(weights), "num_classes must be an integer >= 2, got 'ten'")
     assert_nothing_written(out)
 
@@ -225,7 +231,7 @@ def test_an_absurdly_elongated_image_is_refused_by_name(tmp_path: Path) -> None:
     write_imagenet(data, {"n01443537": [(4000, 1)]}, suffix=".png")
     (png,) = (data / "n01443537").iterdir()
     out = tmp_path / "run"
-    ran = ride("run", "--dataset", "imagenet", "--data-dir", str(data), "--out", str(out))
+    ran = ride_here("run", "--dataset", "imagenet", "--data-dir", str(data), "--out", str(out))
     assert_one_error_line(ran, 1, str(png), "4000x1", "elongated")
     assert_nothing_written(out)
 
@@ -237,6 +243,6 @@ def test_an_imagenet_out_inside_the_data_folder_is_refused(tmp_path: Path, where
     data = write_imagenet(tmp_path / "val", {"n01440764": [(64, 64)], "n01443537": [(64, 64)]})
     out = data / "run" if where == "inside" else data
     listed = sorted(p.name for p in data.iterdir())
-    ran = ride("run", "--dataset", "imagenet", "--data-dir", str(data), "--out", str(out))
+    ran = ride_here("run", "--dataset", "imagenet", "--data-dir", str(data), "--out", str(out))
     assert_one_error_line(ran, 1, f"--out {out} is inside the data folder {data}")
     assert sorted(p.name for p in data.iterdir()) == listed

@@ -23,6 +23,7 @@ from faults.harness import (
     assert_one_error_line,
     copy_run,
     ride,
+    ride_here,
     run,
 )
 from storage.compact import JOURNAL, partition_dir
@@ -80,12 +81,12 @@ def test_a_compaction_journal_naming_files_outside_the_run_is_refused_in_one_lin
     for journal in journals:
         (results / JOURNAL).write_text(json.dumps({"version": 1, **journal}))
         stored = results_of(out)
-        assert_one_error_line(ride("compact", str(out)), 1, "is not a journal ride wrote")
-        assert_one_error_line(ride("report", str(out)), 1, "is not a journal ride wrote")
+        assert_one_error_line(ride_here("compact", str(out)), 1, "is not a journal ride wrote")
+        assert_one_error_line(ride_here("report", str(out)), 1, "is not a journal ride wrote")
         assert results_of(out) == stored
         assert_untouched(victims)
     assert_one_error_line(
-        ride("run", "--out", str(out), *COMPACTING), 1, "is not a journal ride wrote"
+        ride_here("run", "--out", str(out), *COMPACTING), 1, "is not a journal ride wrote"
     )
     assert results_of(out) == stored
     assert_untouched(victims)
@@ -100,7 +101,7 @@ def test_a_lock_that_is_a_symlink_is_refused_and_its_target_untouched(
     out = copy_run(finished_run, tmp_path / "run")
     (out / ".lock").symlink_to(next(iter(victims)))
 
-    assert_one_error_line(ride("compact", str(out)), 1, ".lock is a symbolic link")
+    assert_one_error_line(ride_here("compact", str(out)), 1, ".lock is a symbolic link")
     assert_one_error_line(run(out), 1, ".lock is a symbolic link")
     assert_untouched(victims)
     assert (out / ".lock").is_symlink()
@@ -146,9 +147,9 @@ def test_a_run_folder_that_is_a_symlink_out_of_the_run_is_refused_in_one_line(
 
     fragment = f"{out / folder} is a symbolic link"
     assert_one_error_line(run(out), 1, fragment)
-    assert_one_error_line(ride("report", str(out)), 1, fragment)
+    assert_one_error_line(ride_here("report", str(out)), 1, fragment)
     if folder == "results":
-        assert_one_error_line(ride("compact", str(out)), 1, fragment)
+        assert_one_error_line(ride_here("compact", str(out)), 1, fragment)
     assert_untouched(victims)
     assert sorted(p for p in elsewhere.rglob("*") if p.is_file()) == sorted(victims)
 
@@ -161,7 +162,7 @@ def test_a_stuck_journal_whose_pending_file_is_gone_is_finished_and_the_run_comp
     lost rows' tasks redone, and the run completes with every row once."""
     out = copy_run(finished_run, tmp_path / "run")
     results = out / "results"
-    compacted = ride("compact", str(out))
+    compacted = ride_here("compact", str(out))
     assert compacted.code == 0, compacted.tail()
     reveal = {}
     for part in sorted(results.rglob("part-*.parquet")):
@@ -184,5 +185,5 @@ def test_a_stuck_journal_whose_pending_file_is_gone_is_finished_and_the_run_comp
     assert "were gone" in ran.stderr
     assert not (results / JOURNAL).exists()
     assert_complete(out, {})
-    again = ride("compact", str(out))
+    again = ride_here("compact", str(out))
     assert again.code == 0 and "nothing to compact" in again.stdout, again.tail()

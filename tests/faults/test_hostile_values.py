@@ -30,6 +30,7 @@ from faults.harness import (
     environment,
     file_hashes,
     ride,
+    ride_here,
     run,
 )
 from faults.test_storage import FGSM, MEDIAN, NONE, assert_same_rows, hashes_but, result_file
@@ -59,7 +60,7 @@ def test_a_result_file_copied_under_another_name_is_counted_once(
     its partition twice (n = 16 for 8 images). Copies equal but for timings are read once;
     a copy that differs is refused in one line, since which one is right cannot be told."""
     out = copy_run(finished_run, tmp_path / "run")
-    assert ride("compact", str(out)).code == 0
+    assert ride_here("compact", str(out)).code == 0
     original = parts(out)[0]
     copy = original.with_name("part-copy.parquet")
     shutil.copyfile(original, copy)
@@ -76,7 +77,7 @@ def test_a_result_file_copied_under_another_name_is_counted_once(
 
     labels = pq.read_table(copy).column("label").to_pylist()
     set_column(copy, "label", pa.array([labels[0] + 1, *labels[1:]], pa.int64()))
-    assert_one_error_line(ride("report", str(out)), 1, str(out / "results"), "more than once")
+    assert_one_error_line(ride_here("report", str(out)), 1, str(out / "results"), "more than once")
 
 
 def test_a_result_file_of_wrong_types_or_values_is_set_aside_and_redone(
@@ -92,7 +93,7 @@ def test_a_result_file_of_wrong_types_or_values_is_set_aside_and_redone(
     set_column(out_of_range, "recheck_correct", pa.array([1.7] * 4, pa.float64()))
     before = hashes_but(out, strings, out_of_range)
 
-    line = assert_one_error_line(ride("report", str(out)), 1, "is unreadable", "ride run")
+    line = assert_one_error_line(ride_here("report", str(out)), 1, "is unreadable", "ride run")
     assert str(strings) in line or str(out_of_range) in line
 
     ran = run(out)
@@ -182,7 +183,7 @@ def test_a_run_toml_with_a_bad_run_id_is_refused_in_one_line(
     before, report = file_hashes(out / "results"), (out / "report.md").read_bytes()
 
     for command in (("report", str(out)), ("compact", str(out))):
-        assert_one_error_line(ride(*command), 1, str(toml), "run_id")
+        assert_one_error_line(ride_here(*command), 1, str(toml), "run_id")
     assert_one_error_line(run(out), 1, str(toml), "run_id")
     assert file_hashes(out / "results") == before
     assert (out / "report.md").read_bytes() == report
