@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from analysis.results_page import MNIST, Page, Section, main, render
+from analysis.results_page import MNIST, PAGES, Page, Section, main, render
 from storage.layout import RunLayout
 from storage.results import SCHEMA, write_results
 from storage.runconfig import claim_run_dir
@@ -117,6 +117,26 @@ def test_the_command_writes_the_page_and_refuses_a_missing_runs_folder(
     assert text.count("Not run yet.") == len(MNIST.sections) and "Not trained yet." in text
     for section in MNIST.sections:  # every section names a preset that exists
         assert (Path(__file__).parents[2] / "configs" / f"{section.name}.toml").exists()
+
+
+@pytest.mark.parametrize("dataset", sorted(PAGES))
+def test_each_page_names_its_script_and_presets_that_exist(
+    tmp_path: Path, dataset: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--dataset`` picks the page; without ``--out`` it is ``docs/results/<dataset>.md``."""
+    repo = Path(__file__).parents[2]
+    page = PAGES[dataset]
+    assert (repo / page.script).exists() and page.script == f"docs/results/{dataset}.sh"
+    script = (repo / page.script).read_text()
+    for section in page.sections:
+        assert (repo / "configs" / f"{section.name}.toml").exists()
+        assert section.name in script  # the script makes every run of its page
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    assert main(["--dataset", dataset, "--runs", "runs"]) == 0
+    text = (tmp_path / "docs" / "results" / f"{dataset}.md").read_text()
+    assert text.startswith(f"# {page.title}") and f"`bash {page.script}`" in text
+    assert text.count("Not run yet.") == len(page.sections)
 
 
 def test_the_attack_that_hurts_ride_most_is_named_with_paired_differences(

@@ -22,6 +22,15 @@ MNIST_FILTERS = [
     *(f"tv-chambolle-w{w}" for w in ("0.05", "0.1", "0.2", "0.3", "0.5")),
 ]
 
+CIFAR_FILTERS = [
+    "none",
+    *(f"median-k{k}" for k in (3, 5, 7)),
+    *(f"tv-bregman-w{w}" for w in ("0.5", "1", "2", "4", "8")),
+    *(f"tv-chambolle-w{w}" for w in ("0.05", "0.1", "0.2", "0.3", "0.5")),
+]
+EPS8 = "0.03137254901960784"  # 8 / 255
+STEP2 = "0.00784313725490196"  # 2 / 255
+
 #: preset -> (dataset, classifier, attack ids, defender ids)
 EXPECTED: dict[str, tuple[str, str, list[str], list[str]]] = {
     "demo.toml": (
@@ -148,6 +157,18 @@ EXPECTED: dict[str, tuple[str, str, list[str], list[str]]] = {
         ],
         ["none", "ride-K500-T5-a0.9-s0.5"],
     ),
+    "cifar10-graybox-eps0.05.toml": (
+        "cifar10",
+        "cifar-resnet56",
+        ["none", "fgsm-eps0.05", "pgd-eps0.05-step0.01-it10"],
+        CIFAR_FILTERS,
+    ),
+    "cifar10-graybox-eps8.toml": (
+        "cifar10",
+        "cifar-resnet56",
+        ["none", f"fgsm-eps{EPS8}", f"pgd-eps{EPS8}-step{STEP2}-it10"],
+        CIFAR_FILTERS,
+    ),
 }
 
 
@@ -175,10 +196,13 @@ def test_paper_presets_name_what_they_reproduce_and_cost(name: str) -> None:
         assert attack in header
 
 
-@pytest.mark.parametrize("name", sorted(n for n in EXPECTED if n.startswith("mnist-")))
+@pytest.mark.parametrize(
+    "name", sorted(n for n in EXPECTED if n.startswith(("mnist-", "cifar10-")))
+)
 def test_results_presets_name_their_page_run_folder_and_cost(name: str) -> None:
     text = (CONFIGS / name).read_text()
     header = " ".join(line.lstrip("# ") for line in text.splitlines() if line.startswith("#"))
-    assert text.startswith("# docs/results/mnist.md, ") and "Cost:" in header
+    page = name.split("-")[0]
+    assert text.startswith(f"# docs/results/{page}.md, ") and "Cost:" in header
     stem = name.removesuffix(".toml")
     assert f"ride run --config configs/{name}" in header and f"--out runs/{stem}" in header
