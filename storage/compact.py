@@ -76,7 +76,7 @@ from storage.files import (
     set_aside,
     writing,
 )
-from storage.results import SCHEMA, UnreadableFile, checked_problem, whole_table
+from storage.results import SCHEMA, UnreadableFile, checked_problem, key_span, whole_table
 
 PARTITIONS = ("attack_id", "defender_id")
 """The columns the compacted dataset is partitioned by, outermost first."""
@@ -229,11 +229,14 @@ def journal_problem(results_dir: Path, journal: Journal) -> str | None:
     folders = {results_dir}
     for pending, final in journal.reveal.items():
         folder, name = _split_partition_path(pending)
-        if folder is None or _split_partition_path(final) != (folder, name[1 : -len(PENDING)]):
-            return f"it reveals {pending!r} as {final!r}"
-        if not (name.startswith("_") and name.endswith(PENDING)):
-            return f"it reveals {pending!r} as {final!r}"
-        if not PART_NAME.fullmatch(name[1 : -len(PENDING)]):
+        stem = name[1 : -len(PENDING)]  # _<stem>.pending
+        if not (
+            folder is not None
+            and name.startswith("_")
+            and name.endswith(PENDING)
+            and PART_NAME.fullmatch(stem)
+            and _split_partition_path(final) == (folder, stem)
+        ):
             return f"it reveals {pending!r} as {final!r}"
         folders.add(results_dir / folder)
     for relative in journal.remove:
@@ -339,11 +342,10 @@ def key_partition(results_dir: Path, key: str) -> tuple[Partition, int, int] | N
     """The compacted partition a task key (:func:`storage.results.result_key`) falls in, and
     its image range ``[start, stop)``; None when the key does not parse or no partition
     folder matches it. Only the partition folders are listed."""
-    prefix, _, span = key.rpartition("__")
-    try:
-        start, stop = (int(value) for value in span.split("-"))
-    except ValueError:
+    span = key_span(key)
+    if span is None:
         return None
+    prefix, start, stop = span
     attack_id, _, defender_id = prefix.partition("__")
     if partition_dir(results_dir, attack_id, defender_id).is_dir():
         return (attack_id, defender_id), start, stop
