@@ -9,7 +9,9 @@ Everything runs in this one invocation on the same images and settings:
 - ``batched``: the batched engine fitting B images at once, for each ``--batch`` and each
   ``--precision`` (fp32, tf32 on CUDA, bf16; the two baselines always run fp32), with
   ``--compile`` its forward pass (``fcn_forward``) through ``torch.compile`` (``default``, or
-  ``reduce-overhead``: CUDA graphs too), to see whether compiling pays;
+  ``reduce-overhead``: CUDA graphs too), to see whether compiling pays, and with
+  ``--memory-format`` its weights and activations channels-last (the engine's layout) or
+  contiguous (NCHW); several values of each give one row per combination;
 - ``pipeline`` (CPU): ``--processes`` single-thread processes each running the batched
   engine at the best B at the same time, as the local Dask workers of ``ride run`` do.
 
@@ -21,6 +23,8 @@ size batches. Prints a table, then one JSON line.
 
     python -m benchmarks.ride_throughput --size mnist --device cpu
     python -m benchmarks.ride_throughput --size imagenet --device cuda --precision fp32 tf32 bf16
+    python -m benchmarks.ride_throughput --size cifar --precision fp32 bf16 \
+        --compile off default --memory-format channels-last contiguous
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ SIZES = {"mnist": ("mnist", 28), "cifar": ("cifar", 32), "imagenet": ("imagenet"
 PAPER_STEPS = 2000 * 5
 COMPILE_MODES = ("off", "default", "reduce-overhead")
 """``--compile``: eager; ``torch.compile``; ``torch.compile`` with CUDA graphs."""
+MEMORY_FORMATS = {"channels-last": torch.channels_last, "contiguous": torch.contiguous_format}
+"""``--memory-format``: the batched engine's layout of weights and activations."""
 _STATUS = Path("/proc/self/status")
 
 
@@ -114,6 +120,18 @@ def compiled_forward(mode: str) -> Iterator[None]:
         yield
     finally:
         engines.fcn_forward = eager
+
+
+@contextmanager
+def engine_layout(name: str) -> Iterator[None]:
+    """Inside, the batched engine keeps its weights and activations in the layout ``name``
+    (a key of :data:`MEMORY_FORMATS`); the engine's own layout is put back on the way out."""
+    engine_format = engines.BatchedEngine.memory_format
+    engines.BatchedEngine.memory_format = MEMORY_FORMATS[name]
+    try:
+        yield
+    finally:
+        engines.BatchedEngine.memory_format = engine_format
 
 
 def _peak_rss_kib() -> int:
@@ -185,9 +203,16 @@ def measure(
     return seconds, _peak_since(device, baseline)
 
 
-def _pipeline_worker(args: tuple[str, int, int, int, str, Precision, Any]) -> float:
+def _pipeline_worker(args: tuple[str, int, int, int, str, Precision, str, str, Any]) -> float:
     """One pipeline process: warm up, wait for the others, time one batched fit."""
-    arch, side, batch, steps, device, precision, barrier = args
+    arch, side, batch, steps, device, precision, mode, layout, barrier = args
+    with compiled_forward(mode), engine_layout(layout):
+        return _pipeline_fit(arch, side, batch, steps, device, precision, barrier)
+
+
+def _pipeline_fit(
+    arch: str, side: int, batch: int, steps: int, device: str, precision: Precision, barrier: Any
+) -> float:
     torch.set_num_threads(1)
     cfg = Ride(arch=arch, iters=steps, checkpoints=1)  # type: ignore[arg-type]
     channels = ARCHS[arch][0][0]
@@ -208,6 +233,8 @@ def measure_pipeline(
     device: str,
     processes: int,
     precision: Precision = "fp32",
+    mode: str = "off",
+    layout: str = "channels-last",
 ) -> float:
     """Seconds per (step x image) of ``processes`` batched fits running at the same time."""
     ctx = mp.get_context("spawn")
@@ -216,7 +243,7 @@ def measure_pipeline(
         with ctx.Pool(processes) as pool:
             walls = pool.map(
                 _pipeline_worker,
-                [(arch, side, batch, steps, device, precision, barrier)] * processes,
+                [(arch, side, batch, steps, device, precision, mode, layout, barrier)] * processes,
             )
     return max(walls) / (steps * batch * processes)
 
@@ -272,8 +299,18 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--compile",
         choices=COMPILE_MODES,
-        default="off",
-        help="torch.compile the batched engine's forward pass (reduce-overhead: with CUDA graphs)",
+        nargs="+",
+        default=["off"],
+        help="torch.compile the batched engine's forward pass (reduce-overhead: with CUDA "
+        "graphs); several give one row per batch size of each",
+    )
+    parser.add_argument(
+        "--memory-format",
+        choices=sorted(MEMORY_FORMATS),
+        nargs="+",
+        default=["channels-last"],
+        help="layout of the batched engine's weights and activations (the engine's own: "
+        "channels-last); several give one row per batch size of each",
     )
     parser.add_argument("--reference-images", type=int, default=3)
     parser.add_argument("--steps", type=int, default=50, help="Adam steps measured per image")
@@ -313,42 +350,53 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     reference, reference_mib = measure(arch, side, n_ref, args.steps, "reference", device)
     print(
         f"RIDE throughput, size {args.size} ({side}x{side}), device {args.device}, "
-        f"batched engine in {', '.join(args.precision)}"
-        f"{'' if args.compile == 'off' else f' (torch.compile {args.compile})'}, "
+        f"batched engine in {', '.join(args.precision)}, compile {'/'.join(args.compile)}, "
+        f"layout {'/'.join(args.memory_format)}, "
         f"{args.steps} steps measured, extrapolated to K x T = {PAPER_STEPS}"
     )
     print(
         f"{'engine':>12} {'B':>4} {'s/batch-step':>13} {'images/s':>9} {'s/image paper':>14} "
-        f"{'GFLOP/s':>8} {'peak MiB':>9} {'est MiB':>8} {'speedup':>8} {'precision':>9}"
+        f"{'GFLOP/s':>8} {'peak MiB':>9} {'est MiB':>8} {'speedup':>8} {'precision':>9} "
+        f"{'compile':>15} {'layout':>13}"
     )
     nan = float("nan")
-    print(_row("paper-style", 1, baseline, baseline_mib, nan, flops, baseline), f"{'fp32':>9}")
-    print(_row("reference", 1, reference, reference_mib, nan, flops, baseline), f"{'fp32':>9}")
-    best: tuple[float, int, Precision] = (float("inf"), 0, "fp32")
+    plain = f"{'fp32':>9} {'off':>15} {'-':>13}"
+    print(_row("paper-style", 1, baseline, baseline_mib, nan, flops, baseline), plain)
+    print(_row("reference", 1, reference, reference_mib, nan, flops, baseline), plain)
+    best: tuple[float, int, Precision, str, str] = (float("inf"), 0, "fp32", "off", "")
     rows: list[dict[str, object]] = []
-    with compiled_forward(args.compile):
-        for precision in args.precision:
+    for mode, layout, precision in itertools.product(
+        args.compile, args.memory_format, args.precision
+    ):
+        with compiled_forward(mode), engine_layout(layout):
             for batch in args.batch:
                 per, mib = measure(arch, side, batch, args.steps, "batched", device, precision)
-                best = min(best, (per, batch, precision), key=lambda row: row[0])
+                best = min(best, (per, batch, precision, mode, layout), key=lambda row: row[0])
                 est = estimated_mib(arch, side, batch, args.steps)
-                print(_row("batched", batch, per, mib, est, flops, baseline), f"{precision:>9}")
+                print(
+                    _row("batched", batch, per, mib, est, flops, baseline),
+                    f"{precision:>9} {mode:>15} {layout:>13}",
+                )
                 rows.append(
                     {
                         "precision": precision,
+                        "compile": mode,
+                        "memory_format": layout,
                         "batch": batch,
                         "images_per_s": 1 / (per * PAPER_STEPS),
                         "seconds_per_image_paper_settings": per * PAPER_STEPS,
+                        "speedup": baseline / per,
                         "peak_mib": mib,
                     }
                 )
-    per, batch, best_precision = best
+    per, batch, best_precision, best_mode, best_layout = best
     summary: dict[str, object] = {
         "size": args.size,
         "device": args.device,
         "precision": best_precision,
         "precisions": args.precision,
-        "compile": args.compile,
+        "compile": best_mode,
+        "memory_format": best_layout,
         "batch": batch,
         "steps_measured": args.steps,
         "reference_images_per_s": 1 / (baseline * PAPER_STEPS),
@@ -361,11 +409,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     }
     if args.processes > 0:
         pipe = measure_pipeline(
-            arch, side, batch, args.steps, args.device, args.processes, best_precision
-        )
+            arch, side, batch, args.steps, args.device, args.processes, best_precision,
+            best_mode, best_layout,
+        )  # fmt: skip
         est = estimated_mib(arch, side, batch, args.steps) * args.processes
         row = _row(f"pipeline x{args.processes}", batch, pipe, nan, est, flops, baseline)
-        print(row, f"{best_precision:>9}")
+        print(row, f"{best_precision:>9} {best_mode:>15} {best_layout:>13}")
         summary.update(
             processes=args.processes,
             pipeline_images_per_s=1 / (pipe * PAPER_STEPS),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from benchmarks.ride_throughput import forward_flops_per_image, main
 
@@ -67,3 +68,31 @@ def test_the_paper_style_network_is_table_3() -> None:
     ]
     assert sum(isinstance(m, nn.Dropout) for m in net) == 2  # after conv2 and conv3
     assert isinstance(net[-1], nn.Sigmoid)
+
+
+def test_benchmark_rows_per_layout_and_compile_mode(capsys: pytest.CaptureFixture[str]) -> None:
+    from ride.defenders.ride import engines
+
+    summary = main(
+        ["--size", "mnist", "--steps", "2", "--batch", "2", "--reference-images", "1",
+         "--processes", "0", "--memory-format", "channels-last", "contiguous"]
+    )  # fmt: skip
+    lines = capsys.readouterr().out.strip().splitlines()
+    batched = [line.split() for line in lines if line.split()[0] == "batched"]
+    assert [row[-1] for row in batched] == ["channels-last", "contiguous"]
+    assert {row["memory_format"] for row in summary["rows"]} == {"channels-last", "contiguous"}  # type: ignore[attr-defined]
+    assert summary["memory_format"] in ("channels-last", "contiguous")
+    assert engines.BatchedEngine.memory_format == torch.channels_last  # put back
+
+
+def test_the_engine_gives_the_same_images_in_either_layout() -> None:
+    from benchmarks.ride_throughput import engine_layout
+    from ride.defenders.ride import Ride, engines, ride
+
+    x = torch.rand(3, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    cfg = Ride(arch="mnist", iters=5, checkpoints=2)  # type: ignore[arg-type]
+    channels_last = ride(x, cfg, [1, 2, 3], engine="batched")
+    with engine_layout("contiguous"):
+        assert engines.BatchedEngine.memory_format == torch.contiguous_format
+        contiguous = ride(x, cfg, [1, 2, 3], engine="batched")
+    torch.testing.assert_close(contiguous, channels_last, atol=1e-5, rtol=0)

@@ -150,6 +150,10 @@ class ReferenceEngine(FitEngine):
 class BatchedEngine(FitEngine):
     """All B images x (B, C, H, W) fitted at once as one grouped convolution."""
 
+    memory_format: torch.memory_format = torch.channels_last
+    """Layout of the stacked weights and activations (channels-last: the faster on the CPUs
+    and GPUs measured, see ``benchmarks.ride_throughput --memory-format``)."""
+
     def __init__(self, x: Tensor, cfg: Ride, seeds: Sequence[int]) -> None:
         super().__init__(x, cfg, seeds)
         b, c, height, width = x.shape
@@ -162,7 +166,7 @@ class BatchedEngine(FitEngine):
         for per_net in zip(*(net.layers() for net in nets), strict=True):
             weight = torch.cat([w.detach() for w, _ in per_net])  # (B*C_out, C_in, 3, 3)
             bias = torch.cat([bias.detach() for _, bias in per_net])  # (B*C_out,)
-            weight = weight.contiguous(memory_format=torch.channels_last).requires_grad_()
+            weight = weight.contiguous(memory_format=self.memory_format).requires_grad_()
             self.layers.append((weight, bias.requires_grad_()))
         self.params = [p for pair in self.layers for p in pair]
         self.dropout_layers = nets[0].dropout_layers
@@ -174,8 +178,8 @@ class BatchedEngine(FitEngine):
         self.opt = self._adam(self.params)
 
     def forward(self, z: Tensor, masks: Sequence[Tensor] | None) -> Tensor:
-        """The B networks on z (n, B*C, H, W) -> (n, B*C, H, W), channels-last."""
-        z = z.contiguous(memory_format=torch.channels_last)
+        """The B networks on z (n, B*C, H, W) -> (n, B*C, H, W), in ``memory_format``."""
+        z = z.contiguous(memory_format=self.memory_format)
         return fcn_forward(z, self.layers, self.dropout_layers, masks, groups=self.images)
 
     def reset_optimizer(self) -> None:
