@@ -276,7 +276,7 @@ def _cancel(futures: Iterable[PrefectFuture[Any]]) -> None:
 
 def _evaluate_locked(out: str, cfg: RunConfig, command: str | None) -> dict[str, Any]:
     logger = get_run_logger()
-    claim_run(out, cfg, command)
+    cfg = claim_run(out, cfg, command)  # a grown run: its first extent's task sizes
     n_images = _written(prepare_images(out, cfg))
     test_accuracy = prepare_classifier(out, cfg)
     logger.info("classifier %s: clean test accuracy %.4f", cfg.classifier, test_accuracy)

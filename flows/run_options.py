@@ -157,7 +157,8 @@ def add_run_parser(
     run = p.add_argument_group("what to evaluate")
     execution = p.add_argument_group("how to run it (may change between a run and its resume)")
     for f in option_fields():
-        _add_option(execution if f.metadata["execution"] else run, f, getattr(d, f.name))
+        if not f.metadata["recorded"]:
+            _add_option(execution if f.metadata["execution"] else run, f, getattr(d, f.name))
     groups = {
         "attack": p.add_argument_group("attack settings (the attacks in [brackets] use them)"),
         "defender": p.add_argument_group(

@@ -89,11 +89,19 @@ def option(
     flag: str | None = None,
     kind: type | None = None,
     execution: bool = False,
+    recorded: bool = False,
 ) -> Any:
     """A :class:`RunConfig` field: its ``ride run`` option (``flag``, by default ``--key``),
     its value type (``kind``; a tuple field takes a list of them) and whether it is an
-    execution setting (may change between a run and its resume)."""
-    meta = {"help": help, "flag": flag, "kind": kind, "execution": execution}
+    execution setting (may change between a run and its resume). A ``recorded`` field is no
+    option: ``ride`` sets it and ``run.toml`` records it (``first_limit``)."""
+    meta = {
+        "help": help,
+        "flag": flag,
+        "kind": kind,
+        "execution": execution,
+        "recorded": recorded,
+    }
     return field(default=default, metadata=meta)
 
 
@@ -102,7 +110,17 @@ class RunConfig:
     """Everything a run depends on. Defaults are the embedded demo (see README)."""
 
     dataset: str = option("digits", "dataset", kind=str)
-    limit: int | None = option(DEMO_LIMIT, "evaluate the first N test images", kind=int)
+    limit: int | None = option(
+        DEMO_LIMIT,
+        "evaluate the first N test images; a larger N on an existing run folder grows the "
+        "run (its finished tasks are kept)",
+        kind=int,
+    )
+    # The limit a grown run was started with (pipeline/growth.py): its id and the size of its
+    # tasks stay those of its first extent, so what it stored is found again. None: not grown.
+    first_limit: int | None = option(
+        None, "the limit the run was started with, before it grew", kind=int, recorded=True
+    )
     seed: int = option(0, "seed of sampling, attacks and defenders", kind=int)
     classifier: str = option("mnist-cnn", "classifier network", kind=str)
     weights: str | None = option(
@@ -271,6 +289,12 @@ class RunConfig:
         require(
             self.limit is None or self.limit > 0, "limit", f"must be positive, got {self.limit}"
         )
+        require(
+            self.first_limit is None
+            or (self.limit is not None and 0 < self.first_limit <= self.limit),
+            "first_limit",
+            f"must lie in 1..limit ({self.limit}), got {self.first_limit}",
+        )
         require(self.data_dir is None or bool(str(self.data_dir)), "data_dir", "is empty")
         require(self.device in ("cpu", "cuda"), "device", f"must be cpu or cuda, got {self.device}")
         require(
@@ -385,8 +409,11 @@ class RunConfig:
     @cached_property
     def run_id(self) -> str:
         """A short stable id of what the results depend on (same across resumes); computed
-        once per config (it validates a default config: about 15 ms, and every row has it)."""
+        once per config (it validates a default config: about 15 ms, and every row has it).
+        A grown run keeps the id of its first extent: ``limit`` is hashed as ``first_limit``."""
         identity = {k: v for k, v in self.run_record().items() if k in self.identity()}
+        if "first_limit" in identity:
+            identity["limit"] = identity.pop("first_limit")
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         return f"{self.dataset}-{digest[:10]}"
 

@@ -17,7 +17,9 @@ powers of two and a defence chunk never takes more rows than its attack chunk, s
 defence chunk lies inside one attack chunk and every task writes whole Zarr chunks of its
 own arrays (no two tasks ever write one chunk). The sizes depend only on what identifies the
 run (the images, attacks, defenders and device), never on the number of workers: a resumed
-run cuts its tasks exactly as before, so what is stored is found again.
+run cuts its tasks exactly as before, so what is stored is found again. A grown run
+(:mod:`pipeline.growth`) sizes them from its first extent (``first_limit``), so its new
+images come in new tasks and its finished tasks are found again too.
 
 The cost model counts work in *units*: 1 is a 3x3 median filter on one image (a defender's
 ``cost_hint``; RIDE: its Adam steps ``iters * checkpoints``); a classifier pass is taken as
@@ -128,6 +130,7 @@ def task_rows(cfg: RunConfig, n_images: int, attack: Attack, defender: Defender 
     """
     if cfg.chunk_size != AUTO:
         return int(cfg.chunk_size)
+    n_images = sizing_images(cfg, n_images)
     memory = _memory_rows(cfg)
     group = _auto_rows(n_images, attack_chunk_cost(attack, cfg.defender_configs()), memory)
     if defender is None:
@@ -170,7 +173,28 @@ def clean_rows(cfg: RunConfig, n_images: int) -> int:
     read): ``cfg.chunk_size``, or with ``auto`` as many as an attack chunk may hold."""
     if cfg.chunk_size != AUTO:
         return int(cfg.chunk_size)
-    return max(1, min(_memory_rows(cfg), _pow2_ceil(n_images)))
+    return max(1, min(_memory_rows(cfg), _pow2_ceil(sizing_images(cfg, n_images))))
+
+
+def sizing_images(cfg: RunConfig, n_images: int) -> int:
+    """The images the task sizes are computed from: the run's, or for a grown run those of
+    its first extent (``first_limit``)."""
+    return n_images if cfg.first_limit is None else min(n_images, cfg.first_limit)
+
+
+def task_sizes(cfg: RunConfig, n_images: int) -> dict[str, int]:
+    """Rows per task of every array the run writes, by what writes it: ``clean`` and each
+    attack chunk and defence chunk (:func:`task_rows`)."""
+    sizes = {"clean images": clean_rows(cfg, n_images)}
+    for attack in cfg.attack_configs():
+        defenders = [d for d in cfg.defender_configs() if attack.applies_to(d)]
+        if is_gray_box(attack):
+            sizes[f"{attack.id} attack chunks"] = task_rows(cfg, n_images, attack, None)
+        for defender in defenders:
+            if not runs_in_attack_chunk(attack, defender):
+                rows = task_rows(cfg, n_images, attack, defender)
+                sizes[f"{attack.id} x {defender.id} chunks"] = rows
+    return sizes
 
 
 def row_ranges(

@@ -22,6 +22,7 @@ import torch
 
 from pipeline.cache import CACHE_ENV, default_cache_dir
 from pipeline.config import RunConfig
+from pipeline.growth import Growth, adopt_recorded, check_growth
 from pipeline.train import TrainSettings, trained_epochs_in
 from ride.classifiers import (
     TORCHVISION_CLASSIFIERS,
@@ -258,14 +259,22 @@ def preflight(out: Path, settings: Mapping[str, Any]) -> RunConfig:
     with _as_preflight_error():
         check_unlocked(out)
         read_journal(RunLayout(out).results)  # one the run's compaction would refuse
-        check_same_run(RunLayout(out).run_toml, cfg.run_record(), cfg.identity())
-        check_claimable(RunLayout(out).run_toml, cfg.force_claim)
+        layout = RunLayout(out)
+        cfg, growth = adopt_recorded(cfg, layout)  # a grown run, or one that grows now
+        check_same_run(layout.run_toml, cfg.run_record(), cfg.identity() - _grown(growth))
+        check_claimable(layout.run_toml, cfg.force_claim)
         check_images(out)
+        check_growth(cfg, growth, out, ImageStore(layout).held_images())
     check_inputs(out, cfg)
     check_pairs(cfg)
     if not cfg.scheduler:
         check_device(cfg.device)
     return cfg
+
+
+def _grown(growth: Growth | None) -> frozenset[str]:
+    """The identity keys a growth changes: ``limit`` and ``first_limit``."""
+    return frozenset() if growth is None else frozenset({"limit", "first_limit"})
 
 
 def preflight_train(out: Path, settings: Mapping[str, Any]) -> TrainSettings:

@@ -17,6 +17,7 @@ import numpy as np
 
 from pipeline.config import RunConfig
 from pipeline.execution import Logger, data_dir, default_logger
+from pipeline.growth import adopt_recorded, check_growth
 from pipeline.plan import clean_rows, defence_rows, task_rows
 from ride.datasets import (
     IMAGENET_PER_CLASS,
@@ -35,7 +36,7 @@ from storage.images import (
     predictions_name,
 )
 from storage.layout import RunLayout
-from storage.runconfig import claim_run_dir, version_note
+from storage.runconfig import claim_run_dir, record_growth, version_note
 from storage.sources import read_sources, write_sources
 
 CODE_VERSION = version("ride-pipeline")
@@ -62,12 +63,26 @@ def deployment_command(deployment: str | None) -> str | None:
     return f"deployment ride-evaluate-deployment/{deployment}" if deployment else None
 
 
-def claim_run(layout: RunLayout, cfg: RunConfig, command: str | None = None) -> str | None:
+def claim_run(
+    layout: RunLayout, cfg: RunConfig, command: str | None = None
+) -> tuple[RunConfig, list[str]]:
     """Write ``run.toml`` (with ``command``, what started the run: the ``ride run`` command
     line, a deployment, or None for the flow called from Python, and the run id), or check
-    that the directory holds this same run. Returns one line when the run was started by
-    another code version (:func:`resume_note`)."""
+    that the directory holds this same run, or grow it (:mod:`pipeline.growth`: a larger
+    ``limit``, recorded). Returns the run's config as the folder holds it (a grown run's
+    ``first_limit`` set) and the lines to log: the run was started by another code version
+    (:func:`resume_note`), the run grows."""
     note = resume_note(layout)
+    notes = [] if note is None else [note]
+    cfg, growth = adopt_recorded(cfg, layout)
+    if growth is not None:
+        check_growth(cfg, growth, layout.root, ImageStore(layout).held_images())
+        record_growth(layout.run_toml, cfg.run_record(), growth.before, growth.after, command)
+        notes.append(
+            f"{layout.root} grows from limit {growth.before} to {growth.after}: its finished "
+            f"tasks are kept, its run id stays {cfg.run_id}"
+        )
+        return cfg, notes
     claim_run_dir(
         layout.run_toml,
         cfg.run_record(),
@@ -77,7 +92,7 @@ def claim_run(layout: RunLayout, cfg: RunConfig, command: str | None = None) -> 
         run_id=cfg.run_id,
         force=cfg.force_claim,
     )
-    return note
+    return cfg, notes
 
 
 def resume_note(layout: RunLayout) -> str | None:
@@ -87,11 +102,20 @@ def resume_note(layout: RunLayout) -> str | None:
 
 
 def imagenet_sources(layout: RunLayout, cfg: RunConfig, root: Path) -> list[tuple[str, int]]:
-    """The run's ImageNet files: recorded in ``sources.json``, or sampled and recorded now."""
-    if layout.sources.exists():
-        return read_sources(layout.sources)
+    """The run's ImageNet files: recorded in ``sources.json``, or sampled and recorded now.
+    A grown run samples again and records the longer list, whose first files must be those
+    recorded (the same folder and seed give the same sample)."""
+    recorded = read_sources(layout.sources) if layout.sources.exists() else None
+    if recorded is not None and (cfg.limit is None or len(recorded) >= cfg.limit):
+        return recorded
     files = sample_per_class(imagenet_files(root), IMAGENET_PER_CLASS, cfg.seed)[: cfg.limit]
-    write_sources(layout.sources, cfg.dataset, files)
+    if recorded is not None and files[: len(recorded)] != recorded:
+        raise ValueError(
+            f"{layout.sources}: the {len(recorded)} recorded files are not the first of the "
+            f"sample of {root}; the run cannot grow from this folder"
+        )
+    if recorded is None or len(files) > len(recorded):
+        write_sources(layout.sources, cfg.dataset, files)
     return files
 
 
@@ -140,8 +164,9 @@ def prepare_images(layout: RunLayout, cfg: RunConfig, logger: Logger | None = No
     shape = (n, *dataset_shape(cfg.dataset))
     attrs = {"dataset": cfg.dataset, "seed": cfg.seed, "split": "test"}
     per_chunk = clean_rows(cfg, n)
-    store.ensure_array("clean", shape, per_chunk, attrs=attrs)
-    store.ensure_array("labels", (n,), per_chunk, dtype="int64", attrs=attrs)
+    grow = cfg.first_limit is not None
+    store.ensure_array("clean", shape, per_chunk, attrs=attrs, grow=grow)
+    store.ensure_array("labels", (n,), per_chunk, dtype="int64", attrs=attrs, grow=grow)
     for start, stop in chunk_ranges(n, per_chunk):
         if store.has_rows("clean", start, note) and store.has_rows("labels", start, note):
             continue
@@ -159,7 +184,7 @@ def create_arrays(store: ImageStore, cfg: RunConfig, shape: tuple[int, ...]) -> 
     the iterates the attacker chose, and ``final/<attack>/<defender>``, its final outputs)
     and ``defended/<attack>/<defender>``, each with the settings that made it as attributes."""
     attacks, defenders = cfg.attack_configs(), cfg.defender_configs()
-    n = shape[0]
+    n, grow = shape[0], cfg.first_limit is not None
     for attack in attacks:
         if attack.adaptive:
             for defender in defenders:  # white-box: one adversarial set per defender
@@ -171,14 +196,20 @@ def create_arrays(store: ImageStore, cfg: RunConfig, shape: tuple[int, ...]) -> 
                         shape,
                         task_rows(cfg, n, attack, defender),
                         attrs={"attack": attack.params(), "defender": defender.params()},
+                        grow=grow,
                     )
             continue
         rows = task_rows(cfg, n, attack, None)
         store.ensure_array(
-            predictions_name(attack.id), (n, 2), rows, dtype="int64", attrs=attack.params()
+            predictions_name(attack.id),
+            (n, 2),
+            rows,
+            dtype="int64",
+            attrs=attack.params(),
+            grow=grow,
         )
         if attack.name != "none":
-            store.ensure_array(adv_name(attack.id), shape, rows, attrs=attack.params())
+            store.ensure_array(adv_name(attack.id), shape, rows, attrs=attack.params(), grow=grow)
     for attack in attacks:
         for defender in defenders:
             if defender.id == "none" or not attack.applies_to(defender):
@@ -189,4 +220,5 @@ def create_arrays(store: ImageStore, cfg: RunConfig, shape: tuple[int, ...]) -> 
                 shape,
                 defence_rows(cfg, n, attack, defender),
                 attrs={"attack_id": attack.id, "defender_id": defender.id, **params},
+                grow=grow,
             )

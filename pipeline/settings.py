@@ -212,7 +212,9 @@ def check_type(key: str, value: object, kind: type) -> None:
     """Bools are not numbers, counts are ints, names are strings; None where allowed."""
     if value is None:
         require(
-            key in ("limit", "weights", "scheduler", "data_dir", "cache_dir"), key, "must be given"
+            key in ("limit", "first_limit", "weights", "scheduler", "data_dir", "cache_dir"),
+            key,
+            "must be given",
         )
         return
     if key == "chunk_size" and value == "auto":  # a count, or auto (pipeline.plan)

@@ -101,8 +101,11 @@ class ImageStore:
         chunk_rows: int,
         dtype: str = "float32",
         attrs: Mapping[str, Any] | None = None,
+        grow: bool = False,
     ) -> None:
-        """Create ``name`` if absent; if present it must have this shape, chunking and dtype."""
+        """Create ``name`` if absent; if present it must have this shape, chunking and dtype,
+        except that with ``grow`` (a grown run) an array of fewer rows is resized to
+        ``shape`` (its stored rows kept, the new ones unwritten)."""
         group = self._group("a")
         chunks = (chunk_rows, *shape[1:])
         fill: float | int = np.nan if dtype.startswith("float") else -1
@@ -118,6 +121,11 @@ class ImageStore:
         except ContainsArrayError:
             existing = group[name]
             assert isinstance(existing, zarr.Array)
+            fewer = existing.shape[0] < shape[0] and tuple(existing.shape[1:]) == shape[1:]
+            if grow and fewer and tuple(existing.chunks) == chunks:
+                with writing(self.layout.images / name):
+                    existing.resize(shape)
+                return
             if (
                 tuple(existing.shape) != shape
                 or tuple(existing.chunks) != chunks
@@ -128,6 +136,15 @@ class ImageStore:
                     f"{existing.chunks}, dtype {existing.dtype}; this run expects {shape}, "
                     f"{chunks}, {dtype}"
                 ) from None
+
+    def held_images(self) -> int | None:
+        """How many images the run's ``clean`` array holds; None before it is created."""
+        if not self.layout.images.exists():
+            return None
+        try:
+            return int(self.array("clean").shape[0])
+        except KeyError:
+            return None
 
     def write_rows(self, name: str, start: int, data: np.ndarray) -> None:
         """Write rows ``[start, start + len(data))`` of ``name``, check that they read back

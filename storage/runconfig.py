@@ -75,6 +75,12 @@ def _started(value: object) -> bool:
     return True
 
 
+def _growths(value: object) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(v, dict) and _count(v.get("before")) and _count(v.get("after")) for v in value
+    )
+
+
 DOCUMENT_KEYS: dict[str, tuple[Check, str]] = {
     "code_version": (_text, "a string"),
     "started": (_started, "an ISO date and time"),
@@ -83,6 +89,7 @@ DOCUMENT_KEYS: dict[str, tuple[Check, str]] = {
         lambda v: isinstance(v, str) and RUN_ID.fullmatch(v) is not None,
         "a string <dataset>-<digest>",
     ),
+    "growth": (_growths, "a list of tables with integers before and after"),
 }
 """The keys ``ride`` writes at the top of ``run.toml`` (and ``train.toml``), and their form."""
 
@@ -91,6 +98,7 @@ CONFIG_KEYS: dict[str, tuple[Check, str]] = {
     "classifier": (_text, "a string"),
     "weights": (_text, "a string"),
     "limit": (_count, "an integer >= 0"),
+    "first_limit": (_count, "an integer >= 0"),
     "seed": (_integer, "an integer"),
     "attacks": (_names, "a list of names"),
     "defenders": (_names, "a list of names"),
@@ -227,6 +235,26 @@ def claim_run_dir(
     if command is not None:
         document["command"] = command
     document["config"] = _toml_ready(config)
+    atomic_write_bytes(path, tomli_w.dumps(document).encode())
+
+
+def record_growth(
+    path: Path, config: Mapping[str, Any], before: int, after: int, command: str | None = None
+) -> None:
+    """Rewrite ``run.toml`` for a run grown from ``before`` to ``after`` images: its
+    ``[config]`` becomes ``config`` (the new ``limit``, the ``first_limit``), its ``run_id``
+    and first ``command`` stay, and a ``[[growth]]`` entry records the sizes, when and by
+    what command (``pipeline.growth``)."""
+    document = read_run_document(path)
+    entry: dict[str, Any] = {
+        "before": before,
+        "after": after,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    if command is not None:
+        entry["command"] = command
+    document["config"] = _toml_ready(config)
+    document["growth"] = [*document.get("growth", []), entry]
     atomic_write_bytes(path, tomli_w.dumps(document).encode())
 
 

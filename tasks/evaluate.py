@@ -69,12 +69,15 @@ def _logger() -> Logger:
 
 
 @task(name="claim-run-dir")
-def claim_run(out: str, cfg: RunConfig, command: str | None = None) -> None:
+def claim_run(out: str, cfg: RunConfig, command: str | None = None) -> RunConfig:
     """Write ``run.toml`` (recording ``command``, what started the run), or check that
-    ``out`` holds this same run; a run started by another code version is noted in the log."""
-    note = sampling.claim_run(RunLayout(Path(out)), cfg, command)
-    if note is not None:
+    ``out`` holds this same run, or grow it (a larger ``limit``); returns the run's config as
+    the folder holds it (:func:`pipeline.sampling.claim_run`). A run started by another code
+    version and a growth are noted in the log."""
+    claimed, notes = sampling.claim_run(RunLayout(Path(out)), cfg, command)
+    for note in notes:
         _logger().warning(note)
+    return claimed
 
 
 @task(name="prepare-images", retries=2, retry_delay_seconds=2)
