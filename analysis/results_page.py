@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.intervals import Estimate, paired_difference
+from analysis.keep import keep_run
 from analysis.publish import this_run
 from analysis.tables import (
     ROBUST,
@@ -35,10 +36,10 @@ from analysis.tables import (
     time_split,
     whitebox_rows,
 )
-from storage.files import atomic_write_bytes
+from storage.files import StorageError, atomic_write_bytes
 from storage.layout import RunLayout
 from storage.results import read_results
-from storage.runconfig import read_run_config
+from storage.runconfig import read_run_config, read_run_document
 
 RIDE_FAMILY = ("ride", "dae", "dip", "idip")
 """The defenders of the verdict table (``defender`` column: the family name)."""
@@ -157,6 +158,17 @@ CIFAR10 = Page(
             "cifar10-graybox-eps8",
             "Gray-box, all 1,017 images, L-infinity 8/255 (the field's usual budget)",
             "FGSM and PGD (10 steps of 2/255) on the classifier alone, the same filters.",
+        ),
+        Section(
+            "cifar10-ride-graybox",
+            "RIDE gray-box at the paper's CIFAR-10 settings (K = 2000, T = 5), growing",
+            "PGD at L-infinity 0.05 (10 steps of 0.01) on the classifier alone, then one "
+            "fresh RIDE draw per image (the 3-32-32-32-32-3 network of Table 3, alpha 0.9, "
+            "sigma 0.5), and RIDE on the clean images: what RIDE costs with no attack. Two "
+            "RIDE fits per image, about 40 s each on one core of this CPU: the run is "
+            "started at 64 images and grown (`--limit 128`, ...) session by session "
+            "(`pipeline/growth.py`); its first images are never recomputed. The paper gives "
+            "no CIFAR-10 gray-box number for RIDE.",
         ),
     ),
     script="docs/results/cifar10.sh",
@@ -285,7 +297,15 @@ def section_lines(page: Page, section: Section, runs: Path, out_dir: Path) -> li
         f"- Images: {done:,} per cell ({status}); clean accuracy of the classifier on them "
         f"{clean.text() if clean else 'n/a'}.",
     ]
-    if split is not None:
+    growth = read_run_document(layout.run_toml).get("growth", [])
+    if split is not None and growth:
+        sizes = " -> ".join(str(n) for n in [growth[0]["before"], *(g["after"] for g in growth)])
+        lines.append(
+            f"- Wall time: {_hours(split['busy'])} while a task ran (the run grew {sizes} "
+            "images, the time between its runs left out); "
+            f"{_hours(split['compute'])} of compute on {split['workers']:.0f} worker(s)."
+        )
+    elif split is not None:
         lines.append(
             f"- Wall time: {_hours(split['span'])} from the first task's start to the last "
             f"task's end; {_hours(split['compute'])} of compute on {split['workers']:.0f} "
@@ -409,14 +429,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--dataset", choices=sorted(PAGES), default="mnist", help="whose page (mnist)"
     )
-    parser.add_argument("--runs", type=Path, default=Path("runs"), help="folder of the runs")
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        default=Path("runs"),
+        help="folder of the runs, or of their kept copies (docs/results/data)",
+    )
     parser.add_argument("--out", type=Path, help="the page to write (docs/results/<dataset>.md)")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="first copy each run of the page found under --runs into this folder "
+        "(analysis.keep: run.toml, machine, compacted results, figures; no images), then "
+        "write the page from the copies (docs/results/data: small enough to commit)",
+    )
     args = parser.parse_args(argv)
     out: Path = args.out or Path("docs/results") / f"{args.dataset}.md"
     if not args.runs.is_dir():
         print(f"results_page: error: no folder {args.runs}", file=sys.stderr)
         return 2
-    text = render(PAGES[args.dataset], args.runs, out.parent)
+    page = PAGES[args.dataset]
+    runs: Path = args.runs
+    if args.keep is not None:
+        try:
+            for name in (page.classifier, *(section.name for section in page.sections)):
+                if (runs / name).is_dir():
+                    kept = keep_run(runs / name, args.keep / name)
+                    print(f"kept {runs / name} in {args.keep / name} ({kept / 2**20:.1f} MiB)")
+        except StorageError as error:
+            print(f"results_page: error: {error}", file=sys.stderr)
+            return 1
+        runs = args.keep
+    text = render(page, runs, out.parent)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, text.encode())
     print(f"wrote {out}")

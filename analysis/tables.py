@@ -189,7 +189,23 @@ def time_split(frame: pd.DataFrame) -> dict[str, float] | None:
         "between_tasks": max(0.0, worker_time - compute - in_tasks),
         "workers": float(len(per_worker)),
         "span": float(timed["task_finished_at"].max() - timed["task_started_at"].min()),
+        "busy": busy_seconds(timed["task_started_at"], timed["task_finished_at"]),
     }
+
+
+def busy_seconds(started: pd.Series, finished: pd.Series) -> float:
+    """Seconds during which at least one task ran: the length of the union of the tasks'
+    ``[started, finished]`` intervals (a run grown in several sessions: their wall times
+    added, the time between them left out)."""
+    total, end = 0.0, float("-inf")
+    for begin, stop in sorted(zip(started.astype(float), finished.astype(float), strict=True)):
+        if begin > end:
+            total += stop - begin
+            end = stop
+        elif stop > end:
+            total += stop - end
+            end = stop
+    return total
 
 
 def time_section(frame: pd.DataFrame) -> list[str]:

@@ -235,6 +235,7 @@ def test_time_split_adds_the_workers_spans_and_leaves_untimed_rows_out() -> None
         "between_tasks": (10.0 + 2.0) - 10.0,
         "workers": 2.0,
         "span": 10.0,
+        "busy": 4.0 + 5.0,  # 100-104 and 105-110: the union of the tasks' intervals
     }
     section = "\n".join(time_section(rows))
     assert "| compute: attack, defence, classification | 8.0 | 67% |" in section

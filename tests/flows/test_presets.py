@@ -169,6 +169,12 @@ EXPECTED: dict[str, tuple[str, str, list[str], list[str]]] = {
         ["none", f"fgsm-eps{EPS8}", f"pgd-eps{EPS8}-step{STEP2}-it10"],
         CIFAR_FILTERS,
     ),
+    "cifar10-ride-graybox.toml": (
+        "cifar10",
+        "cifar-resnet56",
+        ["none", "pgd-eps0.05-step0.01-it10"],
+        ["none", "ride-K2000-T5-a0.9-s0.5"],
+    ),
 }
 
 
