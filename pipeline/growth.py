@@ -2,9 +2,10 @@
 
 CPU verdicts take hours and a session's machine does not keep its run folders, so a run is
 made to grow rather than be started over: the first ``limit`` images of a run are the first
-images of any larger run of the same settings, and every per-image result (attack, defence,
-re-check draws) is seeded by the image's index, not by the run's size. Growing a run from
-``before`` to ``after`` images therefore keeps
+images of any larger run of the same settings, and the defender's draws are seeded by the
+image's index, not by the run's size (an attack that draws random points, APGD's later
+restarts, draws one generator per chunk: its images depend on the task sizes, which a grown
+run keeps). Growing a run from ``before`` to ``after`` images therefore keeps
 
 - its **id**: ``run_id`` hashes ``limit`` as the run's first extent (``first_limit``), so
   the rows already stored stay the run's rows;
