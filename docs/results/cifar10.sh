@@ -18,7 +18,8 @@ DATA=${DATA:-../shared/data/cifar10}
 WEIGHTS=${WEIGHTS:-$DATA/weights/resnet56-4bfd9763.th}
 PRESETS=("$@")
 if [ ${#PRESETS[@]} -eq 0 ]; then
-  PRESETS=(cifar10-graybox-eps0.05 cifar10-graybox-eps8 cifar10-ride-graybox)
+  PRESETS=(cifar10-graybox-eps0.05 cifar10-graybox-eps8 cifar10-ride-graybox
+           cifar10-bpda-k2000 cifar10-strong-k500)
 fi
 
 # The limit a run folder holds (a grown run is resumed at it, never shrunk to the preset's).

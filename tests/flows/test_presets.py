@@ -175,6 +175,23 @@ EXPECTED: dict[str, tuple[str, str, list[str], list[str]]] = {
         ["none", "pgd-eps0.05-step0.01-it10"],
         ["none", "ride-K2000-T5-a0.9-s0.5"],
     ),
+    "cifar10-bpda-k2000.toml": (
+        "cifar10",
+        "cifar-resnet56",
+        ["none", "bpda-eps0.05-step0.01-it10"],
+        ["none", "median-k5", "tv-bregman-w4", "tv-chambolle-w0.1", "ride-K2000-T5-a0.9-s0.5"],
+    ),
+    "cifar10-strong-k500.toml": (
+        "cifar10",
+        "cifar-resnet56",
+        [
+            "none",
+            "bpda-eps0.05-step0.01-it10",
+            "adaptive-apgd-ce-eot5-eps0.05-it10",
+            "bpda-surrogate-eot5-K20-T1-lr1-eps0.05-step0.01-it10",
+        ],
+        ["none", "ride-K500-T5-a0.9-s0.5"],
+    ),
 }
 
 
