@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes every run of docs/results/mnist.md and rewrites the page: the classifier
 # (ride train), then each preset configs/mnist-*.toml into runs/<preset>, then
-# `ride report` on each run (its figures) and `python -m analysis.results_page`.
+# `ride report` on each run (its figures) and `python -m analysis.results_page`, which keeps
+# each run's compacted results under docs/results/data/ (committed) and writes the page from them.
 # Every step resumes: rerun the script after an interruption. Pass preset names to make
 # only those (e.g. `bash docs/results/mnist.sh mnist-bpda-k2000`); the page is rewritten
 # from whatever runs exist. RIDE=... and DATA=... override the command and the data.
@@ -35,4 +36,4 @@ for preset in "${PRESETS[@]}"; do
     --weights runs/mnist-cnn/classifier.pt --out "runs/$preset"
   "$RIDE" report "runs/$preset" > /dev/null
 done
-"$PYTHON" -m analysis.results_page --runs runs --out docs/results/mnist.md
+"$PYTHON" -m analysis.results_page --runs runs --out docs/results/mnist.md --keep docs/results/data

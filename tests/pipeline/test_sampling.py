@@ -74,3 +74,20 @@ def test_imagenet_needs_its_folder(tmp_path: Path) -> None:
     cfg = RunConfig.from_mapping({"dataset": "imagenet"})
     with pytest.raises(ValueError, match=r"^data_dir is required for dataset imagenet$"):
         evaluated_rows(RunLayout(tmp_path), cfg)
+
+
+def test_a_grown_imagenet_run_extends_its_recorded_files(tmp_path: Path) -> None:
+    data = write_imagenet(tmp_path / "val", {"n01": [(240, 250)] * 3, "n02": [(260, 230)] * 3})
+    settings = {"dataset": "imagenet", "data_dir": str(data), "limit": 2}
+    layout = RunLayout(tmp_path / "run")
+    layout.root.mkdir()
+    assert evaluated_rows(layout, RunConfig.from_mapping(settings))[0] == 2
+    grown = RunConfig.from_mapping({**settings, "limit": 4, "first_limit": 2})
+    assert evaluated_rows(layout, grown)[0] == 4
+    recorded = [tuple(item) for item in json.loads(layout.sources.read_text())["files"]]
+    assert recorded == sample_per_class(imagenet_files(data), 2, seed=0)[:4]
+    # A folder whose sample no longer starts with the recorded files cannot grow the run.
+    first = data / recorded[0][0]
+    first.rename(first.with_name("moved.JPEG"))
+    with pytest.raises(ValueError, match="not the first of the sample"):
+        evaluated_rows(layout, RunConfig.from_mapping({**settings, "limit": 6, "first_limit": 2}))
