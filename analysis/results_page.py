@@ -24,7 +24,6 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.intervals import Estimate, paired_difference
-from analysis.keep import keep_run
 from analysis.publish import this_run
 from analysis.tables import (
     ROBUST,
@@ -37,6 +36,7 @@ from analysis.tables import (
     whitebox_rows,
 )
 from storage.files import StorageError, atomic_write_bytes
+from storage.kept import keep_run
 from storage.layout import RunLayout
 from storage.results import read_results
 from storage.runconfig import read_run_config, read_run_document
@@ -463,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=Path,
         default=None,
         help="first copy each run of the page found under --runs into this folder "
-        "(analysis.keep: run.toml, machine, compacted results, figures; no images), then "
+        "(storage.kept: run.toml, machine, compacted results, figures; no images), then "
         "write the page from the copies (docs/results/data: small enough to commit)",
     )
     args = parser.parse_args(argv)

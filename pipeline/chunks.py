@@ -62,6 +62,7 @@ from storage.images import (
     defended_name,
     predictions_name,
 )
+from storage.kept import restored_rows
 from storage.layout import RunLayout
 from storage.results import is_finished, result_key, write_results
 from storage.steps import write_steps
@@ -297,11 +298,14 @@ def _defence_stored(
     note: Callable[[str], None],
 ) -> bool:
     """Is this defence chunk done: its result file reads back with its rows (of this run)
-    and its defended images (a defender other than ``none``) read back whole?"""
+    and its defended images (a defender other than ``none``) read back whole? Rows restored
+    from a kept copy (``storage.kept``) have no images: their result rows suffice."""
     key = result_key(attack.id, defender.id, start, stop)
     defended_array = None if defender.id == "none" else defended_name(attack.id, defender.id)
     return is_finished(layout.results, key, stop - start, note, cfg.run_id) and (
-        defended_array is None or ImageStore(layout).covers(defended_array, start, stop, note)
+        defended_array is None
+        or stop <= restored_rows(layout)
+        or ImageStore(layout).covers(defended_array, start, stop, note)
     )
 
 

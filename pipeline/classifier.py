@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pipeline.config import RunConfig
@@ -29,9 +30,11 @@ from ride.classifiers import (
 from ride.classifiers import accuracy as classifier_accuracy
 from ride.datasets import ImageSet, load_dataset
 from ride.training import TrainConfig, train_classifier
-from storage.files import atomic_write_bytes
+from storage.files import StorageError, atomic_write_bytes
 from storage.images import ImageStore
+from storage.kept import restored_rows
 from storage.layout import RunLayout
+from storage.results import read_results
 
 Trainer = Callable[[ClassifierKey, ImageSet], dict[str, torch.Tensor]]
 """Trains ``key.classifier`` on a train split; returns its state_dict (on the CPU)."""
@@ -90,6 +93,40 @@ def run_images_accuracy(
     return (correct / n if n else 0.0), n
 
 
+RESTORED_MISMATCH = 500
+"""A restored run's classifier may predict differently from the kept rows on one image in
+this many (a near-tie that another CPU's kernels break the other way), no more."""
+
+
+def check_restored_classifier(layout: RunLayout, model: torch.nn.Module, cfg: RunConfig) -> None:
+    """A run restored from kept results (``storage.kept``) must classify its restored clean
+    images as the kept rows say the classifier that made them did (``pred_clean``); else a
+    :class:`~storage.files.StorageError` of one line: other weights would mix two experiments
+    in one run."""
+    rows = restored_rows(layout)
+    if rows == 0:
+        return
+    kept = read_results(layout.results)
+    kept = kept[(kept["index"] < rows) & kept["pred_clean"].notna()]
+    kept = kept.drop_duplicates("index").sort_values("index")
+    if kept.empty:
+        return
+    device = worker_device(cfg)
+    indices = kept["index"].to_numpy()
+    stop = int(indices.max()) + 1
+    images = torch.from_numpy(np.array(ImageStore(layout).read_rows("clean", 0, stop)[indices]))
+    predicted = predict(model, images.to(device)).cpu().numpy()
+    differ = predicted != kept["pred_clean"].to_numpy()
+    if int(differ.sum()) > len(kept) // RESTORED_MISMATCH:
+        first = int(differ.argmax())
+        raise StorageError(
+            f"{layout.root}: the classifier predicts {int(differ.sum())} of the {len(kept)} "
+            f"restored images differently from the kept rows (image {int(indices[first])}: "
+            f"{int(predicted[first])}, kept {int(kept['pred_clean'].iloc[first])}); give the "
+            "weights that made them"
+        )
+
+
 def prepare_classifier(layout: RunLayout, cfg: RunConfig, train: Trainer = train_state) -> float:
     """Load ``classifier.pt``, or obtain the classifier (:func:`obtain_classifier`) and save
     it there; returns the clean top-1 accuracy, also written to ``classifier.json``: on the
@@ -101,6 +138,7 @@ def prepare_classifier(layout: RunLayout, cfg: RunConfig, train: Trainer = train
     else:
         model = obtain_classifier(cfg, device, train)
         save_classifier(model, layout.classifier, cfg.classifier)
+    check_restored_classifier(layout, model, cfg)
     if cfg.dataset == "imagenet":
         accuracy, count = run_images_accuracy(layout, model, device)
         measured_on = "the run's images"

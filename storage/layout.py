@@ -61,6 +61,11 @@ class RunLayout:
         return self.root / "sources.json"
 
     @property
+    def restored(self) -> Path:
+        """How many rows a run restored from its kept results holds (``storage.kept``)."""
+        return self.root / "restored.json"
+
+    @property
     def done(self) -> Path:
         """Completion markers of image chunks (written after the chunk itself)."""
         return self.root / ".done"

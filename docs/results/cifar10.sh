@@ -37,6 +37,10 @@ machine() {
 }
 
 for preset in "${PRESETS[@]}"; do
+  if [ ! -e "runs/$preset" ] && [ -f "docs/results/data/$preset/run.toml" ]; then
+    # a machine without the run folder: grow the kept run instead of starting over
+    "$PYTHON" -m storage.kept restore "docs/results/data/$preset" "runs/$preset"
+  fi
   limit=${LIMIT:-$(recorded_limit "$preset")}
   LIMIT_OPTION=()
   if [ -n "$limit" ]; then

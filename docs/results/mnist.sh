@@ -30,6 +30,10 @@ if [ ! -f runs/mnist-cnn/classifier.pt ]; then
   "$RIDE" train --dataset mnist --data-dir "$DATA" --out runs/mnist-cnn
 fi
 for preset in "${PRESETS[@]}"; do
+  if [ ! -e "runs/$preset" ] && [ -f "docs/results/data/$preset/run.toml" ]; then
+    # a machine without the run folder: grow the kept run instead of starting over
+    "$PYTHON" -m storage.kept restore "docs/results/data/$preset" "runs/$preset"
+  fi
   mkdir -p "runs/$preset"
   machine > "runs/$preset/machine.txt"
   "$RIDE" run --config "configs/$preset.toml" --data-dir "$DATA" \

@@ -62,3 +62,22 @@ def test_a_run_grown_from_8_to_16_images_equals_one_of_16(
     assert main(["run", "--out", str(grown), "--limit", "16", *ARGS]) == 0
     assert files(grown / "results") == after
     assert main(["run", "--out", str(grown), "--limit", "8", *ARGS]) != 0
+
+
+def test_a_run_restored_from_its_kept_results_grows_without_redoing_its_defences(
+    prefect_server: str, tmp_path: Path
+) -> None:
+    from storage.kept import keep_run, restore_run
+
+    args = [a for a in ARGS if a != "--no-compact"]
+    made, kept, restored = tmp_path / "made", tmp_path / "kept", tmp_path / "restored"
+    assert main(["run", "--out", str(made), "--limit", "8", *args]) == 0
+    keep_run(made, kept)
+    assert not (kept / "images.zarr").exists()
+    assert restore_run(kept, restored) == 8
+    assert main(["run", "--out", str(restored), "--limit", "16", *args, "--no-compact"]) == 0
+    # Only the new images' tasks wrote result files: nothing of rows 0-8 was defended again.
+    written = sorted(p.name for p in (restored / "results").glob("*.parquet"))
+    assert written and all("__0000008-" in name for name in written)
+    assert main(["run", "--out", str(made), "--limit", "16", *args]) == 0
+    pd.testing.assert_frame_equal(rows(restored), rows(made), check_exact=False, rtol=1e-5)

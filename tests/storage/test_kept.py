@@ -3,16 +3,17 @@ page written from the kept copy is the page written from the run."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from analysis.keep import keep_run
 from analysis.results_page import main, render
 from analysis.tables import busy_seconds
 from storage.compact import compact_results
 from storage.files import StorageError
+from storage.kept import keep_run, restore_run, restored_rows
 from storage.layout import RunLayout
 from storage.results import result_key, write_results
 from storage.runconfig import claim_run_dir, record_growth
@@ -33,6 +34,7 @@ def made_run(runs: Path, growth: tuple[int, int] | None = None) -> RunLayout:
                 for row in rows:
                     row.update(task_started_at=begun, task_finished_at=begun + 60.0)
                     row.update(compute_seconds=10.0, overhead_seconds=1.0, worker="w")
+                    row.update(pred_clean=1)  # the label: the classifier got it right
                 key = result_key(attack_id, defender_id, start, start + 4)
                 write_results(layout.results, key, rows)
     if growth is not None:
@@ -80,3 +82,50 @@ def test_a_grown_run_counts_its_wall_time_without_the_time_between_its_runs(
     made_run(tmp_path / "runs", growth=(4, 8))
     text = render(PAGE, tmp_path / "runs", tmp_path / "docs")
     assert "- Wall time: 2.0 min while a task ran (the run grew 4 -> 8 images" in text
+
+
+def test_restore_makes_a_new_run_folder_that_names_its_restored_rows(tmp_path: Path) -> None:
+    layout = made_run(tmp_path / "runs")
+    compact_results(layout.results)
+    keep_run(layout.root, tmp_path / "kept")
+    run = RunLayout(tmp_path / "restored")
+    assert restore_run(tmp_path / "kept", run.root) == 8
+    assert restored_rows(run) == 8 and restored_rows(layout) == 0
+    assert (run.root / "run.toml").read_bytes() == layout.run_toml.read_bytes()
+    assert len(pd.read_parquet(run.results)) == 4 * 8
+    with pytest.raises(StorageError, match="is not an empty folder"):
+        restore_run(tmp_path / "kept", run.root)
+    with pytest.raises(StorageError, match=r"holds no run\.toml"):
+        restore_run(tmp_path / "runs", tmp_path / "other")
+    run.restored.write_text('{"rows": -1}')
+    with pytest.raises(StorageError, match="holds no row count"):
+        restored_rows(run)
+
+
+def test_a_restored_run_refuses_a_classifier_that_predicts_otherwise(tmp_path: Path) -> None:
+    import numpy as np
+    import torch
+
+    from pipeline.classifier import check_restored_classifier
+    from pipeline.config import RunConfig
+    from storage.images import ImageStore
+
+    layout = made_run(tmp_path / "runs")  # every kept row says pred_clean = 1 (see _row)
+    layout.restored.write_text('{"rows": 8}')
+    store = ImageStore(layout)
+    shutil.rmtree(layout.images)
+    store.ensure_array("clean", (8, 1, 28, 28), 8)
+    store.write_rows("clean", 0, np.zeros((8, 1, 28, 28), dtype=np.float32))
+    cfg = RunConfig.from_mapping({"dataset": "mnist", "limit": 8})
+
+    def constant(label: int) -> torch.nn.Module:
+        bias = torch.full((10,), -1.0)
+        bias[label] = 1.0
+        net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+        torch.nn.init.zeros_(net[1].weight)
+        net[1].bias.data = bias
+        return net
+
+    check_restored_classifier(layout, constant(1), cfg)  # the classifier that made them
+    with pytest.raises(StorageError, match="predicts 8 of the 8 restored images differently"):
+        check_restored_classifier(layout, constant(2), cfg)
