@@ -8,8 +8,8 @@ object runs (precision, batch size): they are never part of its id, params or eq
 
 Everything else is derived from these declarations: the names ``ride run`` accepts, its
 options and their help, the run keys and their defaults, which keys sweep, the ids and params
-stored with every result. A new defender is one module that defines its class and calls
-:func:`register_defender`, plus its tests.
+stored with every result. A new defender is one module that defines its class and adds it
+(``DEFENDERS.add("blur", Blur, "box blur")``), plus its tests.
 
 A registered name may imply settings: ``dae`` is :class:`~ride.defenders.ride.Ride` with
 ``variant="dae"`` and ``alpha=1``; an implied setting is fixed, so the run never feeds or

@@ -1,5 +1,5 @@
 """The classifiers of the paper's MNIST and CIFAR-10 experiments, each with its input
-normalisation in front: images come in [0, 1] (DESIGN.md), so eps is in pixel units.
+normalisation in front: images come in [0, 1], so eps is in pixel units.
 
 MNIST: two conv and two fully connected layers; CIFAR-10: a ResNet-18 ("Classifiers").
 """
