@@ -127,7 +127,10 @@ class RunConfig:
         None,
         "classifier weights: a classifier.pt of `ride train` or of a run, for resnet50, "
         "vgg19, inception_v3 a torchvision .pth file, for cifar-resnet20 and cifar-resnet56 a "
-        "published CIFAR ResNet checkpoint (module.-prefixed state_dict). Without it "
+        "published CIFAR ResNet checkpoint (module.-prefixed state_dict), for "
+        "imagenet-mobilenet-v2 the TFLite file mobilenet_v2_1.0_224_ptq.tflite and for "
+        "imagenet-squeezenet1_1 the Keras file squeezenet1_1_keras.h5 (both required, never "
+        "trained; they need pip install -e '.[imagenet]'). Without it "
         "mnist-cnn and the CIFAR ResNets are trained on the train split, and the torchvision "
         "networks load torchvision's file from torch's hub cache "
         "(~/.cache/torch/hub/checkpoints or $TORCH_HOME/hub/checkpoints; never downloaded)",

@@ -25,6 +25,7 @@ from pipeline.config import RunConfig
 from pipeline.growth import Growth, adopt_recorded, check_growth
 from pipeline.train import TrainSettings, trained_epochs_in
 from ride.classifiers import (
+    PRETRAINED_IMAGENET,
     TORCHVISION_CLASSIFIERS,
     CheckpointError,
     classifier_input,
@@ -148,6 +149,12 @@ def classifier_file(out: Path, cfg: RunConfig) -> Path | None:
         return layout.classifier
     if cfg.weights is not None:
         return Path(cfg.weights)
+    if cfg.classifier in PRETRAINED_IMAGENET:
+        raise PreflightError(
+            f"weights: classifier {cfg.classifier} is pretrained only, never trained here; give "
+            f"its file with --weights ({PRETRAINED_IMAGENET[cfg.classifier]})",
+            "weights",
+        )
     if cfg.classifier not in TORCHVISION_CLASSIFIERS:
         return None
     found = find_torchvision_weights(cfg.classifier)

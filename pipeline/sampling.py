@@ -25,6 +25,7 @@ from ride.datasets import (
     imagenet_files,
     load_dataset,
     load_imagenet_images,
+    per_class_shortfall,
     sample_per_class,
 )
 from storage.images import (
@@ -101,14 +102,20 @@ def resume_note(layout: RunLayout) -> str | None:
     return version_note(layout.run_toml, CODE_VERSION)
 
 
-def imagenet_sources(layout: RunLayout, cfg: RunConfig, root: Path) -> list[tuple[str, int]]:
+def imagenet_sources(
+    layout: RunLayout, cfg: RunConfig, root: Path, logger: Logger | None = None
+) -> list[tuple[str, int]]:
     """The run's ImageNet files: recorded in ``sources.json``, or sampled and recorded now.
     A grown run samples again and records the longer list, whose first files must be those
     recorded (the same folder and seed give the same sample)."""
     recorded = read_sources(layout.sources) if layout.sources.exists() else None
     if recorded is not None and (cfg.limit is None or len(recorded) >= cfg.limit):
         return recorded
-    files = sample_per_class(imagenet_files(root), IMAGENET_PER_CLASS, cfg.seed)[: cfg.limit]
+    listing = imagenet_files(root)
+    files = sample_per_class(listing, IMAGENET_PER_CLASS, cfg.seed)[: cfg.limit]
+    shortfall = per_class_shortfall(listing, IMAGENET_PER_CLASS)
+    if shortfall is not None and recorded is None:  # said once, when the run samples
+        default_logger(logger).warning(shortfall)
     if recorded is not None and files[: len(recorded)] != recorded:
         raise ValueError(
             f"{layout.sources}: the {len(recorded)} recorded files are not the first of the "
@@ -119,7 +126,9 @@ def imagenet_sources(layout: RunLayout, cfg: RunConfig, root: Path) -> list[tupl
     return files
 
 
-def evaluated_rows(layout: RunLayout, cfg: RunConfig) -> tuple[int, RowReader]:
+def evaluated_rows(
+    layout: RunLayout, cfg: RunConfig, logger: Logger | None = None
+) -> tuple[int, RowReader]:
     """How many images the run evaluates, and a reader of rows ``[start, stop)`` of them.
 
     ImageNet decodes only the rows asked for (a chunk at a time); the small datasets load
@@ -130,7 +139,7 @@ def evaluated_rows(layout: RunLayout, cfg: RunConfig) -> tuple[int, RowReader]:
         if root is None:
             raise ValueError("data_dir is required for dataset imagenet")
         folder = root
-        files = imagenet_sources(layout, cfg, folder)
+        files = imagenet_sources(layout, cfg, folder, logger)
 
         def decode(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
             images = load_imagenet_images(folder, files[start:stop])  # (B, 3, 224, 224)
@@ -160,7 +169,7 @@ def prepare_images(layout: RunLayout, cfg: RunConfig, logger: Logger | None = No
     """
     note = default_logger(logger).warning
     store = ImageStore(layout)
-    n, rows = evaluated_rows(layout, cfg)
+    n, rows = evaluated_rows(layout, cfg, logger)
     shape = (n, *dataset_shape(cfg.dataset))
     attrs = {"dataset": cfg.dataset, "seed": cfg.seed, "split": "test"}
     per_chunk = clean_rows(cfg, n)

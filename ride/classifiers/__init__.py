@@ -1,12 +1,15 @@
 """Classifiers that carry their own input normalisation, and their checkpoints.
 
 Every classifier takes images in [0, 1] and starts with a ``Normalize`` layer, so attacks and
-defenders work in pixel units and eps means what the paper means (DESIGN.md).
+defenders work in pixel units and eps means what the paper means.
 
 - :mod:`ride.classifiers.networks`: the MNIST CNN and the CIFAR-10 ResNet-18.
 - :mod:`ride.classifiers.zoo`: every network by name (``build_classifier``), torchvision's
   ImageNet networks, prediction.
-- :mod:`ride.classifiers.checkpoints`: ``classifier.pt`` files and torchvision weight files.
+- :mod:`ride.classifiers.checkpoints`: ``classifier.pt`` files, torchvision weight files and
+  the published pretrained files (CIFAR ResNets; ImageNet's MobileNetV2 in TFLite,
+  :mod:`ride.classifiers.tflite_net`, and SqueezeNet 1.1 in Keras HDF5,
+  :mod:`ride.classifiers.keras_squeezenet`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from ride.classifiers.checkpoints import (
     CheckpointError,
     atomic_torch_save,
     classifier_from_torchvision_state,
+    classifier_from_weight_file,
     load_classifier,
     load_torchvision_weights,
     save_classifier,
@@ -35,6 +39,7 @@ from ride.classifiers.networks import (
 )
 from ride.classifiers.zoo import (
     CLASSIFIERS,
+    PRETRAINED_IMAGENET,
     TORCHVISION_CLASSIFIERS,
     ClassifierSpec,
     accuracy,
@@ -59,6 +64,7 @@ __all__ = [
     "INCEPTION_STD",
     "MNIST_MEAN",
     "MNIST_STD",
+    "PRETRAINED_IMAGENET",
     "TORCHVISION_CLASSIFIERS",
     "CheckpointError",
     "CifarResNet18",
@@ -70,6 +76,7 @@ __all__ = [
     "atomic_torch_save",
     "build_classifier",
     "classifier_from_torchvision_state",
+    "classifier_from_weight_file",
     "classifier_input",
     "classifier_num_classes",
     "classifier_spec",

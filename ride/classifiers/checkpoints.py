@@ -4,6 +4,11 @@ ImageNet weight files (bare state_dicts) and published CIFAR ResNet checkpoints
 against the network they are for: the same tensor names and shapes, and finite values (a
 NaN or infinite weight would make every prediction meaningless); else a one-line
 :class:`CheckpointError`, raised before a run writes anything (its preflight loads them).
+
+The pretrained ImageNet networks of :data:`PRETRAINED_IMAGENET` load their own files, told
+apart by their first bytes: a TFLite flatbuffer (``imagenet-mobilenet-v2``, read with the
+package ``tflite``) and a Keras HDF5 file (``imagenet-squeezenet1_1``, read with ``h5py``);
+both packages come with the ``imagenet`` extra (``pip install -e '.[imagenet]'``).
 """
 
 from __future__ import annotations
@@ -18,9 +23,13 @@ import torch
 from torch import Tensor, nn
 
 from ride.classifiers.cifar_resnets import blocks_of
+from ride.classifiers.errors import CheckpointError, first_line
+from ride.classifiers.keras_squeezenet import CaffeSqueezeNet, is_hdf5, read_keras_squeezenet
 from ride.classifiers.networks import NormalizedNet
+from ride.classifiers.tflite_net import is_tflite, mobilenet_v2_state
 from ride.classifiers.zoo import (
     CLASSIFIERS,
+    PRETRAINED_IMAGENET,
     TORCHVISION_CLASSIFIERS,
     _torchvision_net,
     _wrap_torchvision,
@@ -46,9 +55,11 @@ from ``nn.DataParallel``, keys prefixed ``module.``): name -> blocks per stage."
 
 _DATA_PARALLEL_PREFIX = "module."
 
-
-class CheckpointError(ValueError):
-    """A classifier checkpoint is missing, unreadable or belongs to another network."""
+_FILE_KINDS: dict[str, tuple[str, str]] = {
+    "tflite": ("a TFLite model", "imagenet-mobilenet-v2"),
+    "hdf5": ("an HDF5 (Keras) file", "imagenet-squeezenet1_1"),
+}
+"""Kind of weight file -> (what it is, the classifier that loads it)."""
 
 
 def save_classifier(model: nn.Module, path: Path, name: str) -> None:
@@ -88,10 +99,24 @@ def _read_checkpoint(path: Path) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: {type(err).__name__}: {first[:200]}"
-        ) from err
+        raise CheckpointError(f"cannot read checkpoint {path}: {first_line(err)}") from err
+
+
+def _file_kind(path: Path) -> str | None:
+    """``tflite`` or ``hdf5`` by the first bytes of the file ``path``, else None (a torch
+    checkpoint, or no classifier file at all); CheckpointError when it is missing."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(8)
+    except OSError as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {first_line(err)}") from err
+    if is_tflite(head):
+        return "tflite"
+    if is_hdf5(head):
+        return "hdf5"
+    return None
 
 
 def _is_bare_state_dict(payload: object) -> TypeGuard[Mapping[str, Tensor]]:
@@ -198,6 +223,55 @@ def classifier_from_cifar_state(
     return model.to(device).eval()
 
 
+def classifier_from_weight_file(
+    name: str, path: Path, device: torch.device | str = "cpu"
+) -> nn.Module:
+    """Pretrained ImageNet classifier ``name`` (:data:`PRETRAINED_IMAGENET`) from its own
+    file: the TFLite MobileNetV2 or the Keras SqueezeNet 1.1, checked like every checkpoint.
+    A file of the other kind is a one-line CheckpointError. Returns eval mode on ``device``."""
+    path = Path(path)
+    kind = _file_kind(path)
+    if kind is None:
+        raise CheckpointError(f"checkpoint {path} is neither a TFLite model nor an HDF5 file")
+    if _FILE_KINDS[kind][1] != name:
+        raise CheckpointError(_not_pretrained_file(path, name, kind))
+    if kind == "tflite":
+        state = mobilenet_v2_state(path, name)
+        model = build_classifier(name)  # 1,000 classes: the file's 1,001 less "background"
+        _load_into(model, state, path, name)
+        return model.to(device).eval()
+    state = read_keras_squeezenet(path)
+    head = state["classifier.1.bias"]
+    if head.ndim != 1 or head.shape[0] < 2:
+        raise CheckpointError(f"HDF5 file {path}: conv10 has {tuple(head.shape)} outputs")
+    model = build_classifier(name, num_classes=int(head.shape[0]))
+    assert isinstance(model, CaffeSqueezeNet)
+    _load_into(model.net, state, path, name)  # torchvision's keys, strict
+    return model.to(device).eval()
+
+
+def _not_pretrained_file(path: Path, name: str, kind: str | None, payload: object = None) -> str:
+    """One line: ``path`` (a file of ``kind``, or the torch ``payload``) is not a file that
+    classifier ``name`` loads."""
+    wanted = PRETRAINED_IMAGENET.get(name)
+    expect = f" ({wanted} or a run's classifier.pt of it)" if wanted else ""
+    if kind is not None:
+        what, loader = _FILE_KINDS[kind]
+        return (
+            f"checkpoint {path} is {what}, not a weight file of {name!r}{expect}; {loader} loads it"
+        )
+    hint = ""
+    if isinstance(payload, Mapping) and "state_dict" in payload:
+        saved = payload.get("name")
+        held = f"classifier {saved!r}" if saved is not None else "no classifier name"
+        hint = _published_cifar_depth(payload["state_dict"]) if saved is None else ""
+    elif _is_bare_state_dict(payload):
+        held, hint = "a bare state_dict", _published_cifar_depth(payload)
+    else:
+        held = f"a {type(payload).__name__}, no classifier"
+    return f"checkpoint {path} is not a weight file of {name!r}{expect}: it holds {held}{hint}"
+
+
 def _published_cifar_depth(state: object) -> str:
     """`` (a CIFAR ResNet-20 checkpoint: use cifar-resnet20)``, for a published CIFAR
     checkpoint given to another classifier; else ``""``."""
@@ -214,12 +288,24 @@ def load_classifier(path: Path, name: str, device: torch.device | str = "cpu") -
     """Load a checkpoint written by ``save_classifier``; eval mode, on ``device``.
 
     For the torchvision networks a bare torchvision state_dict (their weight files, e.g.
-    ``resnet50-0676ba61.pth``) is accepted as well. Raises CheckpointError (one line) when
+    ``resnet50-0676ba61.pth``) is accepted as well, for the CIFAR ResNets of
+    :data:`PRETRAINED_CIFAR` a published checkpoint, and for the ImageNet networks of
+    :data:`PRETRAINED_IMAGENET` their TFLite or Keras HDF5 file
+    (:func:`classifier_from_weight_file`). Raises CheckpointError (one line) when
     the file is missing, unreadable, or holds another network (other name, missing/unexpected
     keys or other shapes).
     """
     path = Path(path)
+    kind = _file_kind(path)
+    if kind is not None:
+        if _FILE_KINDS[kind][1] == name:
+            return classifier_from_weight_file(name, path, device)
+        raise CheckpointError(_not_pretrained_file(path, name, kind))
     payload = _read_checkpoint(path)
+    if name in PRETRAINED_IMAGENET and not (
+        isinstance(payload, dict) and "state_dict" in payload and payload.get("name") == name
+    ):
+        raise CheckpointError(_not_pretrained_file(path, name, None, payload))
     if isinstance(payload, dict) and "state_dict" in payload:
         if not isinstance(payload["state_dict"], dict):
             raise CheckpointError(f"not a classifier checkpoint: {path}")

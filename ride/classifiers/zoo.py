@@ -1,7 +1,9 @@
 """The classifier zoo by name: build, shapes, torchvision weight files, prediction.
 
 The paper's two-conv CNN for MNIST, a ResNet-18 for CIFAR-10 and torchvision's ResNet50 for
-ImageNet ("Classifiers"), plus VGG19 and Inception V3 (footnote 2).
+ImageNet ("Classifiers"), plus VGG19 and Inception V3 (footnote 2); and the networks of the
+pretrained weight files that exist here: He et al.'s CIFAR ResNets, MobileNetV2 (TFLite) and
+SqueezeNet 1.1 (Keras) for ImageNet.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from torch import Tensor, nn
 
 from ride._checks import check_images
 from ride.classifiers.cifar_resnets import CifarResNet
+from ride.classifiers.keras_squeezenet import SQUEEZENET_FILE, CaffeSqueezeNet
 from ride.classifiers.networks import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -26,6 +29,7 @@ from ride.classifiers.networks import (
     Normalize,
     NormalizedNet,
 )
+from ride.classifiers.tflite_net import MOBILENET_V2_FILE, GraphNet, mobilenet_v2_graph
 from ride.registry import CLASSIFIERS
 
 TORCHVISION_CLASSIFIERS: tuple[str, ...] = ("resnet50", "vgg19", "inception_v3")
@@ -127,6 +131,42 @@ class InceptionV3Spec(TorchvisionSpec):
     name: ClassVar[str] = "inception_v3"
 
 
+@dataclass(frozen=True)
+class MobileNetV2Spec(ClassifierSpec):
+    """MobileNetV2 1.0 for ImageNet, for the shared TFLite file
+    ``mobilenet_v2_1.0_224_ptq.tflite`` (int8, dequantised into a float network of the same
+    graph: :mod:`ride.classifiers.tflite_net`); pretrained only (``--weights``): no ResNet50,
+    VGG19 or Inception V3 weights exist here."""
+
+    name: ClassVar[str] = "imagenet-mobilenet-v2"
+    input_shape: ClassVar[tuple[int, int, int]] = (3, 224, 224)
+    num_classes: ClassVar[int] = 1000
+
+    def network(self, num_classes: int, seed: int) -> nn.Module:
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        return GraphNet(mobilenet_v2_graph(num_classes), seed=seed)
+
+
+@dataclass(frozen=True)
+class SqueezeNetSpec(MobileNetV2Spec):
+    """torchvision's SqueezeNet 1.1 with Caffe's input (BGR, 0..255 minus the means), for
+    the shared Keras file ``squeezenet1_1_keras.h5`` (:mod:`ride.classifiers.keras_squeezenet`);
+    pretrained only (``--weights``)."""
+
+    name: ClassVar[str] = "imagenet-squeezenet1_1"
+
+    def network(self, num_classes: int, seed: int) -> nn.Module:
+        return CaffeSqueezeNet(num_classes=num_classes, seed=seed)
+
+
+PRETRAINED_IMAGENET: dict[str, str] = {
+    "imagenet-mobilenet-v2": MOBILENET_V2_FILE,
+    "imagenet-squeezenet1_1": SQUEEZENET_FILE,
+}
+"""ImageNet classifiers that exist only with their pretrained file (``--weights``), never
+trained here: name -> the file they load (a run's ``classifier.pt`` of them loads too)."""
+
 CLASSIFIERS.add("mnist-cnn", MnistCNNSpec, "digits, mnist")
 CLASSIFIERS.add("cifar-resnet18", CifarResNet18Spec, "cifar10")
 CLASSIFIERS.add("cifar-resnet20", CifarResNet20Spec, "cifar10 (pretrained: --weights)")
@@ -134,6 +174,14 @@ CLASSIFIERS.add("cifar-resnet56", CifarResNet56Spec, "cifar10 (pretrained: --wei
 CLASSIFIERS.add("resnet50", TorchvisionSpec, "imagenet")
 CLASSIFIERS.add("vgg19", VGG19Spec, "imagenet")
 CLASSIFIERS.add("inception_v3", InceptionV3Spec, "imagenet")
+CLASSIFIERS.add(
+    "imagenet-mobilenet-v2",
+    MobileNetV2Spec,
+    f"imagenet (pretrained: --weights {MOBILENET_V2_FILE})",
+)
+CLASSIFIERS.add(
+    "imagenet-squeezenet1_1", SqueezeNetSpec, f"imagenet (pretrained: --weights {SQUEEZENET_FILE})"
+)
 
 
 def _torchvision_net(name: str, num_classes: int) -> nn.Module:
@@ -182,14 +230,19 @@ def classifier_num_classes(name: str) -> int:
 
 
 def model_num_classes(model: nn.Module) -> int:
-    """Number of outputs of ``model``: the ``out_features`` of its last linear layer."""
+    """Number of outputs of ``model``: the ``out_features`` of its last linear layer, or for
+    a network that ends in a convolution (MobileNetV2, SqueezeNet) the ``num_classes`` it
+    declares."""
     last: nn.Linear | None = None
     for module in model.modules():
         if isinstance(module, nn.Linear):
             last = module
-    if last is None:
-        raise ValueError(f"{type(model).__name__} has no linear output layer")
-    return int(last.out_features)
+    if last is not None:
+        return int(last.out_features)
+    declared = getattr(model, "num_classes", None)
+    if isinstance(declared, int) and not isinstance(declared, bool):
+        return declared
+    raise ValueError(f"{type(model).__name__} has no linear output layer")
 
 
 def build_classifier(name: str, num_classes: int | None = None, seed: int = 0) -> nn.Module:

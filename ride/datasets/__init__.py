@@ -37,6 +37,7 @@ from ride.datasets.imagenet import (
     imagenet_files,
     load_imagenet,
     load_imagenet_images,
+    per_class_shortfall,
     sample_per_class,
 )
 
@@ -73,6 +74,7 @@ __all__ = [
     "load_imagenet",
     "load_imagenet_images",
     "load_mnist",
+    "per_class_shortfall",
     "sample_per_class",
 ]
 

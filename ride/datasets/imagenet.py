@@ -8,6 +8,7 @@ validation data by randomly sampling two images from each class ... center-cropp
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -143,7 +144,8 @@ def sample_per_class(
 
     Classes in ascending order; within a class, files are sorted by path and permuted by a
     generator seeded with ``(seed, label)``, so one class's pick does not depend on the others.
-    A class with fewer files contributes all of them. The result is ordered by class, then pick.
+    A class with fewer files contributes all of them (a change of protocol that
+    :func:`per_class_shortfall` states in one line). The result is ordered by class, then pick.
     """
     if per_class < 1:
         raise ValueError(f"per_class must be >= 1, got {per_class}")
@@ -159,6 +161,32 @@ def sample_per_class(
         picks = rng.permutation(len(paths))[:per_class]
         out.extend((paths[i], label) for i in picks)
     return out
+
+
+def per_class_shortfall(files: Sequence[tuple[str, int]], per_class: int) -> str | None:
+    """One line to log when some class of ``files`` has fewer than ``per_class`` images, so
+    that :func:`sample_per_class` takes all it has instead of ``per_class`` (the paper samples
+    two validation images per class); None when every class has enough.
+
+    Example:
+        >>> note = per_class_shortfall([("a.JPEG", 0), ("b.JPEG", 1), ("c.JPEG", 1)], 2)
+        >>> for part in note.split("; "):
+        ...     print(part)
+        ImageNet folder: 1 of 2 classes have fewer than 2 images (the paper samples 2 per class)
+        each gives what it has: 3 images instead of 4
+        >>> per_class_shortfall([("a.JPEG", 0), ("b.JPEG", 0)], 2) is None
+        True
+    """
+    counts = Counter(int(label) for _, label in files)
+    short = sum(1 for count in counts.values() if count < per_class)
+    if not short:
+        return None
+    taken = sum(min(count, per_class) for count in counts.values())
+    return (
+        f"ImageNet folder: {short} of {len(counts)} classes have fewer than {per_class} images "
+        f"(the paper samples {IMAGENET_PER_CLASS} per class); each gives what it has: {taken} "
+        f"images instead of {per_class * len(counts)}"
+    )
 
 
 def check_image_size(path: Path, size: tuple[int, int]) -> None:

@@ -91,3 +91,25 @@ def test_a_grown_imagenet_run_extends_its_recorded_files(tmp_path: Path) -> None
     first.rename(first.with_name("moved.JPEG"))
     with pytest.raises(ValueError, match="not the first of the sample"):
         evaluated_rows(layout, RunConfig.from_mapping({**settings, "limit": 6, "first_limit": 2}))
+
+
+def test_one_image_per_class_is_said_once_when_the_run_samples(tmp_path: Path) -> None:
+    import logging
+
+    data = write_imagenet(tmp_path / "val", {"n01": [(240, 250)], "n02": [(260, 230)] * 2})
+    cfg = RunConfig.from_mapping({"dataset": "imagenet", "data_dir": str(data), "limit": 3})
+    layout = RunLayout(tmp_path / "run")
+    layout.root.mkdir()
+    said: list[str] = []
+
+    class Collect(logging.Logger):
+        def warning(self, msg: object, *args: object, **kwargs: object) -> None:
+            said.append(str(msg))
+
+    assert evaluated_rows(layout, cfg, Collect("test"))[0] == 3
+    assert said == [
+        "ImageNet folder: 1 of 2 classes have fewer than 2 images (the paper samples 2 per "
+        "class); each gives what it has: 3 images instead of 4"
+    ]
+    evaluated_rows(layout, cfg, Collect("test"))  # a resume reads sources.json: said no more
+    assert len(said) == 1

@@ -59,6 +59,8 @@ def test_registry() -> None:
         "resnet50",
         "vgg19",
         "inception_v3",
+        "imagenet-mobilenet-v2",
+        "imagenet-squeezenet1_1",
     )
     assert classifier_input("mnist-cnn") == (1, 28, 28)
     assert classifier_input("cifar-resnet18") == (3, 32, 32)
