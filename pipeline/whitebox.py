@@ -140,8 +140,7 @@ def adaptive_attack(
         )
     seeds = defender_seeds(cfg, attack, defender, chunk.start, len(chunk.clean))
     generator = generator_for(
-        derive_seed(cfg.seed, cfg.dataset, chunk.start, attack.id, defender.id),
-        chunk.clean.device,
+        attack_generator_seed(cfg, attack, defender, chunk.start), chunk.clean.device
     )
     final = attack.perturb(
         chunk.model,
@@ -165,6 +164,14 @@ def adaptive_attack(
         adaptive_adv_name(attack.id, defender.id), chunk.start, choice.images.cpu().numpy()
     )
     return WhiteBoxAttack(final, choice, rows)
+
+
+def attack_generator_seed(cfg: RunConfig, attack: Attack, defender: Defender, start: int) -> int:
+    """The seed of the white-box attack's own generator (its random starts and restarts) on
+    the chunk at row ``start``: tagged, so that it is none of the defender's seeds (the
+    evaluation draws of :func:`pipeline.execution.defender_seeds` and those derived from
+    them; it once equalled the first image's evaluation seed)."""
+    return derive_seed(cfg.seed, cfg.dataset, start, attack.id, defender.id, "attack-generator")
 
 
 def attack_draws(attack: Attack, defender: object) -> int:

@@ -142,6 +142,22 @@ def test_the_evaluations_seeds_are_disjoint_from_every_attacker_draw(
     assert len(set(attacker_seeds)) == len(attacker_seeds)  # no draw repeats another
 
 
+def test_the_attacks_own_generator_is_seeded_apart_from_every_evaluation_draw(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seeded: list[int] = []
+    real = whitebox.generator_for
+
+    def recording(seed: int, device: torch.device) -> torch.Generator:
+        seeded.append(seed)
+        return real(seed, device)
+
+    monkeypatch.setattr(whitebox, "generator_for", recording)
+    defender, _, attacker_seeds, _ = _white_box(tmp_path, monkeypatch, recheck=4, count=20)
+    assert len(seeded) == 1  # one generator for the chunk's random starts and restarts
+    assert seeded[0] not in set(defender.seen) | set(attacker_seeds)
+
+
 def test_the_chosen_iterate_is_the_one_least_often_right_the_later_on_a_tie(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
