@@ -247,6 +247,19 @@ def check_device(device: str) -> None:
         raise PreflightError("device cuda: no CUDA device is visible on this machine", "device")
 
 
+def check_precision_offered(cfg: RunConfig) -> None:
+    """bf16 RIDE fits are offered on CUDA only: on the CPUs measured here they are 9-11x
+    slower than fp32 (no AVX512-BF16 or AMX), and bf16 changes results, so a CPU verdict in
+    bf16 would need a paired comparison with fp32 that no results page has (README, "The
+    CIFAR-10 engine on this CPU")."""
+    if cfg.precision == "bf16" and cfg.device == "cpu":
+        raise PreflightError(
+            "precision bf16 is offered with device cuda only: on the CPU it was 9-11x slower "
+            "than fp32 here and no paired comparison with fp32 backs its results; use fp32",
+            "precision",
+        )
+
+
 def preflight(out: Path, settings: Mapping[str, Any]) -> RunConfig:
     """Check that the run ``settings`` can start in ``out``; returns its config.
 
@@ -274,6 +287,7 @@ def preflight(out: Path, settings: Mapping[str, Any]) -> RunConfig:
         check_growth(cfg, growth, out, ImageStore(layout).held_images())
     check_inputs(out, cfg)
     check_pairs(cfg)
+    check_precision_offered(cfg)
     if not cfg.scheduler:
         check_device(cfg.device)
     return cfg

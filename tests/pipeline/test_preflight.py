@@ -107,6 +107,12 @@ def test_cuda_needs_a_device_here_unless_a_cluster_runs_the_tasks(tmp_path: Path
     preflight(tmp_path / "out", {"device": "cuda", "scheduler": "tcp://127.0.0.1:1", **FAST})
 
 
+def test_bf16_fits_are_offered_on_cuda_only(tmp_path: Path) -> None:
+    error = refused(tmp_path / "out", {"precision": "bf16", **FAST})
+    assert error.key == "precision" and "offered with device cuda only" in str(error)
+    preflight(tmp_path / "out", {"precision": "fp32", **FAST})
+
+
 def test_training_settings_name_their_key(tmp_path: Path) -> None:
     for settings, key, message in [
         ({"dataset": "digits", "epochs": 0}, "epochs", "must be a positive integer, got 0"),
