@@ -308,9 +308,8 @@ def section_lines(page: Page, section: Section, runs: Path, out_dir: Path) -> li
     if not layout.results.exists():
         return [*lines, "Not run yet.", ""]
     results, _ = this_run(layout, read_results(layout.results))
-    ok = results[results["status"] == "ok"]
     planned = int(read_run_config(layout.run_toml).get("limit", 0) or 0)
-    done = int(ok.groupby(["attack_id", "defender_id"])["index"].nunique().min()) if len(ok) else 0
+    done = images_per_cell(results)
     status = "complete" if planned and done >= planned else f"partial: {done:,} of {planned:,}"
     split = time_split(results)
     clean = clean_accuracy(results)
@@ -339,6 +338,20 @@ def section_lines(page: Page, section: Section, runs: Path, out_dir: Path) -> li
     if section.figures:
         lines += _figure_lines(run, section.name, out_dir)
     return [*lines, ""]
+
+
+def images_per_cell(results: pd.DataFrame) -> int:
+    """The images every cell of the run holds: the fewest of any (attack, defender) with
+    rows, and 0 when a RIDE-family defender has no row yet under one of the run's attacks
+    (every attack applies to RIDE, so that cell is planned but not yet made)."""
+    ok = results[results["status"] == "ok"]
+    if ok.empty:
+        return 0
+    counts = ok.groupby(["attack_id", "defender_id"])["index"].nunique()
+    ride = set(results.loc[results["defender"].isin(RIDE_FAMILY), "defender_id"])
+    made = set(counts.index)
+    missing = [(a, d) for a in set(results["attack_id"]) for d in ride if (a, d) not in made]
+    return 0 if missing else int(counts.min())
 
 
 def _figure_lines(run: Path, name: str, out_dir: Path) -> list[str]:

@@ -171,3 +171,17 @@ def test_the_attack_that_hurts_ride_most_is_named_with_paired_differences(
 def test_one_attack_on_ride_names_no_strongest(tmp_path: Path) -> None:
     _make_run(tmp_path / "runs", limit=8, images=8)
     assert "Which attack hurts" not in render(PAGE, tmp_path / "runs", tmp_path / "docs")
+
+
+def test_a_ride_cell_not_made_yet_makes_the_run_partial() -> None:
+    import pandas as pd
+
+    from analysis.results_page import images_per_cell
+
+    rows = [_row(i, a, d, 1.0) for i in range(4) for a in ("none", BPDA) for d in ("none", RIDE)]
+    frame = pd.DataFrame(rows)
+    assert images_per_cell(frame) == 4
+    without = frame[~((frame["attack_id"] == BPDA) & (frame["defender_id"] == RIDE))]
+    assert images_per_cell(without) == 0  # BPDA x RIDE still running: nothing is complete
+    no_filter = frame[~((frame["attack_id"] == BPDA) & (frame["defender_id"] == "none"))]
+    assert images_per_cell(no_filter) == 4  # another defender's cell may be left out
