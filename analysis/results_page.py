@@ -488,7 +488,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs: Path = args.runs
     if args.keep is not None:
         try:
-            for name in (page.classifier, *(section.name for section in page.sections)):
+            names = (page.classifier, *(section.name for section in page.sections))
+            for name in dict.fromkeys(names):  # the classifier's folder may be a section's
                 if (runs / name).is_dir():
                     kept = keep_run(runs / name, args.keep / name)
                     print(f"kept {runs / name} in {args.keep / name} ({kept / 2**20:.1f} MiB)")
