@@ -22,10 +22,11 @@ must divide the images it holds (a run started at a power of two images always c
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from pipeline.config import RunConfig
 from pipeline.plan import task_sizes
+from storage.images import ImageStore
+from storage.kept import restored_rows
 from storage.layout import RunLayout
 from storage.runconfig import RunConfigMismatch, check_same_run, read_run_config
 
@@ -74,11 +75,22 @@ def growth_problem(cfg: RunConfig, held: int) -> str | None:
     return None
 
 
-def check_growth(cfg: RunConfig, growth: Growth | None, root: Path, held: int | None) -> None:
-    """:class:`~storage.runconfig.RunConfigMismatch` when ``growth`` of the run in ``root``,
-    which stores ``held`` images (None: no images stored yet), cannot be made."""
+def held_images(layout: RunLayout) -> int | None:
+    """The images the run in ``layout`` holds: its ``clean`` array's rows, or for a run
+    restored from kept results (``storage.kept``) and not yet resumed, the rows restored;
+    None before either exists."""
+    held = ImageStore(layout).held_images()
+    if held is None:
+        held = restored_rows(layout) or None
+    return held
+
+
+def check_growth(cfg: RunConfig, growth: Growth | None, layout: RunLayout) -> None:
+    """:class:`~storage.runconfig.RunConfigMismatch` when ``growth`` of the run in ``layout``
+    cannot be made (:func:`growth_problem` on the images it holds)."""
+    held = held_images(layout)
     if growth is None or held is None:
         return
     problem = growth_problem(cfg, held)
     if problem is not None:
-        raise RunConfigMismatch(f"{root}: {problem}")
+        raise RunConfigMismatch(f"{layout.root}: {problem}")

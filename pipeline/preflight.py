@@ -284,7 +284,7 @@ def preflight(out: Path, settings: Mapping[str, Any]) -> RunConfig:
         check_same_run(layout.run_toml, cfg.run_record(), cfg.identity() - _grown(growth))
         check_claimable(layout.run_toml, cfg.force_claim)
         check_images(out)
-        check_growth(cfg, growth, out, ImageStore(layout).held_images())
+        check_growth(cfg, growth, layout)
     check_inputs(out, cfg)
     check_pairs(cfg)
     check_precision_offered(cfg)

@@ -77,7 +77,7 @@ def claim_run(
     notes = [] if note is None else [note]
     cfg, growth = adopt_recorded(cfg, layout)
     if growth is not None:
-        check_growth(cfg, growth, layout.root, ImageStore(layout).held_images())
+        check_growth(cfg, growth, layout)
         record_growth(layout.run_toml, cfg.run_record(), growth.before, growth.after, command)
         notes.append(
             f"{layout.root} grows from limit {growth.before} to {growth.after}: its finished "

@@ -86,3 +86,11 @@ def test_growth_needs_whole_tasks() -> None:
     assert growth_problem(cfg, 16) is None
     # A run started at a power of two images always can grow (auto sizes are powers of two).
     assert growth_problem(config(limit=1024, first_limit=128), 128) is None
+
+
+def test_a_restored_run_counts_its_restored_rows_as_held(tmp_path: Path) -> None:
+    layout = RunLayout(tmp_path)
+    claim_run(layout, config(limit=12, chunk_size=8), None)
+    layout.restored.write_text('{"rows": 12}')  # kept results of 12 images, no images.zarr
+    with pytest.raises(RunConfigMismatch, match="12 is not a multiple of 8"):
+        claim_run(layout, config(limit=24, chunk_size=8), None)
