@@ -326,6 +326,13 @@ def section_lines(page: Page, section: Section, runs: Path, out_dir: Path) -> li
             "images, the time between its runs left out); "
             f"{_hours(split['compute'])} of compute on {split['workers']:.0f} worker(s)."
         )
+    elif split is not None and split["busy"] < 0.9 * split["span"]:  # stopped and resumed
+        lines.append(
+            f"- Wall time: {_hours(split['busy'])} while a task ran ({_hours(split['span'])} "
+            "from the first task's start to the last task's end: the run was stopped and "
+            f"resumed); {_hours(split['compute'])} of compute on {split['workers']:.0f} "
+            "worker(s)."
+        )
     elif split is not None:
         lines.append(
             f"- Wall time: {_hours(split['span'])} from the first task's start to the last "
