@@ -22,7 +22,7 @@ import torch
 
 from pipeline.cache import CACHE_ENV, default_cache_dir
 from pipeline.config import RunConfig
-from pipeline.growth import Growth, adopt_recorded, check_growth
+from pipeline.growth import adopt_recorded, check_growth
 from pipeline.train import TrainSettings, trained_epochs_in
 from ride.classifiers import (
     PRETRAINED_IMAGENET,
@@ -280,8 +280,9 @@ def preflight(out: Path, settings: Mapping[str, Any]) -> RunConfig:
         check_unlocked(out)
         read_journal(RunLayout(out).results)  # one the run's compaction would refuse
         layout = RunLayout(out)
-        cfg, growth = adopt_recorded(cfg, layout)  # a grown run, or one that grows now
-        check_same_run(layout.run_toml, cfg.run_record(), cfg.identity() - _grown(growth))
+        cfg, growth = adopt_recorded(cfg, layout)  # a growth is checked against run.toml there
+        if growth is None:
+            check_same_run(layout.run_toml, cfg.run_record(), cfg.identity())
         check_claimable(layout.run_toml, cfg.force_claim)
         check_images(out)
         check_growth(cfg, growth, layout)
@@ -291,11 +292,6 @@ def preflight(out: Path, settings: Mapping[str, Any]) -> RunConfig:
     if not cfg.scheduler:
         check_device(cfg.device)
     return cfg
-
-
-def _grown(growth: Growth | None) -> frozenset[str]:
-    """The identity keys a growth changes: ``limit`` and ``first_limit``."""
-    return frozenset() if growth is None else frozenset({"limit", "first_limit"})
 
 
 def preflight_train(out: Path, settings: Mapping[str, Any]) -> TrainSettings:
