@@ -129,15 +129,7 @@ def adaptive_attack(
             len(chunk.clean),
         )
 
-    if isinstance(attack, ChoosesMethod):
-        logger.info(
-            "%s: %s (%s declares differentiable=%s, randomised=%s)",
-            chunk.where,
-            method_text(attack.method(defender)),
-            defender.id,
-            getattr(defender, "differentiable", False),
-            getattr(defender, "randomised", False),
-        )
+    log_method(chunk, logger)
     seeds = defender_seeds(cfg, attack, defender, chunk.start, len(chunk.clean))
     generator = generator_for(
         attack_generator_seed(cfg, attack, defender, chunk.start), chunk.clean.device
@@ -164,6 +156,21 @@ def adaptive_attack(
         adaptive_adv_name(attack.id, defender.id), chunk.start, choice.images.cpu().numpy()
     )
     return WhiteBoxAttack(final, choice, rows)
+
+
+def log_method(chunk: WhiteBoxChunk, logger: Logger) -> None:
+    """Log the method an attack that chooses per defender (the adaptive ones) gives the
+    chunk's defender, and the declarations it chose from."""
+    attack, defender = chunk.attack, chunk.defender
+    if isinstance(attack, ChoosesMethod):
+        logger.info(
+            "%s: %s (%s declares differentiable=%s, randomised=%s)",
+            chunk.where,
+            method_text(attack.method(defender)),
+            defender.id,
+            getattr(defender, "differentiable", False),
+            getattr(defender, "randomised", False),
+        )
 
 
 def attack_generator_seed(cfg: RunConfig, attack: Attack, defender: Defender, start: int) -> int:

@@ -6,24 +6,20 @@ defenses" (2020): attack each defence with the gradient it actually has. A defen
 declares ``differentiable = True`` is attacked through its own gradient (no approximation);
 one that does not, with BPDA (its backward pass taken as the identity); one that declares
 ``randomised = True``, with Expectation over Transformation (``eot`` draws averaged per
-gradient). Both walks are :func:`~ride.attacks.functional.bpda`; the APGD-CE and APGD-DLR
-versions (Croce and Hein, 2020) choose the same way and walk
-:func:`~ride.attacks.functional.apgd_through`.
+gradient). Both walks are :func:`~ride.attacks.bpda.bpda`; the APGD-CE and APGD-DLR versions
+(Croce and Hein, 2020) choose the same way and walk :func:`~ride.attacks.apgd.apgd_through`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, TypedDict, runtime_checkable
+from typing import ClassVar, Protocol, TypedDict, runtime_checkable
 
-import torch
 from torch import Tensor, nn
 
-from ride._checks import fmt_number
-from ride.attacks.functional import BPDAStep, DefenderFn, Gradient, Loss, apgd_through, check_apgd
-from ride.attacks.modules import (
-    BPDAEOT,
+from ride.attacks.apgd import APGDSettings, apgd_through
+from ride.attacks.apgd_walk import Loss, check_apgd
+from ride.attacks.base import (
     EOT_HELP,
     EPS_HELP,
     ITERS_HELP,
@@ -31,6 +27,8 @@ from ride.attacks.modules import (
     RESTARTS_HELP,
     ThroughDefender,
 )
+from ride.attacks.bpda import BPDAEOT
+from ride.attacks.target import DefenderFn, Gradient, Target
 from ride.registry import ATTACKS, setting
 
 
@@ -77,15 +75,7 @@ class Adaptive(BPDAEOT):
     """
 
     name: ClassVar[str] = "adaptive"
-
-    @property
-    def id(self) -> str:
-        """``adaptive-eot15-eps0.1-step0.02-it10``, ``-rs`` appended with a random start."""
-        rs = "-rs" if self.random_start else ""
-        return (
-            f"{self.name}-eot{self.eot}-eps{fmt_number(self.eps)}"
-            f"-step{fmt_number(self.step)}-it{fmt_number(self.iters)}{rs}"
-        )
+    id_stem: ClassVar[str] = ""  # the name: adaptive-eot15-eps0.1-step0.02-it10
 
     def method(self, defender: object) -> Method:
         """The attack ``defender`` gets, from its ``differentiable`` and ``randomised``
@@ -125,7 +115,7 @@ class AdaptiveAPGD(ThroughDefender):
     2020): the exact gradient through a ``differentiable`` defender, else BPDA (its backward
     pass the identity); the loss and gradient averaged over ``eot`` draws (EOT) on a
     ``randomised`` one, as AutoAttack's version for randomised defences runs APGD. The walk
-    is :func:`~ride.attacks.functional.apgd_through`, on the loss of the subclass
+    is :func:`~ride.attacks.apgd.apgd_through`, on the loss of the subclass
     (:class:`AdaptiveAPGDCE`, :class:`AdaptiveAPGDDLR`); ``on_step`` sees every iterate of
     its first run, as BPDA's does.
     """
@@ -142,50 +132,22 @@ class AdaptiveAPGD(ThroughDefender):
     def __post_init__(self) -> None:
         check_apgd(self.eps, self.iters, self.restarts, self.eot)
 
-    @property
-    def id(self) -> str:
-        """``adaptive-apgd-ce-eot15-eps0.1-it10``; ``-restarts2``, ``-rs`` as for APGD."""
-        restarts = f"-restarts{self.restarts}" if self.restarts > 1 else ""
-        rs = "-rs" if self.random_start else ""
-        return (
-            f"{self.name}-eot{self.eot}-eps{fmt_number(self.eps)}"
-            f"-it{fmt_number(self.iters)}{restarts}{rs}"
-        )
-
     def method(self, defender: object) -> Method:
         """The attack ``defender`` gets (:func:`choose_method`)."""
         return choose_method(defender, self.eot)
 
-    def perturb(
-        self,
-        model: nn.Module,
-        x: Tensor,
-        y: Tensor,
-        *,
-        generator: torch.Generator | None = None,
-        defender: DefenderFn | None = None,
-        seeds: Sequence[int] | None = None,
-        on_step: Callable[[BPDAStep], None] | None = None,
-        **_: Any,
-    ) -> Tensor:
-        target = self.target(defender)
-        method = self.method(target)
-        return apgd_through(
-            model,
-            target,
-            x,
-            y,
+    def through(self, model: nn.Module, x: Tensor, y: Tensor, target: Target) -> Tensor:
+        method = self.method(target.defender)
+        settings = APGDSettings(
             self.eps,
             self.iters,
             self.loss,
             method["draws"],
             self.restarts,
             self.random_start,
-            seeds=seeds,
-            generator=generator,
-            on_step=on_step,
-            gradient=method["gradient"],
+            method["gradient"],
         )
+        return apgd_through(model, x, y, target, settings)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ defender is the identity.
 
 Athalye, Carlini and Wagner, "Obfuscated gradients give a false sense of security" (2018):
 BPDA replaces a non-differentiable defender's backward pass by that of a differentiable
-approximation g. :class:`~ride.attacks.modules.BPDA` takes g(x) = x; this attack takes g =
+approximation g. :class:`~ride.attacks.bpda.BPDA` takes g(x) = x; this attack takes g =
 :func:`~ride.defenders.ride.ride_surrogate`, RIDE's Alg. 2 with a short fit (T = 1, K = 20
 by default) differentiated through its optimiser steps, seeded like the defender's draw (the
 same initial network and noise distribution). The forward pass, which the classifier and the
@@ -12,16 +12,16 @@ tracked iterates see, is the real defender; EOT averages the gradient over ``eot
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
-import torch
 from torch import Tensor, nn
 
-from ride._checks import check_finite_number, fmt_number
-from ride.attacks.functional import BPDAStep, DefenderFn, Gradient
-from ride.attacks.modules import BPDAEOT
+from ride._checks import check_finite_number
+from ride.attacks.base import check_count
+from ride.attacks.bpda import BPDAEOT
+from ride.attacks.target import DefenderFn, Gradient, Target
 from ride.defenders.ride import (
     SURROGATE_CHECKPOINTS,
     SURROGATE_ITERS,
@@ -89,61 +89,31 @@ class BPDASurrogate(BPDAEOT):
     )
 
     name: ClassVar[str] = "bpda-surrogate"
+    id_stem: ClassVar[str] = ""  # the name: bpda-surrogate-eot15-K20-T1-lr1-eps0.1-...
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for what in ("surrogate_iters", "surrogate_checkpoints"):
-            value = getattr(self, what)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{what} must be an int >= 1, got {value!r}")
+        check_count(self.surrogate_iters, "surrogate_iters")
+        check_count(self.surrogate_checkpoints, "surrogate_checkpoints")
         if check_finite_number(self.surrogate_lr, "surrogate_lr") <= 0:
             raise ValueError(f"surrogate_lr must be > 0, got {self.surrogate_lr}")
-
-    @property
-    def id(self) -> str:
-        """``bpda-surrogate-eot15-K20-T1-lr1-eps0.1-step0.02-it10``; ``-rs`` with a random
-        start."""
-        rs = "-rs" if self.random_start else ""
-        return (
-            f"{self.name}-eot{self.eot}-K{self.surrogate_iters}-T{self.surrogate_checkpoints}"
-            f"-lr{fmt_number(self.surrogate_lr)}-eps{fmt_number(self.eps)}"
-            f"-step{fmt_number(self.step)}-it{fmt_number(self.iters)}{rs}"
-        )
 
     def applies_to(self, defender: object) -> bool:
         """The surrogate is a short RIDE fit: it attacks RIDE-family defenders only."""
         return isinstance(defender, Ride)
 
-    def perturb(
-        self,
-        model: nn.Module,
-        x: Tensor,
-        y: Tensor,
-        *,
-        generator: torch.Generator | None = None,
-        defender: DefenderFn | None = None,
-        seeds: Sequence[int] | None = None,
-        on_step: Callable[[BPDAStep], None] | None = None,
-    ) -> Tensor:
-        target = self.target(defender)
-        if not isinstance(target, Ride):  # what applies_to says
-            name = getattr(target, "id", type(target).__name__)
+    def through(self, model: nn.Module, x: Tensor, y: Tensor, target: Target) -> Tensor:
+        """BPDA + EOT through ``target``, its defender's backward pass the surrogate's."""
+        if not isinstance(target.defender, Ride):  # what applies_to says
+            name = getattr(target.defender, "id", type(target.defender).__name__)
             raise ValueError(
                 f"bpda-surrogate attacks RIDE-family defenders (ride, dae, dip, idip), "
                 f"not {name}: use bpda-eot or adaptive"
             )
         through = SurrogateGradient(
-            target, self.surrogate_iters, self.surrogate_checkpoints, self.surrogate_lr
+            target.defender, self.surrogate_iters, self.surrogate_checkpoints, self.surrogate_lr
         )
-        return super().perturb(
-            model,
-            x,
-            y,
-            generator=generator,
-            defender=through,
-            seeds=seeds,
-            on_step=on_step,
-        )
+        return super().through(model, x, y, replace(target, defender=through))
 
     def walk(self, defender: DefenderFn) -> tuple[int, Gradient]:
         """``eot`` draws, each differentiated through the surrogate (``"exact"`` through

@@ -13,9 +13,20 @@ from torch import Tensor, nn
 from toydefenders import NoisyAffine
 
 from pipeline.settings import run_keys
-from ride.attacks import ATTACKS, BPDA, BPDAEOT, PGD, BPDAStep, bpda, draw_seeds, make_attack
+from ride.attacks import (
+    ATTACKS,
+    BPDA,
+    BPDAEOT,
+    PGD,
+    BPDASettings,
+    BPDAStep,
+    Target,
+    bpda,
+    draw_seeds,
+    make_attack,
+)
 from ride.attacks.adaptive import Adaptive, method_text
-from ride.attacks.functional import _project
+from ride.attacks.base import project
 from ride.classifiers import accuracy
 from ride.datasets import ImageSet
 from ride.defenders import Median, NoDefence, Ride
@@ -160,9 +171,8 @@ def test_through_the_identity_it_is_pgd_bit_for_bit(
     expected = PGD(iters=4).perturb(trained_cnn, x, y)
     adaptive = Adaptive(eot=5, iters=4).perturb(trained_cnn, x, y, defender=Identity())
     assert torch.equal(adaptive, expected)
-    assert torch.equal(
-        bpda(trained_cnn, Identity(), x, y, EPS, STEP, 4, gradient="exact"), expected
-    )
+    exact = BPDASettings(EPS, STEP, 4, gradient="exact")
+    assert torch.equal(bpda(trained_cnn, x, y, Target(Identity()), exact), expected)
 
 
 def test_through_no_defence_it_is_pgd_bit_for_bit(
@@ -198,13 +208,11 @@ def test_one_eot_step_follows_the_mean_of_the_per_draw_gradients(
         total += grad
     mean = total / eot
     assert not torch.equal(mean.sign(), grads[0].sign())  # the draws disagree: EOT matters
-    expected = _project(x + STEP * mean.sign(), x, EPS)
+    expected = project(x + STEP * mean.sign(), x, EPS)
     one_step = Adaptive(trained_cnn, defender, eot=eot, eps=EPS, step=STEP, iters=1)
     assert torch.equal(one_step(x, y, seeds=seeds), expected)
-    assert torch.equal(
-        bpda(trained_cnn, defender, x, y, EPS, STEP, 1, eot=eot, seeds=seeds, gradient="exact"),
-        expected,
-    )
+    exact = BPDASettings(EPS, STEP, 1, eot=eot, gradient="exact")
+    assert torch.equal(bpda(trained_cnn, x, y, Target(defender, seeds=seeds), exact), expected)
 
 
 # (e) invariants
@@ -242,7 +250,7 @@ def test_a_defender_that_claims_a_gradient_it_lacks_is_refused(
     with pytest.raises(ValueError, match="gives no gradient to its input"):
         Adaptive(iters=1).perturb(model, x, y, defender=LyingDefender())
     with pytest.raises(ValueError, match="gradient must be one of bpda, exact"):
-        bpda(model, Median(), x, y, EPS, STEP, 1, gradient="approx")  # type: ignore[arg-type]
+        BPDASettings(EPS, STEP, 1, gradient="approx")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="give the defender"):
         Adaptive(iters=1).perturb(model, x, y)
     with pytest.raises(ValueError, match="has no model"):

@@ -18,7 +18,9 @@ from ride.attacks import (
     ATTACKS,
     AdaptiveAPGDCE,
     AdaptiveAPGDDLR,
+    APGDSettings,
     BPDAStep,
+    Target,
     apgd,
     apgd_checkpoints,
     apgd_through,
@@ -27,7 +29,9 @@ from ride.attacks import (
     make_attack,
 )
 from ride.attacks.adaptive import ChoosesMethod
-from ride.attacks.functional import LOSSES, DefenderFn, Loss, _project, apgd_loss
+from ride.attacks.apgd_walk import LOSSES, Loss, apgd_loss
+from ride.attacks.base import project
+from ride.attacks.target import DefenderFn
 from ride.datasets import ImageSet
 from ride.defenders import Median, NoDefence, Ride
 from ride.seeding import derive_seed, generator_for
@@ -111,7 +115,11 @@ def test_the_iterates_of_a_one_pixel_problem_follow_algorithm_1() -> None:
     x, y = torch.tensor([[[[0.5]]]]), torch.tensor([0])
     steps: list[BPDAStep] = []
     result = apgd_through(
-        Bowl(0.53), NoDefence(), x, y, 0.1, 10, gradient="exact", on_step=steps.append
+        Bowl(0.53),
+        x,
+        y,
+        Target(NoDefence(), on_step=steps.append),
+        APGDSettings(0.1, 10, gradient="exact"),
     )
     iterates = [float(s.adversarial) for s in steps]
     expected = [0.5, 0.6, 0.475, 0.5375, 0.45, 0.4625, 0.51875, 0.51875, 0.5515625, 0.5234375]
@@ -168,18 +176,15 @@ def test_results_stay_in_the_ball_nothing_is_mutated_or_trained(
         apgd(model, x, y, EPS, 6, "dlr", restarts=2, random_start=True, generator=generator_for(1)),
         apgd_through(
             model,
-            NoisyDefender(),
             x,
             y,
-            EPS,
-            6,
-            "ce",
-            eot=2,
-            restarts=2,
-            random_start=True,
-            seeds=range(len(x)),
-            generator=generator_for(2),
-            on_step=steps.append,
+            Target(
+                NoisyDefender(),
+                seeds=range(len(x)),
+                generator=generator_for(2),
+                on_step=steps.append,
+            ),
+            APGDSettings(EPS, 6, "ce", eot=2, restarts=2, random_start=True),
         ),
     ]
     assert torch.equal(x, x_before)
@@ -199,18 +204,15 @@ def test_batched_equals_one_by_one(mlp: nn.Module, digits_test: ImageSet, loss: 
     alone = torch.cat([apgd(mlp, x[i : i + 1], y[i : i + 1], EPS, 10, loss) for i in range(8)])
     assert torch.allclose(batched, alone, atol=1e-6)
     seeds = list(range(30, 38))
-    through = apgd_through(mlp, NoisyDefender(), x, y, EPS, 4, loss, eot=2, seeds=seeds)
+    settings = APGDSettings(EPS, 4, loss, eot=2)
+    through = apgd_through(mlp, x, y, Target(NoisyDefender(), seeds=seeds), settings)
     one_by_one = [
         apgd_through(
             mlp,
-            NoisyDefender(),
             x[i : i + 1],
             y[i : i + 1],
-            EPS,
-            4,
-            loss,
-            eot=2,
-            seeds=seeds[i : i + 1],
+            Target(NoisyDefender(), seeds=seeds[i : i + 1]),
+            settings,
         )
         for i in range(8)
     ]
@@ -251,7 +253,7 @@ def test_the_first_step_follows_the_mean_of_the_per_draw_gradients(
         grads.append(grad)
     mean = (grads[0] + grads[1] + grads[2]) / eot
     assert not torch.equal(mean.sign(), grads[0].sign())  # the draws disagree: EOT matters
-    expected = _project(x + 2.0 * EPS * mean.sign(), x, EPS)  # x^(1): eta = 2 eps, no momentum
+    expected = project(x + 2.0 * EPS * mean.sign(), x, EPS)  # x^(1): eta = 2 eps, no momentum
     steps: list[BPDAStep] = []
     attack = AdaptiveAPGDCE(mlp, defender, eot=eot, eps=EPS, iters=2)
     assert attack.method(defender) == {"gradient": gradient, "draws": eot}
@@ -267,8 +269,9 @@ def test_draws_are_seeded_disjoint_from_the_evaluations_and_reported(
     seeds = [7, 8, 9]
     first, second = NoisyDefender(), NoisyDefender()
     steps: list[BPDAStep] = []
-    a = apgd_through(mlp, first, x, y, EPS, 3, eot=2, seeds=seeds, on_step=steps.append)
-    b = apgd_through(mlp, second, x, y, EPS, 3, eot=2, seeds=seeds)
+    settings = APGDSettings(EPS, 3, eot=2)
+    a = apgd_through(mlp, x, y, Target(first, seeds=seeds, on_step=steps.append), settings)
+    b = apgd_through(mlp, x, y, Target(second, seeds=seeds), settings)
     assert torch.equal(a, b) and first.calls == second.calls
     assert len(first.calls) == (3 + 1) * 2  # x^(0..iters), eot draws each
     assert first.calls[0] == draw_seeds(seeds, "apgd", 0, 0, 0)
@@ -293,7 +296,7 @@ def test_a_deterministic_defender_gets_one_draw(
     assert attack.method(Ride(iters=5, checkpoints=1)) == {"gradient": "bpda", "draws": 5}
     assert torch.equal(
         attack.perturb(mlp, x, y, defender=median),
-        apgd_through(mlp, median, x, y, EPS, 4, "dlr", eot=1),
+        apgd_through(mlp, x, y, Target(median), APGDSettings(EPS, 4, "dlr", eot=1)),
     )
     # through no defence, the adaptive attack is the gray-box one, bit for bit
     assert torch.equal(
@@ -347,15 +350,21 @@ def test_ids_params_and_registration() -> None:
             lambda m, x, y: apgd(m, x, y, EPS, 5, "l2"),  # type: ignore[arg-type]
             "loss must be one of ce, dlr, got 'l2'",
         ),
+        (lambda m, x, y: APGDSettings(EPS, 5, eot=0), "eot must be an int >= 1, got 0"),
         (
-            lambda m, x, y: apgd_through(m, NoisyDefender(), x, y, EPS, 5, eot=0),
-            "eot must be an int >= 1, got 0",
-        ),
-        (
-            lambda m, x, y: apgd_through(m, Median(), x, y, EPS, 5, gradient="approx"),  # type: ignore[arg-type]
+            lambda m, x, y: APGDSettings(EPS, 5, gradient="approx"),  # type: ignore[arg-type]
             "gradient must be one of bpda, exact",
         ),
-        (lambda m, x, y: apgd_through(m, Median(), x, y, EPS, 5, seeds=[1]), "one seed per"),
+        (
+            lambda m, x, y: APGDSettings(EPS, 5, "l2"),  # type: ignore[arg-type]
+            "loss must be one of ce, dlr, got 'l2'",
+        ),
+        (
+            lambda m, x, y: apgd_through(
+                m, x, y, Target(Median(), seeds=[1]), APGDSettings(EPS, 5)
+            ),
+            "one seed per",
+        ),
         (lambda m, x, y: APGDCE(eps=-0.1), r"eps must be in \(0, 1\]"),
         (lambda m, x, y: APGDDLR(iters=0), "iters must be an int >= 1"),
         (lambda m, x, y: AdaptiveAPGDCE(eot=0), "eot must be an int >= 1"),

@@ -11,7 +11,9 @@ from ride.attacks import (
     BPDA,
     BPDAEOT,
     PGD,
+    BPDASettings,
     BPDAStep,
+    Target,
     bpda,
     bpda_identity,
     draw_seeds,
@@ -45,10 +47,15 @@ def test_bpda_through_the_identity_defender_is_pgd(
 ) -> None:
     x, y = batch
     assert torch.equal(
-        bpda(trained_cnn, NoDefence(), x, y, EPS, STEP, 5), pgd(trained_cnn, x, y, EPS, STEP, 5)
+        bpda(trained_cnn, x, y, Target(NoDefence()), BPDASettings(EPS, STEP, 5)),
+        pgd(trained_cnn, x, y, EPS, STEP, 5),
     )
     with_start = bpda(
-        trained_cnn, NoDefence(), x, y, EPS, STEP, 3, random_start=True, generator=generator_for(4)
+        trained_cnn,
+        x,
+        y,
+        Target(NoDefence(), generator=generator_for(4)),
+        BPDASettings(EPS, STEP, 3, random_start=True),
     )
     assert torch.equal(
         with_start,
@@ -71,8 +78,8 @@ def test_eot_over_a_deterministic_defender_is_bpda(
 ) -> None:
     x, y = batch
     median = Median(kernel=3)
-    once = bpda(trained_cnn, median, x, y, EPS, STEP, 4)
-    averaged = bpda(trained_cnn, median, x, y, EPS, STEP, 4, eot=3)
+    once = bpda(trained_cnn, x, y, Target(median), BPDASettings(EPS, STEP, 4))
+    averaged = bpda(trained_cnn, x, y, Target(median), BPDASettings(EPS, STEP, 4, eot=3))
     assert torch.equal(once, averaged)
 
 
@@ -81,20 +88,10 @@ def test_every_iterate_stays_in_the_eps_ball_and_unit_range(
 ) -> None:
     x, y = batch
     steps: list[BPDAStep] = []
-    final = bpda(
-        trained_cnn,
-        NoisyDefender(),
-        x,
-        y,
-        EPS,
-        0.05,
-        6,
-        eot=2,
-        random_start=True,
-        seeds=range(len(x)),
-        generator=generator_for(0),
-        on_step=steps.append,
+    target = Target(
+        NoisyDefender(), seeds=range(len(x)), generator=generator_for(0), on_step=steps.append
     )
+    final = bpda(trained_cnn, x, y, target, BPDASettings(EPS, 0.05, 6, eot=2, random_start=True))
     assert [s.iteration for s in steps] == list(range(7))  # 0..iters: the final one too
     assert torch.equal(steps[-1].adversarial, final)
     for image in [*(s.adversarial for s in steps), final]:
@@ -113,7 +110,7 @@ def test_steps_report_what_the_attack_saw(
     x, y = batch
     steps: list[BPDAStep] = []
     median = Median(kernel=3)
-    bpda(trained_cnn, median, x, y, EPS, STEP, 3, on_step=steps.append)
+    bpda(trained_cnn, x, y, Target(median, on_step=steps.append), BPDASettings(EPS, STEP, 3))
     assert torch.equal(steps[0].adversarial, x)  # no random start: x^(0) is the clean image
     assert torch.equal(steps[0].defended, median(x))
     with torch.no_grad():
@@ -127,8 +124,9 @@ def test_each_draw_gets_its_own_seeds_and_reruns_repeat_them(
     x, y = batch
     x, y = x[:3], y[:3]
     first, second = NoisyDefender(), NoisyDefender()
-    a = bpda(trained_cnn, first, x, y, EPS, STEP, 2, eot=3, seeds=[7, 8, 9])
-    b = bpda(trained_cnn, second, x, y, EPS, STEP, 2, eot=3, seeds=[7, 8, 9])
+    settings = BPDASettings(EPS, STEP, 2, eot=3)
+    a = bpda(trained_cnn, x, y, Target(first, seeds=[7, 8, 9]), settings)
+    b = bpda(trained_cnn, x, y, Target(second, seeds=[7, 8, 9]), settings)
     assert torch.equal(a, b)
     assert first.calls == second.calls
     assert len(first.calls) == 2 * 3  # iters x eot draws
@@ -146,7 +144,8 @@ def test_the_adaptive_attack_beats_the_gray_box_attack_on_a_filter(
     x, y = digits_test.images[:96], digits_test.labels[:96]
     tv = TVBregman(weight=2.0)
     gray_box = accuracy(trained_cnn, tv(pgd(trained_cnn, x, y, EPS, STEP, 10)), y)
-    white_box = accuracy(trained_cnn, tv(bpda(trained_cnn, tv, x, y, EPS, STEP, 10)), y)
+    through_tv = bpda(trained_cnn, x, y, Target(tv), BPDASettings(EPS, STEP, 10))
+    white_box = accuracy(trained_cnn, tv(through_tv), y)
     assert white_box < gray_box, (white_box, gray_box)
 
 
@@ -160,7 +159,7 @@ def test_bpda_through_ride_keeps_the_invariants(
     try:
         ride = Ride(iters=3, checkpoints=1)
         with torch.no_grad():  # RIDE fits its networks even when the caller disabled gradients
-            adv = bpda(trained_cnn, ride, x, y, EPS, STEP, 2, seeds=[1, 2])
+            adv = bpda(trained_cnn, x, y, Target(ride, seeds=[1, 2]), BPDASettings(EPS, STEP, 2))
         assert trained_cnn.training  # mode restored
     finally:
         trained_cnn.eval()  # the fixture is shared by the session
@@ -173,9 +172,15 @@ def test_bpda_through_ride_keeps_the_invariants(
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda m, x, y: bpda(m, NoDefence(), x, y, EPS, STEP, 2, eot=0), "eot must be an int"),
-        (lambda m, x, y: bpda(m, NoDefence(), x, y, EPS, STEP, 0), "iters must be an int"),
-        (lambda m, x, y: bpda(m, NoDefence(), x, y, EPS, STEP, 2, seeds=[1]), "one seed per"),
+        (lambda m, x, y: BPDASettings(EPS, STEP, 2, eot=0), "eot must be an int"),
+        (lambda m, x, y: BPDASettings(EPS, STEP, 0), "iters must be an int"),
+        (lambda m, x, y: BPDASettings(EPS, 0.0, 2), "step must be > 0"),
+        (
+            lambda m, x, y: bpda(
+                m, x, y, Target(NoDefence(), seeds=[1]), BPDASettings(EPS, STEP, 2)
+            ),
+            "one seed per",
+        ),
         (lambda m, x, y: BPDA(m)(x, y), "give the defender"),
         (lambda m, x, y: BPDAEOT(eot=0), "eot must be an int"),
     ],
@@ -196,3 +201,40 @@ def test_ids_and_params() -> None:
     assert BPDA().adaptive and BPDAEOT(eot=2).adaptive
     assert not PGD().adaptive
     assert BPDA(defender=Median()) == BPDA()  # the defender is not part of the identity
+
+
+def test_perturb_is_the_attack_through_its_target(
+    trained_cnn: nn.Module, batch: tuple[Tensor, Tensor]
+) -> None:
+    x, y = batch[0][:4], batch[1][:4]
+    seeds = [1, 2, 3, 4]
+    attack = BPDAEOT(eot=2, iters=2, random_start=True)
+    seen: dict[str, list[BPDAStep]] = {"perturb": [], "through": [], "bpda": []}
+    by_perturb = attack.perturb(
+        trained_cnn,
+        x,
+        y,
+        generator=generator_for(3),
+        defender=NoisyDefender(),
+        seeds=seeds,
+        on_step=seen["perturb"].append,
+    )
+    target = attack.target(NoisyDefender(), seeds, generator_for(3), seen["through"].append)
+    by_through = attack.through(trained_cnn, x, y, target)
+    by_function = bpda(
+        trained_cnn,
+        x,
+        y,
+        Target(NoisyDefender(), seeds, generator_for(3), seen["bpda"].append),
+        BPDASettings(EPS, STEP, 2, eot=2, random_start=True),
+    )
+    assert torch.equal(by_perturb, by_through) and torch.equal(by_perturb, by_function)
+    assert [len(steps) for steps in seen.values()] == [3, 3, 3]  # iterates 0..2
+    bound = BPDAEOT(trained_cnn, Median(), eot=2).target()  # the bound defender, no seeds
+    assert isinstance(bound.defender, Median) and bound.seeds is None and bound.on_step is None
+
+
+def test_settings_keep_eps_and_step_as_floats() -> None:
+    settings = BPDASettings(1, 1, 3)
+    assert isinstance(settings.eps, float) and isinstance(settings.step, float)
+    assert (settings.eot, settings.random_start, settings.gradient) == (1, False, "bpda")
