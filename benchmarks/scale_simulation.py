@@ -32,6 +32,8 @@ as completed (task runs reach it as events, written by its task-run recorder ser
 
 Prints a table, then one JSON line. Everything it started is stopped and its temporary folder
 removed at the end, also on Ctrl-C, SIGTERM or an error.
+The cluster's processes are in :mod:`benchmarks.scale_cluster`, the figures and their table
+in :mod:`benchmarks.scale_report`.
 
     python -m benchmarks.scale_simulation --tasks 10000 --workers 8
 """
@@ -39,19 +41,17 @@ removed at the end, also on Ctrl-C, SIGTERM or an error.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -67,15 +67,11 @@ from prefect.settings import PREFECT_HOME, temporary_settings
 from prefect.task_runners import TaskRunner
 from prefect_dask import DaskTaskRunner
 
+from benchmarks.scale_cluster import Cluster, cpu_seconds
+from benchmarks.scale_report import COMPONENTS, Measurement, report
 from flows.server import prefect_api
 
-REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("dask", "dask+file", "prefect", "prefect+file", "prefect-lean")
-COMPONENTS = ("flow", "server", "scheduler", "workers")
-"""The processes whose CPU time is read: this process (the flow and its Dask client), the
-Prefect API server, the Dask scheduler, and all Dask worker processes together."""
-START_TIMEOUT_S = 120.0
-STOP_GRACE_S = 15.0
 WORK = 200
 """Iterations of the trivial arithmetic each tiny task does (microseconds)."""
 
@@ -106,170 +102,7 @@ def expected_total(tasks: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# Processes.
-
-
-def cpu_seconds(pid: int, descendants: bool = False) -> float:
-    """User + system CPU seconds of process ``pid`` (and of its live descendants)."""
-    try:
-        process = psutil.Process(pid)
-        processes = [process, *(process.children(recursive=True) if descendants else [])]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0.0
-    for p in processes:
-        try:
-            times = p.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
-
-
-@dataclass
-class Cluster:
-    """A ``dask scheduler`` and its ``dask worker`` processes, started as subprocesses."""
-
-    folder: Path
-    workers: int
-    scheduler: subprocess.Popen[bytes] | None = None
-    worker_cli: subprocess.Popen[bytes] | None = None
-    address: str = ""
-    logs: list[Any] = field(default_factory=list)
-
-    def _spawn(self, name: str, args: Sequence[str]) -> subprocess.Popen[bytes]:
-        """``python -m flows.tether <this pid> dask ARGS`` in its own session, logging to a
-        file: it ignores a terminal's Ctrl-C and ends when this process ends."""
-        log = (self.folder / f"{name}.log").open("wb")
-        self.logs.append(log)
-        paths = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-        return subprocess.Popen(
-            [sys.executable, "-m", "flows.tether", str(os.getpid()), "dask", *args],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def start(self) -> str:
-        """Start the scheduler, then the workers; wait until all N workers have joined."""
-        scheduler_file = self.folder / "scheduler.json"
-        self.scheduler = self._spawn(
-            "scheduler",
-            ["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-             "--scheduler-file", str(scheduler_file)],
-        )  # fmt: skip
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not scheduler_file.exists():
-            self._check_alive(self.scheduler, "dask scheduler", deadline)
-            time.sleep(0.2)
-        time.sleep(0.2)  # the file is written once; let it be complete
-        self.address = json.loads(scheduler_file.read_text())["address"]
-        local = self.folder / "dask-worker-space"
-        self.worker_cli = self._spawn(
-            "workers",
-            ["worker", self.address, "--nworkers", str(self.workers), "--nthreads", "1",
-             "--no-dashboard", "--local-directory", str(local)],
-        )  # fmt: skip
-        with Client(self.address, set_as_default=False, timeout=START_TIMEOUT_S) as client:
-            while len(client.scheduler_info(n_workers=-1)["workers"]) < self.workers:
-                self._check_alive(self.worker_cli, "dask worker", deadline)
-                time.sleep(0.5)
-            # Every worker imports this module (and with it Prefect) before any timing: a
-            # one-off cost of a worker's start, not of its tasks.
-            client.run(importlib.import_module, __name__)
-        return self.address
-
-    def _check_alive(self, process: subprocess.Popen[bytes], name: str, deadline: float) -> None:
-        if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with code {process.returncode} while starting")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{name} did not start within {START_TIMEOUT_S:g} s")
-
-    def cpu(self) -> dict[str, float]:
-        """CPU seconds so far of the scheduler and of all worker processes."""
-        return {
-            "scheduler": cpu_seconds(self.scheduler.pid) if self.scheduler else 0.0,
-            "workers": cpu_seconds(self.worker_cli.pid, descendants=True)
-            if self.worker_cli
-            else 0.0,
-        }
-
-    def stop(self) -> None:
-        """Workers first, then the scheduler: SIGTERM to the command, SIGKILL to its whole
-        session after :data:`STOP_GRACE_S` seconds."""
-        for process in (self.worker_cli, self.scheduler):
-            if process is not None:
-                stop_session(process)
-        for log in self.logs:
-            log.close()
-
-
-def stop_session(process: subprocess.Popen[bytes]) -> None:
-    """End ``process`` (the leader of its own session) and every process of that session."""
-    try:
-        members = psutil.Process(process.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        members = []
-    if process.poll() is None:
-        process.terminate()
-        with suppress(subprocess.TimeoutExpired):
-            process.wait(STOP_GRACE_S)
-    with suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)  # the session's process group, leftovers too
-    if process.poll() is None:
-        process.kill()
-        process.wait()
-    for member in members:
-        with suppress(psutil.NoSuchProcess):
-            member.kill()
-    psutil.wait_procs(members, timeout=5)
-
-
-# ---------------------------------------------------------------------------------------------
 # The variants.
-
-
-@dataclass
-class Measurement:
-    """One variant's figures: wall seconds until every task finished (``done_s``) and until
-    the Prefect server had recorded them all (``recorded_s``, Dask alone: ``done_s``), CPU
-    seconds per component, and the check of the results' sum."""
-
-    variant: str
-    tasks: int
-    submit_s: float
-    done_s: float
-    recorded_s: float
-    cpu: dict[str, float]
-    correct: bool
-
-    @property
-    def tasks_per_s(self) -> float:
-        """End-to-end rate: tasks over the seconds until they were all recorded."""
-        return self.tasks / self.recorded_s
-
-    def ms_per_task(self) -> dict[str, float]:
-        return {name: 1000 * seconds / self.tasks for name, seconds in self.cpu.items()}
-
-    def bounds(self, workers: int, cores: int) -> dict[str, float]:
-        """Most tasks per second each component (and the machine) could carry at this
-        variant's CPU cost per task."""
-        per = self.ms_per_task()
-        out = {}
-        for name, ms in per.items():
-            capacity = min(workers, cores) if name == "workers" else 1
-            out[name] = 1000 * capacity / ms if ms > 0 else float("inf")
-        total = sum(per.values())
-        out["machine"] = 1000 * cores / total if total > 0 else float("inf")
-        return out
-
-    def limit(self, workers: int, cores: int) -> str:
-        """The component whose bound is smallest (``machine``: all cores are busy)."""
-        bounds = self.bounds(workers, cores)
-        return min(bounds, key=bounds.__getitem__)
 
 
 def _progress(label: str, items: Iterable[Any], total: int) -> Iterator[Any]:
@@ -460,7 +293,7 @@ def simulation(workers: int) -> Iterator[Simulation]:
     os.environ.pop("PREFECT_API_URL", None)  # always a fresh SQLite server of its own
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
-    cluster = Cluster(folder, workers)
+    cluster = Cluster(folder, workers, __name__)
     try:
         with (
             temporary_settings(updates={PREFECT_HOME: folder / "prefect-home"}),
@@ -498,70 +331,6 @@ def _server_pid() -> int:
 
 def _sqlite_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in (folder / "prefect-home").glob("prefect.db*"))
-
-
-def report(rows: list[Measurement], workers: int, cores: int, db_bytes: int) -> dict[str, Any]:
-    """Print the table and return the JSON summary."""
-    floor = next((r for r in rows if r.variant == "dask"), None)
-    print(
-        f"Scale simulation: {rows[0].tasks} tiny tasks per variant, {workers} dask worker "
-        f"processes (1 thread each), {cores} CPU cores, Prefect server on SQLite"
-    )
-    header = (
-        f"{'variant':>13} {'tasks/s':>8} {'done s':>7} {'recorded s':>10} {'submit s':>8} "
-        + " ".join(f"{name + ' ms':>11}" for name in COMPONENTS)
-        + f" {'vs dask':>8} {'limit':>9} {'ample cores':>17} {'ok':>3}"
-    )
-    print(header)
-    out_rows = []
-    for r in rows:
-        per = r.ms_per_task()
-        ratio = floor.tasks_per_s / r.tasks_per_s if floor else None
-        limit = r.limit(workers, cores)
-        # With a core for every process (flow, server, scheduler, each worker): what caps then.
-        ample = r.bounds(workers, workers + 3)
-        ample.pop("machine")
-        ample_limit = min(ample, key=ample.__getitem__)
-        ample_text = f"{ample_limit} {ample[ample_limit]:.0f}/s"
-        print(
-            f"{r.variant:>13} {r.tasks_per_s:>8.1f} {r.done_s:>7.1f} {r.recorded_s:>10.1f} "
-            f"{r.submit_s:>8.1f} "
-            + " ".join(f"{per[name]:>11.2f}" for name in COMPONENTS)
-            + (f" {ratio:>7.1f}x" if ratio else f" {'-':>8}")
-            + f" {limit:>9} {ample_text:>17} {'yes' if r.correct else 'NO':>3}"
-        )
-        bounds = r.bounds(workers, cores)
-        out_rows.append(
-            {
-                "variant": r.variant,
-                "tasks": r.tasks,
-                "tasks_per_s": round(r.tasks_per_s, 2),
-                "done_s": round(r.done_s, 2),
-                "recorded_s": round(r.recorded_s, 2),
-                "submit_s": round(r.submit_s, 2),
-                "cpu_ms_per_task": {k: round(v, 3) for k, v in per.items()},
-                "bound_tasks_per_s": {k: round(v, 1) for k, v in bounds.items()},
-                "slower_than_dask": None if ratio is None else round(ratio, 2),
-                "limit": limit,
-                "limit_with_ample_cores": ample_limit,
-                "tasks_per_s_with_ample_cores": round(ample[ample_limit], 1),
-                "correct": r.correct,
-            }
-        )
-    print(
-        "ms columns: CPU milliseconds per task of each process; limit: the component whose "
-        "CPU cost per task caps the rate first (one core each for flow, server and scheduler; "
-        f"min(workers, cores) for the workers; machine: all {cores} cores); ample cores: the "
-        "same with a core for every process. "
-        f"SQLite grew to {db_bytes / 2**20:.1f} MiB."
-    )
-    return {
-        "benchmark": "scale_simulation",
-        "workers": workers,
-        "cores": cores,
-        "sqlite_mib": round(db_bytes / 2**20, 2),
-        "rows": out_rows,
-    }
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:

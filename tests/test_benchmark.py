@@ -13,6 +13,7 @@ def test_flops_of_the_mnist_fcn() -> None:
     assert forward_flops_per_image("mnist", 28) == 2 * (16 + 256 + 256 + 16) * 9 * 784
 
 
+@pytest.mark.slow
 def test_benchmark_prints_a_table_and_a_json_summary(capsys: pytest.CaptureFixture[str]) -> None:
     summary = main(
         ["--size", "mnist", "--steps", "2", "--batch", "1", "3", "--reference-images", "2",
@@ -56,7 +57,7 @@ def test_default_batches_on_the_cpu() -> None:
 def test_the_paper_style_network_is_table_3() -> None:
     from torch import nn
 
-    from benchmarks.ride_throughput import paper_style_network
+    from benchmarks.ride_fits import paper_style_network
 
     net = paper_style_network("mnist")
     convs = [m for m in net if isinstance(m, nn.Conv2d)]
@@ -86,7 +87,7 @@ def test_benchmark_rows_per_layout_and_compile_mode(capsys: pytest.CaptureFixtur
 
 
 def test_the_engine_gives_the_same_images_in_either_layout() -> None:
-    from benchmarks.ride_throughput import engine_layout
+    from benchmarks.ride_fits import engine_layout
     from ride.defenders.ride import Ride, engines, ride
 
     x = torch.rand(3, 1, 12, 12, generator=torch.Generator().manual_seed(0))

@@ -14,7 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from benchmarks.scale_simulation import Measurement, expected_total, tiny_work
+from benchmarks.scale_report import Measurement
+from benchmarks.scale_simulation import expected_total, tiny_work
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,6 +54,7 @@ def test_the_limit_is_the_component_whose_cpu_cost_per_task_caps_the_rate_first(
     assert m.limit(workers=8, cores=2) == "machine"  # 2000 / 225 = 8.9 per second
 
 
+@pytest.mark.slow
 def test_bad_numbers_are_refused_in_one_line() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.scale_simulation", "--tasks", "0"],

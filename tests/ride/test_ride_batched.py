@@ -16,7 +16,8 @@ from ride.registry import DEFENDERS
 from ride.seeding import generator_for
 
 #: the package ``ride.defenders.ride`` (its name is shadowed by the function ``ride``)
-RIDE_PACKAGE = importlib.import_module("ride.defenders.ride")
+#: The module whose names ride() looks up when it runs (patched below).
+RIDE_DEFEND = importlib.import_module("ride.defenders.ride.defend")
 
 #: float32 tolerance of batched vs reference: the grouped convolution sums in another order.
 ATOL_F32 = 1e-5
@@ -180,7 +181,7 @@ def test_max_batch_auto_sizes_the_groups_from_the_free_memory(
     cfg = Ride(iters=3, checkpoints=1)
     seeds = [1, 2, 3, 4, 5]
     two_images = int(2.5 * estimate_memory_bytes(cfg, (1, 28, 28), 1))
-    monkeypatch.setattr(RIDE_PACKAGE, "memory_budget_bytes", lambda device: two_images)
+    monkeypatch.setattr(RIDE_DEFEND, "memory_budget_bytes", lambda device: two_images)
     groups: list[int] = []
 
     class Counting(BatchedEngine):
@@ -188,7 +189,7 @@ def test_max_batch_auto_sizes_the_groups_from_the_free_memory(
             groups.append(x.shape[0])
             super().__init__(x, cfg, seeds)
 
-    monkeypatch.setattr(RIDE_PACKAGE, "BatchedEngine", Counting)
+    monkeypatch.setattr(RIDE_DEFEND, "BatchedEngine", Counting)
     auto = ride(x, cfg, seeds, max_batch="auto")
     assert groups == [2, 2, 1]
     assert torch.equal(auto, ride(x, cfg, seeds, max_batch=2))
@@ -212,6 +213,7 @@ def test_fit_precision_sets_cudnn_and_restores_it(precision: str) -> None:
     assert conv.fp32_precision == before
 
 
+@pytest.mark.slow
 def test_bf16_fits_in_bfloat16_and_returns_the_input_dtype() -> None:
     """bf16: autocast convolutions (so not the fp32 result), an image of the input's dtype in
     [0, 1] close to fp32's, the same in both engines, and no autocast left behind."""

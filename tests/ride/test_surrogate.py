@@ -129,6 +129,7 @@ def test_value_is_the_defender_gradient_the_surrogate() -> None:
     torch.testing.assert_close(grad, expected)
 
 
+@pytest.mark.slow
 def test_attack_lowers_the_accuracy_of_a_tiny_ride(
     trained_cnn: nn.Module, digits_test: ImageSet
 ) -> None:

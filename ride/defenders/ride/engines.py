@@ -21,12 +21,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ride.defenders.ride.config import Ride
 from ride.defenders.ride.network import ReconstructionFCN, fcn_forward
 from ride.defenders.ride.streams import (
     Block,
@@ -39,6 +39,9 @@ from ride.defenders.ride.streams import (
     step_masks,
 )
 from ride.seeding import generator_for
+
+if TYPE_CHECKING:
+    from ride.defenders.ride.config import Ride
 
 
 class FitEngine(ABC):

@@ -5,11 +5,15 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
-from ride.defenders.ride.config import ARCHS, Ride
+from ride.defenders.ride.archs import ARCHS
 from ride.defenders.ride.streams import block_len
+
+if TYPE_CHECKING:
+    from ride.defenders.ride.config import Ride
 
 #: Share of the free memory that ``max_batch="auto"`` sizes a fit for: a CUDA device's free
 #: memory (``torch.cuda.mem_get_info``), or the host's available RAM on the CPU.
@@ -41,6 +45,7 @@ def estimate_memory_bytes(
     :func:`infer_arch` picks for ``image_shape``.
 
     Example:
+        >>> from ride.defenders.ride import Ride
         >>> estimate_memory_bytes(Ride(), (1, 28, 28), 2) == 2 * estimate_memory_bytes(
         ...     Ride(), (1, 28, 28), 1)
         True

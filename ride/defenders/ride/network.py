@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ride.defenders.ride.config import ARCHS
+from ride.defenders.ride.archs import ARCHS
 from ride.defenders.ride.streams import keep_masks
 
 #: Per dropout layer, in order, the scaled keep mask to multiply its activations by: ready-made

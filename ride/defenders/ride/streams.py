@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from ride.defenders.ride.config import ARCHS
+from ride.defenders.ride.archs import ARCHS
 
 if TYPE_CHECKING:
     from ride.defenders.ride.config import Ride

@@ -113,69 +113,102 @@ def ride_surrogate(
     check_unit_range(x)
     lr = _check_lr(lr)
     cfg = surrogate_config(defender, x.shape[1:], iters, checkpoints)
-    assert cfg.arch is not None
     b, c, height, width = x.shape
     seed_list = check_seeds(seeds, b)
     gens = [generator_for(int(s), x.device) for s in seed_list]
-    # w^(0) and z0 drawn as the engines draw them (streams, items 1 and 2)
-    nets = [
-        ReconstructionFCN(cfg.arch, cfg.dropout, g, device=x.device, dtype=x.dtype) for g in gens
-    ]
-    z0 = _per_image_to_grouped([dip_input(g, x[i : i + 1]) for i, g in enumerate(gens)])
-    layers = [
-        (
-            torch.cat([w.detach() for w, _ in per_net]).requires_grad_(),  # (B*C_out, C_in, 3, 3)
-            torch.cat([bias.detach() for _, bias in per_net]).requires_grad_(),  # (B*C_out,)
-        )
-        for per_net in zip(*(net.layers() for net in nets), strict=True)
-    ]
-    dropout_layers = nets[0].dropout_layers
-
-    def h(z: Tensor, masks: list[Tensor] | None = None) -> Tensor:
-        """The B networks at their current weights on z (n, B*C, H, W)."""
-        return fcn_forward(z, layers, dropout_layers, masks, groups=b)
-
-    create_graph = x.requires_grad and torch.is_grad_enabled()
+    fit = _GroupedFit(x, cfg, gens, lr)
     with torch.inference_mode(False), torch.enable_grad():
         x_t = x  # x^(0) = x_adv, (B, C, H, W)
         x_est = x_t
         for _ in range(cfg.checkpoints):
-            target = x_t  # x^(t-1)
-            grouped_target = target.reshape(1, b * c, height, width)
-            for steps in blocks(cfg, (c, height, width)):
-                drawn = [draw_block(g, cfg, target[i : i + 1], steps) for i, g in enumerate(gens)]
-                inp = [blk.inp for blk in drawn if blk.inp is not None]  # each (L, n, C, H, W)
-                noisy = [blk.s for blk in drawn if blk.s is not None]
-                keep = [blk.keep_masks(x.dtype) for blk in drawn]  # per image, per layer
-                for j in range(steps):
-                    z = _per_image_to_grouped([t[j] for t in inp]) if inp else z0  # (n, B*C, H, W)
-                    s = _per_image_to_grouped([t[j] for t in noisy]) if noisy else grouped_target
-                    masks = None
-                    if cfg.dropout > 0.0:
-                        masks = [
-                            _per_image_to_grouped([per_image[k][j] for per_image in keep])
-                            for k in range(len(keep[0]))
-                        ]  # each (n, B*C_l, H, W)
-                    diff = h(z, masks) - s
-                    per = diff.square() if cfg.loss == "mse" else diff.abs()
-                    # the sum over images of each image's mean loss: each image's own gradient
-                    loss = per.sum() / (cfg.batch * c * height * width)
-                    params = [p for pair in layers for p in pair]
-                    grads = torch.autograd.grad(loss, params, create_graph=create_graph)
-                    stepped = [
-                        p - lr * (g + cfg.weight_decay * p)  # SGD with weight decay
-                        for p, g in zip(params, grads, strict=True)
-                    ]
-                    layers = list(zip(stepped[0::2], stepped[1::2], strict=True))
-            if cfg.variant in ("dip", "idip"):
-                estimates = h(z0)  # (1, B*C, H, W)
-            else:
-                noise = _per_image_to_grouped(
-                    [estimate_noise(g, cfg, target[i : i + 1]) for i, g in enumerate(gens)]
-                )  # (m, B*C, H, W)
-                estimates = h(grouped_target + cfg.sigma * noise)
-            x_est = estimates.mean(dim=0).reshape(b, c, height, width)  # E_z[h(z)]
+            grouped_target = x_t.reshape(1, b * c, height, width)  # x^(t-1), one group per image
+            fit.fit(x_t, grouped_target)  # K steps on Eq. 7
+            x_est = fit.estimate(x_t, grouped_target)  # E_z[h(z)]
             if cfg.alpha != 1.0:
                 x_t = cfg.alpha * x_t + (1.0 - cfg.alpha) * x_est  # Eq. 9
         out = (x_t if cfg.return_iterate else x_est).clamp(0.0, 1.0)
-    return out if create_graph else out.detach()
+    return out if fit.create_graph else out.detach()
+
+
+class _GroupedFit:
+    """The B networks ``h`` of the surrogate's fit as one grouped network (image i's channels
+    are group i). Each SGD step replaces the (weight, bias) tensors by new ones computed from
+    the old, so that the graph runs from x through every step (``create_graph``: x requires
+    grad and grad mode was on when the fit was made)."""
+
+    def __init__(self, x: Tensor, cfg: Ride, gens: list[torch.Generator], lr: float) -> None:
+        assert cfg.arch is not None
+        self.cfg, self.gens, self.lr = cfg, gens, lr
+        self.groups, self.dtype = x.shape[0], x.dtype
+        # w^(0) and z0 drawn as the engines draw them (streams, items 1 and 2)
+        nets = [
+            ReconstructionFCN(cfg.arch, cfg.dropout, g, device=x.device, dtype=x.dtype)
+            for g in gens
+        ]
+        self.z0 = _per_image_to_grouped([dip_input(g, x[i : i + 1]) for i, g in enumerate(gens)])
+        self.layers = [
+            (  # weight (B*C_out, C_in, 3, 3), bias (B*C_out,)
+                torch.cat([w.detach() for w, _ in per_net]).requires_grad_(),
+                torch.cat([bias.detach() for _, bias in per_net]).requires_grad_(),
+            )
+            for per_net in zip(*(net.layers() for net in nets), strict=True)
+        ]
+        self.dropout_layers = nets[0].dropout_layers
+        self.create_graph = x.requires_grad and torch.is_grad_enabled()
+
+    def h(self, z: Tensor, masks: list[Tensor] | None = None) -> Tensor:
+        """The B networks at their current weights on z (n, B*C, H, W)."""
+        return fcn_forward(z, self.layers, self.dropout_layers, masks, groups=self.groups)
+
+    def fit(self, target: Tensor, grouped_target: Tensor) -> None:
+        """One checkpoint's K steps on Eq. 7 towards ``target`` x^(t-1) (B, C, H, W), also
+        given grouped (1, B*C, H, W), block by block of random numbers (each image's drawn
+        from its own generator)."""
+        cfg = self.cfg
+        c, height, width = target.shape[1:]
+        for steps in blocks(cfg, (c, height, width)):
+            drawn = [draw_block(g, cfg, target[i : i + 1], steps) for i, g in enumerate(self.gens)]
+            inp = [blk.inp for blk in drawn if blk.inp is not None]  # each (L, n, C, H, W)
+            noisy = [blk.s for blk in drawn if blk.s is not None]
+            keep = [blk.keep_masks(self.dtype) for blk in drawn]  # per image, per layer
+            for j in range(steps):
+                z = _per_image_to_grouped([t[j] for t in inp]) if inp else self.z0  # (n, B*C, H, W)
+                s = _per_image_to_grouped([t[j] for t in noisy]) if noisy else grouped_target
+                masks = None
+                if cfg.dropout > 0.0:
+                    masks = [
+                        _per_image_to_grouped([per_image[k][j] for per_image in keep])
+                        for k in range(len(keep[0]))
+                    ]  # each (n, B*C_l, H, W)
+                self.sgd_step(z, s, masks, c * height * width)
+
+    def sgd_step(self, z: Tensor, s: Tensor, masks: list[Tensor] | None, pixels: int) -> None:
+        """One step ``w <- w - lr (dL/dw + weight_decay w)`` on the loss of h(z) against s
+        (``pixels``: C x H x W of one image)."""
+        cfg = self.cfg
+        diff = self.h(z, masks) - s
+        per = diff.square() if cfg.loss == "mse" else diff.abs()
+        # the sum over images of each image's mean loss: each image's own gradient
+        loss = per.sum() / (cfg.batch * pixels)
+        params = [p for pair in self.layers for p in pair]
+        grads = torch.autograd.grad(loss, params, create_graph=self.create_graph)
+        stepped = [
+            p - self.lr * (g + cfg.weight_decay * p)  # SGD with weight decay
+            for p, g in zip(params, grads, strict=True)
+        ]
+        self.layers = list(zip(stepped[0::2], stepped[1::2], strict=True))
+
+    def estimate(self, target: Tensor, grouped_target: Tensor) -> Tensor:
+        """``x_est = E_z[h(z)]`` (B, C, H, W) at the current weights: h of the DIP input
+        (DIP, I-DIP), else the mean of h over m noisy copies of ``target`` x^(t-1) (also
+        given grouped, (1, B*C, H, W))."""
+        cfg = self.cfg
+        b, c, height, width = target.shape
+        if cfg.variant in ("dip", "idip"):
+            estimates = self.h(self.z0)  # (1, B*C, H, W)
+        else:
+            noise = _per_image_to_grouped(
+                [estimate_noise(g, cfg, target[i : i + 1]) for i, g in enumerate(self.gens)]
+            )  # (m, B*C, H, W)
+            estimates = self.h(grouped_target + cfg.sigma * noise)
+        return estimates.mean(dim=0).reshape(b, c, height, width)
