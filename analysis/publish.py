@@ -9,7 +9,7 @@ import pandas as pd
 
 from analysis.cards import write_card
 from analysis.figures import draw_figures
-from analysis.tables import accuracy_report
+from analysis.report import accuracy_report
 from storage.files import atomic_write_bytes
 from storage.layout import RunLayout, check_own_folders
 from storage.results import read_results

@@ -9,7 +9,7 @@ docs/results/data`` writes a page from the kept folders alone.
 
 A kept run grows again on another machine: :func:`restore_run` makes a run folder of the
 kept copy with ``restored.json`` naming how many rows it restored; there a task of those rows
-whose result rows read back whole is finished without its images (``pipeline.chunks``), so
+whose result rows read back whole is finished without its images (``storage.stored``), so
 ``ride run --limit <more>`` on it computes only the new images (and the cheap gray-box
 attack chunks of the old ones again), once the classifier is checked to be the one that
 made the kept rows (``pipeline.classifier``). ``python -m storage.kept keep RUN KEPT`` and

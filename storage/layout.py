@@ -73,7 +73,7 @@ class RunLayout:
     @property
     def timing(self) -> Path:
         """The timing of attack chunks that ran no defender, one JSON file per chunk, for
-        the defence chunks of their rows to share (``pipeline.chunks``)."""
+        the defence chunks of their rows to share (``pipeline.timing``)."""
         return self.root / "timing"
 
     @property

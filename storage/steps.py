@@ -24,7 +24,8 @@ import pandas as pd
 import pyarrow as pa
 
 from storage.files import Note
-from storage.results import DISTANCE_PAIRS, NORMS, finished_file, read_tables, write_table
+from storage.results import finished_file, read_tables, write_table
+from storage.schema import DISTANCE_PAIRS, NORMS
 
 STEPS_SCHEMA = pa.schema(
     [

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from analysis.figures import draw_figures
@@ -61,6 +62,7 @@ def _white_box_run(root: Path) -> RunLayout:
     return layout
 
 
+@pytest.mark.slow
 def test_a_white_box_run_gets_three_non_empty_png_figures(tmp_path: Path) -> None:
     layout = _white_box_run(tmp_path)
     paths, problems = draw_figures(layout)

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from analysis.results_page import MNIST, PAGES, Page, Section, main, render
+from analysis.pages import MNIST, PAGES, Page, Section
+from analysis.results_page import main, render
 from storage.layout import RunLayout
 from storage.results import SCHEMA, write_results
 from storage.runconfig import claim_run_dir

@@ -15,14 +15,9 @@ import pytest
 from resultrows import agreeing
 
 from analysis.intervals import Estimate, wilson_interval
-from analysis.tables import (
-    OutdatedResults,
-    accuracy_report,
-    accuracy_table,
-    check_current,
-    clean_accuracy,
-    whitebox_rows,
-)
+from analysis.report import accuracy_report
+from analysis.tables import OutdatedResults, accuracy_table, check_current, clean_accuracy
+from analysis.whitebox import whitebox_rows
 from storage.files import StorageError
 from storage.results import SCHEMA
 
@@ -217,7 +212,7 @@ def test_gray_box_runs_have_no_white_box_section() -> None:
 
 
 def test_time_split_adds_the_workers_spans_and_leaves_untimed_rows_out() -> None:
-    from analysis.tables import time_section, time_split
+    from analysis.timing import time_section, time_split
 
     rows = pd.DataFrame(
         {  # worker a: tasks 0-4 s and 5-10 s; worker b: one task 1-3 s; one untimed row

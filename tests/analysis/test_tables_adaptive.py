@@ -8,7 +8,8 @@ import json
 import pandas as pd
 from resultrows import agreeing
 
-from analysis.tables import accuracy_report, whitebox_rows
+from analysis.report import accuracy_report
+from analysis.whitebox import whitebox_rows
 
 ADAPTIVE_ID = "adaptive-eot15-eps0.1-step0.02-it10"
 METHODS = {  # defence -> (gradient, draws, final correct of 4, robust correct of 4)

@@ -10,7 +10,8 @@ import pandas as pd
 from resultrows import agreeing
 
 from analysis.intervals import wilson_interval
-from analysis.tables import accuracy_report, find_sweeps, sweep_section, sweep_table
+from analysis.report import accuracy_report
+from analysis.sweeps import find_sweeps, sweep_section, sweep_table
 
 #: accuracy per (attack, kernel) of Table 4, on 1000 fake images
 TABLE4 = {

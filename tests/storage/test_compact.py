@@ -19,6 +19,7 @@ import pyarrow.dataset as ds
 import pytest
 
 import storage.compact
+import storage.journal
 from storage.compact import JOURNAL, compact_results, partition_dir, stored_files
 from storage.files import StorageError
 from storage.results import (
@@ -231,6 +232,8 @@ class Killed(BaseException):
 
 
 STEPS = ("atomic_write_bytes", "atomic_write_json", "fsync_directory")
+"""The file operations of a compaction, as the modules that make it (the compaction, its
+journal's roll-forward) call them."""
 
 
 def killing(monkeypatch: pytest.MonkeyPatch, at: int) -> list[str]:
@@ -247,13 +250,18 @@ def killing(monkeypatch: pytest.MonkeyPatch, at: int) -> list[str]:
 
         return wrapped
 
+    modules = (storage.compact, storage.journal)
     for name in STEPS:
-        monkeypatch.setattr(storage.compact, name, step(name, getattr(storage.compact, name)))
-    monkeypatch.setattr(storage.compact.os, "replace", step("replace", os.replace))
+        assert any(hasattr(module, name) for module in modules), name
+        for module in modules:
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, step(name, getattr(module, name)))
+    monkeypatch.setattr(os, "replace", step("replace", os.replace))
     monkeypatch.setattr(Path, "unlink", step("unlink", Path.unlink))
     return done
 
 
+@pytest.mark.slow
 def test_a_compaction_killed_at_any_step_loses_no_row_and_shows_none_twice(
     results: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -315,6 +323,7 @@ compact_results(Path(sys.argv[1]))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("at", "committed"),
     [(1, False), (4, False), (9, False), (11, True), (12, True), (14, True)],

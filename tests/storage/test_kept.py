@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from analysis.results_page import main, render
-from analysis.tables import busy_seconds
+from analysis.timing import busy_seconds
 from storage.compact import compact_results
 from storage.files import StorageError
 from storage.kept import keep_run, restore_run, restored_rows
