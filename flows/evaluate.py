@@ -1,14 +1,15 @@
 """The evaluation flow: sample -> classifier -> attack -> defend -> classify -> store -> report.
 
-The flow only composes the tasks of :mod:`tasks.evaluate`: it claims the run directory,
-prepares the images and the classifier, then submits every chunk task at once, as
-:mod:`pipeline.plan` cuts the run: one attack chunk per (gray-box attack or ``none``, rows),
-which makes the adversarial images and their predictions once and runs the cheap defenders
-(the filters) on them; one defence chunk per (attack, costly defender, rows), each waiting
-for the attack chunk of its rows (``wait_for``), so it starts as soon as that chunk is
-stored; and under a white-box attack one defence chunk per (defender, rows). Costly tasks
-run first (Dask priorities), progress is logged per result as tasks finish
-(``as_completed``), results of failed tasks get ``failed`` rows, then the report is written.
+The flow only plans, submits and reports: it claims the run directory, prepares the images
+and the classifier (the tasks of :mod:`tasks.evaluate`), builds the :class:`~pipeline.run.Run`
+once, then submits every chunk task at once, as :func:`pipeline.plan.plan` cuts the run: one
+attack chunk per (gray-box attack or ``none``, rows), which makes the adversarial images and
+their predictions once and runs the cheap defenders (the filters) on them; one defence chunk
+per (attack, costly defender, rows), each waiting for the attack chunk of its rows
+(``wait_for``), so it starts as soon as that chunk is stored; and under a white-box attack
+one defence chunk per (defender, rows). Costly tasks run first (Dask priorities), progress is
+logged per result as tasks finish (``as_completed``), results of failed tasks get ``failed``
+rows, then the report is written.
 The task runner (a local Dask cluster or an existing scheduler) is chosen by
 :func:`make_task_runner`.
 
@@ -24,7 +25,6 @@ import os
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,17 +42,10 @@ from flows.interrupts import raise_if_requested
 from pipeline.chunks import DefenderFailures
 from pipeline.config import RunConfig
 from pipeline.execution import Logger
-from pipeline.plan import (
-    attack_chunk_cost,
-    defence_chunk_cost,
-    is_gray_box,
-    left_out_pairs,
-    row_ranges,
-    runs_in_attack_chunk,
-    task_rows,
-)
-from ride.attacks import Attack
+from pipeline.plan import Task, plan
+from pipeline.run import Run
 from ride.defenders import Defender
+from storage.layout import RunLayout
 from storage.lock import run_lock
 from tasks.evaluate import (
     ChunkOutcome,
@@ -151,68 +144,39 @@ def _placement(cfg: RunConfig) -> Iterator[None]:
         yield
 
 
-@dataclass(frozen=True)
-class _Job:
-    """One chunk task (:mod:`pipeline.plan`): an attack chunk (``upstream`` of the defence
-    chunks of its rows; ``defenders``: the cheap ones it runs) or a defence chunk
-    (``defenders``: its one defender; ``upstream``: the attack chunk it waits for, None under
-    a white-box attack, which runs inside the task)."""
-
-    attack: Attack
-    defenders: tuple[Defender, ...]
-    start: int
-    stop: int
-    is_attack_chunk: bool
-    upstream: _Job | None = None
-
-    @property
-    def label(self) -> str:
-        what = self.attack.id if self.is_attack_chunk else f"{self.attack.id} x {self.defender.id}"
-        return f"{what} rows {self.start}-{self.stop}"
-
-    @property
-    def defender(self) -> Defender:
-        assert not self.is_attack_chunk
-        return self.defenders[0]
-
-    def results(self) -> list[tuple[Attack, Defender, int, int]]:
-        """The (attack, defender, rows) results this task stores."""
-        return [(self.attack, d, self.start, self.stop) for d in self.defenders]
-
-
 class _Progress:
     """Logs one line per finished (attack, defender, rows) result, with the elapsed time and
     an ETA.
 
-    The ETA weighs each task by its cost (:func:`_cost`), not by count: the cheap attack
-    chunks finish first and would make a count-based estimate far too low. It is shown once a
-    twentieth of the work is done (before, the cluster's start and per-task overheads
-    dominate). Tasks found already stored leave it alone.
+    The ETA weighs each task by its cost (:attr:`pipeline.plan.Task.cost`), not by count:
+    the cheap attack chunks finish first and would make a count-based estimate far too low.
+    It is shown once a twentieth of the work is done (before, the cluster's start and
+    per-task overheads dominate). Tasks found already stored leave it alone.
     """
 
-    def __init__(self, jobs: list[_Job]) -> None:
-        self.total = sum(len(job.defenders) for job in jobs)
-        self.total_cost = sum(_cost(job) for job in jobs)
+    def __init__(self, tasks: list[Task]) -> None:
+        self.total = sum(len(task.defenders) for task in tasks)
+        self.total_cost = sum(task.cost for task in tasks)
         self.done = 0
         self.done_cost = 0.0
         self.skipped_cost = 0.0
         self.began = time.monotonic()
 
-    def lines(self, job: _Job, outcome: ChunkOutcome | None) -> list[str]:
+    def lines(self, task: Task, outcome: ChunkOutcome | None) -> list[str]:
         """The lines of a finished task (``outcome`` None: it failed), one per result."""
         if outcome is not None and outcome.action == "skipped":
-            self.skipped_cost += _cost(job)
+            self.skipped_cost += task.cost
         else:
-            self.done_cost += _cost(job)
+            self.done_cost += task.cost
         per_defender = {o.defender_id: o for o in outcome.defences} if outcome else {}
         lines = []
-        for defender in job.defenders:
+        for defender in task.defenders:
             self.done += 1
-            one = per_defender.get(defender.id) if job.is_attack_chunk else outcome
-            lines.append(self._line(job, defender, one))
+            one = per_defender.get(defender.id) if task.is_attack_chunk else outcome
+            lines.append(self._line(task, defender, one))
         return lines
 
-    def _line(self, job: _Job, defender: Defender, outcome: ChunkOutcome | None) -> str:
+    def _line(self, task: Task, defender: Defender, outcome: ChunkOutcome | None) -> str:
         elapsed = time.monotonic() - self.began
         left = self.total_cost - self.done_cost - self.skipped_cost
         # Until a twentieth of the work is done, startup and per-task overheads dominate.
@@ -224,7 +188,7 @@ class _Progress:
             what = "already stored"
         else:
             what = f"{outcome.correct}/{outcome.count} correct in {outcome.seconds:.1f} s"
-        label = f"{job.attack.id} x {defender.id} rows {job.start}-{job.stop}"
+        label = f"{task.attack.id} x {defender.id} rows {task.start}-{task.stop}"
         return f"[{self.done}/{self.total}] {label}: {what} (elapsed {elapsed:.0f} s, eta {eta})"
 
 
@@ -277,28 +241,28 @@ def _cancel(futures: Iterable[PrefectFuture[Any]]) -> None:
 def _evaluate_locked(out: str, cfg: RunConfig, command: str | None) -> dict[str, Any]:
     logger = get_run_logger()
     cfg = claim_run(out, cfg, command)  # a grown run: its first extent's task sizes
-    n_images = _written(prepare_images(out, cfg))
-    test_accuracy = prepare_classifier(out, cfg)
-    logger.info("classifier %s: clean test accuracy %.4f", cfg.classifier, test_accuracy)
+    run = Run.of(RunLayout(Path(out)), cfg, _written(prepare_images(out, cfg)))
+    test_accuracy = prepare_classifier(run)
+    logger.info("classifier %s: clean test accuracy %.4f", run.classifier, test_accuracy)
 
-    for attack, defender in left_out_pairs(cfg):
+    for attack, defender in run.left_out_pairs():
         logger.warning("%s cannot attack %s: that pair is left out", attack.id, defender.id)
-    jobs = _plan(cfg, n_images)
-    progress = _Progress(jobs)
-    futures = _submit_all(out, cfg, jobs)
-    job_of = {future: job for job, future in futures.items()}
+    tasks = plan(run)
+    progress = _Progress(tasks)
+    futures = _submit_all(run, tasks)
+    task_of = {future: task for task, future in futures.items()}
     failed = 0
     try:
         for future in as_completed(list(futures.values())):
             raise_if_requested()  # a Ctrl-C that task submission swallowed still stops the run
-            failed += _settle(out, cfg, job_of[future], futures, progress, logger)
+            failed += _settle(run, task_of[future], futures, progress, logger)
     except _Stopped:
         _cancel(futures.values())
         raise
 
     if cfg.compact:
-        _written(compact_results(out))
-    markdown = _written(report(out))
+        _written(compact_results(run))
+    markdown = _written(report(run))
     if failed:
         logger.warning(
             "%d of %d results (attack x defender x rows) failed; their rows have status 'failed'",
@@ -306,7 +270,7 @@ def _evaluate_locked(out: str, cfg: RunConfig, command: str | None) -> dict[str,
             progress.total,
         )
     return {
-        "images": n_images,
+        "images": run.n_images,
         "tasks": progress.total,
         "failed": failed,
         "classifier_test_accuracy": test_accuracy,
@@ -315,71 +279,27 @@ def _evaluate_locked(out: str, cfg: RunConfig, command: str | None) -> dict[str,
     }
 
 
-def _plan(cfg: RunConfig, n_images: int) -> list[_Job]:
-    """Every chunk task of the run (:mod:`pipeline.plan`): per gray-box attack (and
-    ``none``) its attack chunks, each followed by the defence chunks of its rows for the
-    costly defenders; per white-box attack, the defence chunks of every defender. The pairs
-    an attack cannot attack are left out (:func:`pipeline.plan.left_out_pairs`)."""
-    jobs: list[_Job] = []
-    for attack in cfg.attack_configs():
-        defenders = [d for d in cfg.defender_configs() if attack.applies_to(d)]
-        if not is_gray_box(attack):
-            for defender in defenders:
-                rows = task_rows(cfg, n_images, attack, defender)
-                jobs.extend(
-                    _Job(attack, (defender,), start, stop, is_attack_chunk=False)
-                    for start, stop in row_ranges(n_images, rows)
-                )
-            continue
-        cheap = tuple(d for d in defenders if runs_in_attack_chunk(attack, d))
-        costly = [d for d in defenders if not runs_in_attack_chunk(attack, d)]
-        for start, stop in row_ranges(n_images, task_rows(cfg, n_images, attack, None)):
-            upstream = _Job(attack, cheap, start, stop, is_attack_chunk=True)
-            jobs.append(upstream)
-            for defender in costly:
-                rows = task_rows(cfg, n_images, attack, defender)
-                jobs.extend(
-                    _Job(attack, (defender,), a, b, is_attack_chunk=False, upstream=upstream)
-                    for a, b in row_ranges(n_images, rows, within=(start, stop))
-                )
-    return jobs
+Futures = dict[Task, PrefectFuture[ChunkOutcome | Unwritable]]
+"""Each submitted chunk task's future."""
 
 
-def _submit_all(
-    out: str, cfg: RunConfig, jobs: list[_Job]
-) -> dict[_Job, PrefectFuture[ChunkOutcome | Unwritable]]:
-    """Submit every job at once, each defence chunk waiting for its attack chunk; costly
+def _submit_all(run: Run, tasks: list[Task]) -> Futures:
+    """Submit every task at once, each defence chunk waiting for its attack chunk; costly
     tasks first (Dask priority), so the last minutes are not one long task on one worker."""
-    futures: dict[_Job, PrefectFuture[ChunkOutcome | Unwritable]] = {}
-    for job in jobs:
-        with _placement(cfg), dask.annotate(priority=_priority(job)):
-            if job.is_attack_chunk:
-                futures[job] = attack_chunk.submit(
-                    out, cfg, job.attack, job.start, job.stop, job.defenders
-                )
+    futures: Futures = {}
+    for task in tasks:
+        with _placement(run.cfg), dask.annotate(priority=task.priority):
+            if task.is_attack_chunk:
+                futures[task] = attack_chunk.submit(run, task)
                 continue
-            upstream = None if job.upstream is None else futures[job.upstream]
-            futures[job] = defend_chunk.submit(
-                out,
-                cfg,
-                job.attack,
-                job.defender,
-                job.start,
-                job.stop,
-                return_state=False,
-                wait_for=None if upstream is None else [upstream],
+            upstream = None if task.upstream is None else futures[task.upstream]
+            futures[task] = defend_chunk.submit(
+                run, task, return_state=False, wait_for=None if upstream is None else [upstream]
             )
     return futures
 
 
-def _settle(
-    out: str,
-    cfg: RunConfig,
-    job: _Job,
-    futures: dict[_Job, PrefectFuture[ChunkOutcome | Unwritable]],
-    progress: _Progress,
-    logger: Logger,
-) -> int:
+def _settle(run: Run, task: Task, futures: Futures, progress: _Progress, logger: Logger) -> int:
     """Log a finished task; for a failed task write the ``failed`` rows of each result it did
     not store. Returns the failed results recorded; raises :class:`_Stopped` when the task
     (or its attack chunk, or writing its ``failed`` rows) could not write.
@@ -387,43 +307,27 @@ def _settle(
     A defence chunk whose attack chunk failed never ran (Prefect leaves it ``NotReady``):
     its rows say ``attack failed: <the attack's error>``.
     """
-    future = futures[job]
-    attack_error = None if job.upstream is None else _failure(futures[job.upstream])
-    if attack_error is None and job.upstream is not None:
-        _written(futures[job.upstream].result())
+    future = futures[task]
+    attack_error = None if task.upstream is None else _failure(futures[task.upstream])
+    if attack_error is None and task.upstream is not None:
+        _written(futures[task.upstream].result())
     error = _failure(future) if attack_error is None else f"attack failed: {attack_error}"
-    if job.is_attack_chunk and error is not None and not error.startswith(DEFENDERS_FAILED):
+    if task.is_attack_chunk and error is not None and not error.startswith(DEFENDERS_FAILED):
         error = f"attack failed: {error}"  # its defenders never ran
     if error is None:
-        for line in progress.lines(job, _written(future.result())):
+        for line in progress.lines(task, _written(future.result())):
             logger.info(line)
         return 0
     if attack_error is None:
-        logger.error("%s failed: %s", job.label, error)
-    for attack, defender, start, stop in job.results():
-        _written(record_failure(out, cfg, attack, defender, start, stop, error))
-    for line in progress.lines(job, None):
+        logger.error("%s failed: %s", task.label, error)
+    _written(record_failure(run, task, error))
+    for line in progress.lines(task, None):
         logger.info(line)
-    return len(job.defenders)
+    return len(task.defenders)
 
 
 DEFENDERS_FAILED = f"{DefenderFailures.__name__}: "
 """How the error line of an attack chunk whose attack succeeded but a defender failed starts."""
-
-
-def _cost(job: _Job) -> float:
-    """Work of a task in the cost model's units (:mod:`pipeline.plan`): per image, the attack
-    chunk's attack, predictions and cheap defenders, or the defence chunk's fits."""
-    rows = job.stop - job.start
-    if job.is_attack_chunk:
-        return attack_chunk_cost(job.attack, job.defenders) * rows
-    return defence_chunk_cost(job.attack, job.defender) * rows
-
-
-def _priority(job: _Job) -> int:
-    """Dask priority of a chunk task (higher runs first): attack chunks first, the costliest
-    of them first (the defence chunks wait on them), then the costliest defence chunks."""
-    return 10**12 + round(_cost(job)) if job.is_attack_chunk else round(_cost(job))
 
 
 def _failure(future: PrefectFuture[Any]) -> str | None:

@@ -12,14 +12,13 @@ the same keys. Two kinds of keys:
 
 The CLI, the TOML keys and the validation are all derived from these declarations. The mapping
 is validated once here, at the flow boundary, into a frozen :class:`RunConfig`; errors name
-the key (:class:`ConfigError`), the CLI turns it into its option.
+the key (:class:`ConfigError`), the CLI turns it into its option. Its two parts are typed
+views (:mod:`pipeline.spec`): :attr:`RunConfig.spec`, what the results depend on (its digest
+is the run id), and :attr:`RunConfig.execution`, how the run executes.
 """
 
 from __future__ import annotations
 
-import hashlib
-import itertools
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from functools import cached_property
@@ -30,6 +29,7 @@ from pipeline.settings import (
     ConfigError,
     RunKey,
     as_tuple,
+    check_key_values,
     check_type,
     join_key,
     key_value,
@@ -39,47 +39,39 @@ from pipeline.settings import (
     resolve_plugin,
     resolve_plugins,
     run_keys,
-    unprefixed,
 )
+from pipeline.spec import (
+    CHUNK_AUTO,
+    DEFAULT_PRECISION,
+    V020_KEYS,
+    Execution,
+    RunSpec,
+    check_chunk_size,
+)
+from ride.attacks import Attack
 from ride.classifiers import CLASSIFIERS
-from ride.datasets import dataset_shape
 from ride.defenders import PRECISIONS, Defender, Precision
-from ride.registry import ATTACKS, DATASETS, DEFENDERS, Entry
+from ride.registry import ATTACKS, DATASETS, DEFENDERS
 
 __all__ = [
+    "CHUNK_AUTO",
+    "V020_KEYS",
     "ConfigError",
+    "Execution",
     "RunConfig",
     "RunKey",
+    "RunSpec",
     "join_key",
     "load_preset",
     "parse_sweep",
     "run_keys",
 ]
 
-CHUNK_AUTO = "auto"
-"""``chunk_size = "auto"``: each task's images from the cost model (:mod:`pipeline.plan`)."""
-
 DEMO_LIMIT = 60
 """Images of the digits test split the demo evaluates (the split has 450)."""
 
-CHUNK_MAX_BYTES = 4 * 2**30
-"""The most memory the clean images of one chunk may take (float32): a larger chunk could
-not be written (Zarr holds a whole chunk in memory), failing after the run started. MNIST:
-about 1.4 million images; ImageNet: about 7,100."""
-
 PROCESSES_MAX = 1024
 """The most local worker processes, and torch threads per worker, a run may ask for."""
-
-
-#: The keys of a run in version 0.2.0. A key added since (a new setting, a new defender's
-#: key) is recorded in ``run.toml`` and ``run_id`` only when it differs from its default, so
-#: a run made before it keeps its id and can still be resumed.
-V020_KEYS = frozenset(
-    "dataset limit seed classifier weights attacks eps step attack_iters eot recheck "  # noqa: SIM905
-    "defenders median_kernel bregman_weight chambolle_weight ride_iters ride_checkpoints "
-    "alpha sigma lr weight_decay chunk_size device workers threads scheduler data_dir "
-    "cache cache_dir".split()
-)
 
 
 def option(
@@ -107,7 +99,9 @@ def option(
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything a run depends on. Defaults are the embedded demo (see README)."""
+    """Every setting of a run, flat, as the CLI and presets give them. Defaults are the
+    embedded demo (see README). Fields marked ``execution`` form :attr:`execution`, the
+    others (and the run keys) :attr:`spec`."""
 
     dataset: str = option("digits", "dataset", kind=str)
     limit: int | None = option(
@@ -164,7 +158,7 @@ class RunConfig:
     device: str = option("cpu", "cpu or cuda", kind=str)
     # Arithmetic of RIDE's fits (ride.defenders.ride.fit_precision): changes the results.
     precision: Precision = option(
-        "fp32",
+        DEFAULT_PRECISION,
         "arithmetic of RIDE's fits: fp32 (IEEE), tf32 (CUDA convolutions in TensorFloat-32) "
         "or bf16 (autocast)",
         kind=str,
@@ -243,7 +237,7 @@ class RunConfig:
         values = {k: key_value(rk, given.get(k, rk.default)) for k, rk in keys.items()}
         object.__setattr__(self, "settings", tuple(sorted(values.items())))
         self._check_ranges()
-        self._check_key_values(keys)
+        check_key_values(dict(self.settings), keys)
         self.attack_configs()
         self.defender_configs()
 
@@ -253,6 +247,7 @@ class RunConfig:
             "dataset",
             f"unknown dataset '{self.dataset}'; choose from: {', '.join(DATASETS)}",
         )
+        resolve_plugin("classifier", CLASSIFIERS, self.classifier)  # pkg.mod:Spec
         require(
             self.classifier in CLASSIFIERS,
             "classifier",
@@ -287,7 +282,7 @@ class RunConfig:
         for key in ("workers", "threads"):
             value = getattr(self, key)
             require(value <= PROCESSES_MAX, key, f"must be at most {PROCESSES_MAX}, got {value}")
-        self._check_chunk_size()
+        check_chunk_size(self.dataset, self.chunk_size)
         require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
         require(
             self.limit is None or self.limit > 0, "limit", f"must be positive, got {self.limit}"
@@ -311,87 +306,31 @@ class RunConfig:
             "tf32 needs device cuda (TensorFloat-32 is a GPU format)",
         )
 
-    def _check_chunk_size(self) -> None:
-        """A chunk's clean images fit ``CHUNK_MAX_BYTES`` (the dataset checked first)."""
-        if self.chunk_size == CHUNK_AUTO:
-            return
-        c, h, w = dataset_shape(self.dataset)
-        most = max(1, CHUNK_MAX_BYTES // (4 * c * h * w))
-        require(
-            int(self.chunk_size) <= most,
-            "chunk_size",
-            f"must be at most {most} for dataset {self.dataset} (a chunk's images would not "
-            f"fit {CHUNK_MAX_BYTES // 2**30} GiB), got {self.chunk_size}; or give auto",
-        )
+    @cached_property
+    def spec(self) -> RunSpec:
+        """What the run's results depend on: every setting but the execution ones."""
+        return RunSpec(**{f.name: getattr(self, f.name) for f in fields(RunSpec)})
 
-    def _check_key_values(self, keys: Mapping[str, RunKey]) -> None:
-        """Each key's value builds every registered class it feeds (range checks)."""
-        registries = {"attack": ATTACKS, "defender": DEFENDERS}
-        given = dict(self.settings)
-        for key, rk in keys.items():
-            raw = given[key]  # not its fallback's value: that key is checked on its own
-            for value in raw if isinstance(raw, tuple) else (raw,):
-                if value is None:
-                    continue
-                for name in rk.used_by:
-                    entry = registries[rk.group][name]
-                    for setting_name, meta in entry.fed().items():
-                        if meta.key == key:
-                            try:
-                                entry.build(**{setting_name: value})
-                            except ValueError as error:
-                                raise ConfigError(unprefixed(str(error), key), key) from None
+    @property
+    def execution(self) -> Execution:
+        """How the run executes (workers, cache, data folder...): may change on resume."""
+        return Execution(**{f.name: getattr(self, f.name) for f in fields(Execution)})
 
     def value(self, key: str) -> Any:
-        """The value of run key ``key`` (its fallback key's while it is None)."""
-        values = dict(self.settings)
-        if key not in values:
-            raise KeyError(key)
-        rk = run_keys()[key]
-        if values[key] is None and rk.fallback is not None:
-            return values[rk.fallback]
-        return values[key]
+        """The value of run key ``key`` (:meth:`RunSpec.value`)."""
+        return self.spec.value(key)
 
     def sweep_values(self, key: str) -> tuple[Any, ...]:
-        """The values of run key ``key`` as a tuple (one item when it is not swept)."""
-        value = self.value(key)
-        return value if isinstance(value, tuple) else (value,)
+        """The values of run key ``key`` as a tuple (:meth:`RunSpec.sweep_values`)."""
+        return self.spec.sweep_values(key)
 
-    def attack_configs(self) -> list[Any]:
-        """One attack object per name, its settings fed from the run keys."""
-        out = []
-        for name in self.attacks:
-            entry = ATTACKS[name]
-            settings = {s: self.value(str(meta.key)) for s, meta in entry.fed().items()}
-            out.append(_build(entry, settings))
-        return out
+    def attack_configs(self) -> list[Attack]:
+        """One attack object per name (:meth:`RunSpec.attack_configs`)."""
+        return self.spec.attack_configs()
 
     def defender_configs(self) -> list[Defender]:
-        """One defender per name and per combination of its swept settings.
-
-        A defender gets the product of the sweeps it uses (``ride``: alpha x sigma; ``dae``:
-        sigma; ``idip``: alpha; ``median``: kernel; the TVs: their weight), in the order the
-        values are given. A class with ``for_images`` (RIDE) takes the settings it derives
-        from the dataset's image shape (its network, Table 3).
-        """
-        shape = dataset_shape(self.dataset)
-        out: list[Defender] = []
-        for name in self.defenders:
-            entry = DEFENDERS[name]
-            swept = entry.swept()
-            fixed = {
-                s: self.value(str(meta.key)) for s, meta in entry.fed().items() if s not in swept
-            }
-            for_images = getattr(entry.cls, "for_images", None)
-            derived = for_images(shape) if for_images is not None else {}
-            grids = [self.sweep_values(key) for key in swept.values()]
-            for combo in itertools.product(*grids):
-                settings = {**derived, **fixed, **dict(zip(swept, combo, strict=True))}
-                out.append(_build(entry, settings))
-        ids = [d.id for d in out]
-        twice = sorted({i for i in ids if ids.count(i) > 1})
-        require(not twice, "defenders", f"defender id {', '.join(twice)} would be evaluated twice")
-        return out
+        """One defender per name and swept combination (:meth:`RunSpec.defender_configs`)."""
+        return self.spec.defender_configs()
 
     def to_dict(self) -> dict[str, Any]:
         """The flat mapping this config was built from (lists for tuples)."""
@@ -409,16 +348,10 @@ class RunConfig:
             if k in V020_KEYS or v != defaults.get(k, object())
         }
 
-    @cached_property
+    @property
     def run_id(self) -> str:
-        """A short stable id of what the results depend on (same across resumes); computed
-        once per config (it validates a default config: about 15 ms, and every row has it).
-        A grown run keeps the id of its first extent: ``limit`` is hashed as ``first_limit``."""
-        identity = {k: v for k, v in self.run_record().items() if k in self.identity()}
-        if "first_limit" in identity:
-            identity["limit"] = identity.pop("first_limit")
-        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-        return f"{self.dataset}-{digest[:10]}"
+        """The id of the run's spec (:attr:`RunSpec.run_id`): the same across resumes."""
+        return self.spec.run_id
 
     @classmethod
     def execution_keys(cls) -> frozenset[str]:
@@ -456,10 +389,3 @@ class RunConfig:
 def option_fields() -> list[Any]:
     """The :class:`RunConfig` fields that are ``ride run`` options, with their metadata."""
     return [f for f in fields(RunConfig) if "keys" not in f.metadata]
-
-
-def _build(entry: Entry[Any], settings: Mapping[str, Any]) -> Any:
-    try:
-        return entry.build(**settings)
-    except ValueError as error:
-        raise ConfigError(f"{entry.name}: {error}") from None

@@ -17,7 +17,7 @@ from ride.attacks import Attack
 from ride.classifiers import load_classifier
 from ride.defenders import Defender, build_defender
 from ride.plugins import registered_name, resolve_names
-from ride.registry import ATTACKS, DEFENDERS
+from ride.registry import ATTACKS, CLASSIFIERS, DEFENDERS
 from ride.seeding import derive_seed
 from storage.images import ImageStore
 from storage.layout import RunLayout
@@ -47,10 +47,11 @@ def worker_device(cfg: RunConfig) -> torch.device:
 
 def register_plugins(cfg: RunConfig) -> None:
     """Register in this process the plugin classes ``cfg`` names by import path
-    (``pkg.mod:Class``), as the process that validated ``cfg`` did: a worker then knows their
+    (``pkg.mod:Class``: attacks, defenders, the classifier), as the process that validated ``cfg`` did: a worker then knows their
     run keys, so the run's id it records is the one in ``run.toml``."""
     resolve_names(ATTACKS, cfg.attacks)
     resolve_names(DEFENDERS, cfg.defenders)
+    resolve_names(CLASSIFIERS, (cfg.classifier,))
 
 
 def data_dir(cfg: RunConfig) -> Path | None:

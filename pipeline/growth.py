@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 
 from pipeline.config import RunConfig
 from pipeline.plan import task_sizes
+from pipeline.run import Run
 from storage.images import ImageStore
 from storage.kept import restored_rows
 from storage.layout import RunLayout
@@ -61,11 +62,12 @@ def adopt_recorded(cfg: RunConfig, layout: RunLayout) -> tuple[RunConfig, Growth
     return grown, Growth(before, cfg.limit)
 
 
-def growth_problem(cfg: RunConfig, held: int) -> str | None:
-    """Why a run holding ``held`` images cannot grow: a task size that does not divide
-    ``held`` (its last task would be cut in two; :func:`pipeline.plan.task_sizes`); None
+def growth_problem(run: Run) -> str | None:
+    """Why ``run``, holding its ``n_images`` images, cannot grow: a task size that does not
+    divide them (its last task would be cut in two; :func:`pipeline.plan.task_sizes`); None
     when every stored task stays whole."""
-    for what, rows in task_sizes(cfg, held).items():
+    held = run.n_images
+    for what, rows in task_sizes(run).items():
         if held % rows:
             return (
                 f"cannot grow a run of {held} images: its {what} take {rows} images each and "
@@ -91,6 +93,6 @@ def check_growth(cfg: RunConfig, growth: Growth | None, layout: RunLayout) -> No
     held = held_images(layout)
     if growth is None or held is None:
         return
-    problem = growth_problem(cfg, held)
+    problem = growth_problem(Run.of(layout, cfg, held))
     if problem is not None:
         raise RunConfigMismatch(f"{layout.root}: {problem}")

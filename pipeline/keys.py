@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 import ride
+from pipeline.plan import Task
+from pipeline.run import Run
 from ride.training import TrainConfig
 from storage.images import ImageStore
-from storage.layout import RunLayout
 
 
 @cache
@@ -88,19 +89,19 @@ class ChunkKey:
     code: str
 
 
-def chunk_key(
-    layout: RunLayout, dataset: str, seed: int, classifier: str, device: str, start: int, stop: int
-) -> ChunkKey:
-    """The cache key of rows ``[start, stop)`` of the run in ``layout``."""
-    store = ImageStore(layout)
+def chunk_key(run: Run, task: Task, device: str) -> ChunkKey:
+    """The cache key of the gray-box images of the attack chunk ``task`` of ``run``, made on
+    ``device``."""
+    store = ImageStore(run.layout)
+    start, stop = task.start, task.stop
     return ChunkKey(
-        dataset=dataset,
-        seed=seed,
+        dataset=run.cfg.dataset,
+        seed=run.cfg.seed,
         data=array_digest(*(store.read_rows(name, start, stop) for name in ("clean", "labels"))),
         start=start,
         stop=stop,
-        classifier=classifier,
-        classifier_digest=file_digest(layout.classifier),
+        classifier=run.classifier,
+        classifier_digest=file_digest(run.classifier_path),
         device=device,
         code=ride_source_digest(),
     )

@@ -231,7 +231,7 @@ def classifier_outputs(weights: Path, classifier: str) -> int:
 
 def check_pairs(cfg: RunConfig) -> None:
     """Every attack of the run must be able to attack one of its defenders at least (the
-    pairs it cannot attack are left out: :func:`pipeline.plan.left_out_pairs`)."""
+    pairs it cannot attack are left out: :meth:`pipeline.run.Run.left_out_pairs`)."""
     defenders = cfg.defender_configs()
     for attack in cfg.attack_configs():
         if not any(attack.applies_to(d) for d in defenders):

@@ -19,6 +19,7 @@ from pipeline.config import RunConfig
 from pipeline.execution import Logger, data_dir, default_logger
 from pipeline.growth import adopt_recorded, check_growth
 from pipeline.plan import clean_rows, defence_rows, task_rows
+from pipeline.run import Run
 from ride.datasets import (
     IMAGENET_PER_CLASS,
     dataset_shape,
@@ -172,7 +173,8 @@ def prepare_images(layout: RunLayout, cfg: RunConfig, logger: Logger | None = No
     n, rows = evaluated_rows(layout, cfg, logger)
     shape = (n, *dataset_shape(cfg.dataset))
     attrs = {"dataset": cfg.dataset, "seed": cfg.seed, "split": "test"}
-    per_chunk = clean_rows(cfg, n)
+    run = Run.of(layout, cfg, n)
+    per_chunk = clean_rows(run)
     grow = cfg.first_limit is not None
     store.ensure_array("clean", shape, per_chunk, attrs=attrs, grow=grow)
     store.ensure_array("labels", (n,), per_chunk, dtype="int64", attrs=attrs, grow=grow)
@@ -182,33 +184,31 @@ def prepare_images(layout: RunLayout, cfg: RunConfig, logger: Logger | None = No
         images, labels = rows(start, stop)
         store.write_rows("clean", start, images)
         store.write_rows("labels", start, labels)
-    create_arrays(store, cfg, shape)
+    create_arrays(store, run)
     return n
 
 
-def create_arrays(store: ImageStore, cfg: RunConfig, shape: tuple[int, ...]) -> None:
-    """The arrays every chunk task of ``cfg`` writes into, each chunked by the rows of the
+def create_arrays(store: ImageStore, run: Run) -> None:
+    """The arrays every chunk task of ``run`` writes into, each chunked by the rows of the
     task that writes it (:func:`pipeline.plan.task_rows`): ``adv/<attack>`` and
     ``predictions/<attack>`` (gray-box and ``none``; white-box: ``adv/<attack>/<defender>``,
     the iterates the attacker chose, and ``final/<attack>/<defender>``, its final outputs)
     and ``defended/<attack>/<defender>``, each with the settings that made it as attributes."""
-    attacks, defenders = cfg.attack_configs(), cfg.defender_configs()
-    n, grow = shape[0], cfg.first_limit is not None
-    for attack in attacks:
+    n, grow = run.n_images, run.cfg.first_limit is not None
+    shape = (n, *dataset_shape(run.cfg.dataset))
+    for attack in run.attacks:
         if attack.adaptive:
-            for defender in defenders:  # white-box: one adversarial set per defender
-                if not attack.applies_to(defender):
-                    continue  # a pair the run leaves out
+            for defender in run.attacked(attack):  # white-box: one adversarial set per defender
                 for name in (adaptive_adv_name, adaptive_final_name):  # chosen, final
                     store.ensure_array(
                         name(attack.id, defender.id),
                         shape,
-                        task_rows(cfg, n, attack, defender),
+                        task_rows(run, attack, defender),
                         attrs={"attack": attack.params(), "defender": defender.params()},
                         grow=grow,
                     )
             continue
-        rows = task_rows(cfg, n, attack, None)
+        rows = task_rows(run, attack, None)
         store.ensure_array(
             predictions_name(attack.id),
             (n, 2),
@@ -219,15 +219,15 @@ def create_arrays(store: ImageStore, cfg: RunConfig, shape: tuple[int, ...]) -> 
         )
         if attack.name != "none":
             store.ensure_array(adv_name(attack.id), shape, rows, attrs=attack.params(), grow=grow)
-    for attack in attacks:
-        for defender in defenders:
-            if defender.id == "none" or not attack.applies_to(defender):
+    for attack in run.attacks:
+        for defender in run.attacked(attack):
+            if defender.id == "none":
                 continue
             params = {"attack": attack.params(), "defender": defender.params()}
             store.ensure_array(
                 defended_name(attack.id, defender.id),
                 shape,
-                defence_rows(cfg, n, attack, defender),
+                defence_rows(run, attack, defender),
                 attrs={"attack_id": attack.id, "defender_id": defender.id, **params},
                 grow=grow,
             )

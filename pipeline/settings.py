@@ -145,6 +145,25 @@ def key_value(rk: RunKey, raw: Any) -> Any:
     return items[0] if len(items) == 1 else items
 
 
+def check_key_values(given: Mapping[str, Any], keys: Mapping[str, RunKey]) -> None:
+    """Each run key's value in ``given`` builds every registered class it feeds (their range
+    checks); a ValueError is a ConfigError naming the key."""
+    registries = {"attack": ATTACKS, "defender": DEFENDERS}
+    for key, rk in keys.items():
+        raw = given[key]  # not its fallback's value: that key is checked on its own
+        for value in raw if isinstance(raw, tuple) else (raw,):
+            if value is None:
+                continue
+            for name in rk.used_by:
+                entry = registries[rk.group][name]
+                for setting_name, meta in entry.fed().items():
+                    if meta.key == key:
+                        try:
+                            entry.build(**{setting_name: value})
+                        except ValueError as error:
+                            raise ConfigError(unprefixed(str(error), key), key) from None
+
+
 def load_preset(path: Path) -> dict[str, Any]:
     """A TOML preset's settings (flat keys as in :class:`RunConfig` and :func:`run_keys`)."""
     if not path.is_file():

@@ -13,7 +13,7 @@ import math
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from pipeline.config import ConfigError
+from pipeline.config import ConfigError, option
 from pipeline.execution import Logger, default_logger
 from ride.classifiers import accuracy as classifier_accuracy
 from ride.classifiers import build_classifier, load_classifier, save_classifier
@@ -61,20 +61,58 @@ class TrainSettings:
     identify the training.
     """
 
-    dataset: str
-    classifier: str
-    epochs: int = TrainConfig.epochs
-    seed: int = 0
-    batch_size: int = TrainConfig.batch_size
-    lr: float = TrainConfig.lr
-    lr_decay: float = TrainConfig.lr_decay
-    lr_decay_steps: int = TrainConfig.lr_decay_steps
-    weight_decay: float = TrainConfig.weight_decay
-    max_shift: int = TrainConfig.max_shift
-    device: str = "cpu"
+    # Each field is a ``ride train`` option: its help and type in the metadata, as RunConfig's
+    # fields for ``ride run`` (flows/train_options.py builds the parser from them). A help
+    # that does not state its default gets "(default X)" from the field's default.
+    dataset: str = field(
+        metadata={"help": "digits, mnist or cifar10", "kind": str, "required": True}
+    )
+    classifier: str = field(
+        metadata={
+            "help": "mnist-cnn (digits, mnist) or cifar-resnet18 (cifar10) (default: the "
+            "dataset's)",
+            "kind": str,
+        }
+    )
+    epochs: int = option(TrainConfig.epochs, "epochs in total", kind=int, execution=True)
+    seed: int = option(0, "seed of the initial weights, batch order and shifts", kind=int)
+    batch_size: int = option(TrainConfig.batch_size, "mini-batch size", kind=int)
+    lr: float = option(TrainConfig.lr, "learning rate of the first step", kind=float)
+    lr_decay: float = option(
+        TrainConfig.lr_decay,
+        "factor in (0, 1] applied to the learning rate every --lr-decay-steps steps, a little "
+        "at each: step t runs at lr * lr_decay^(t / lr_decay_steps); 1 keeps it constant",
+        kind=float,
+    )
+    lr_decay_steps: int = option(
+        TrainConfig.lr_decay_steps,
+        "steps over which the learning rate falls by --lr-decay (default "
+        f"{TrainConfig.lr_decay_steps}: an epoch of MNIST at batch 64)",
+        kind=int,
+    )
+    weight_decay: float = option(
+        TrainConfig.weight_decay,
+        "AdamW's decoupled weight decay, >= 0: each step scales the weights by "
+        "1 - lr * weight_decay",
+        kind=float,
+    )
+    max_shift: int = option(
+        TrainConfig.max_shift,
+        "augmentation: shift each training image by a random whole number of pixels, up to "
+        "this many along each axis, zero-filled; 0 turns it off",
+        kind=int,
+    )
+    device: str = option("cpu", "cpu or cuda", kind=str, execution=True)
     # execution settings: may change between a training and its resume (more epochs, the
     # data mounted elsewhere, another device)
-    data_dir: str | None = None
+    data_dir: str | None = option(
+        None,
+        "folder of the dataset's files: mnist: MNIST/raw/{train,t10k}-*-ubyte[.gz]; cifar10: "
+        "cifar-10-batches-py/; imagenet: the validation images in class folders (or a flat "
+        "folder with labels.txt)",
+        kind=str,
+        execution=True,
+    )
 
     EXECUTION_KEYS: ClassVar[frozenset[str]] = frozenset({"epochs", "data_dir", "device"})
 

@@ -1,8 +1,10 @@
 """The Prefect tasks of an evaluation run: thin, typed wrappers of :mod:`pipeline`.
 
-Each task takes the run directory, the run's config and the chunk's row range (paths, ids
-and small configs, never tensors), calls the plain function of ``pipeline/`` that does the
-work on the worker, and adds what Prefect gives: retries (a lost worker or a full disk
+The tasks before the run's images exist take the run directory and the run's config; every
+later one takes the :class:`~pipeline.run.Run` (its folder, settings, attacks, defenders and
+number of images: small, never tensors) and a chunk task its :class:`~pipeline.plan.Task`
+(its rows, attack and defenders). Each calls the plain function of ``pipeline/`` that does
+the work on the worker and adds what Prefect gives: retries (a lost worker or a full disk
 moment is transient; a bug is not, and ends in ``failed`` rows after the retries) and the
 task run's logger; the cache of reusable results is :mod:`pipeline.cache`.
 
@@ -14,7 +16,6 @@ on it, and Prefect logs no traceback for a task that returns.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,13 +24,12 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.exceptions import MissingContextError
 
 from analysis.publish import write_report
-from pipeline import chunks, classifier, sampling
+from pipeline import chunks, classifier, sampling, store
 from pipeline.cache import cached_images, cached_trainer, run_cache
-from pipeline.chunks import ChunkOutcome
 from pipeline.config import RunConfig
 from pipeline.execution import Logger
-from ride.attacks import Attack
-from ride.defenders import Defender
+from pipeline.plan import ChunkOutcome, Task
+from pipeline.run import Run
 from storage import compact
 from storage.files import WriteError
 from storage.layout import RunLayout
@@ -91,84 +91,69 @@ def prepare_images(out: str, cfg: RunConfig) -> int | Unwritable:
 
 
 @task(name="prepare-classifier", retries=1)
-def prepare_classifier(out: str, cfg: RunConfig) -> float:
+def prepare_classifier(run: Run) -> float:
     """The run's classifier in ``classifier.pt`` (trained through the cache when it must be
     trained) and its clean accuracy (:func:`pipeline.classifier.prepare_classifier`)."""
-    train = cached_trainer(run_cache(cfg), logger=_logger())
-    return classifier.prepare_classifier(RunLayout(Path(out)), cfg, train)
+    train = cached_trainer(run_cache(run.cfg), logger=_logger())
+    return classifier.prepare_classifier(run.layout, run.cfg, train)
 
 
 @task(name="attack-chunk", retries=2, retry_delay_seconds=2)
-def attack_chunk(
-    out: str,
-    cfg: RunConfig,
-    attack: Attack,
-    start: int,
-    stop: int,
-    defenders: Sequence[Defender] = (),
-) -> ChunkOutcome | Unwritable:
-    """Gray-box adversarial images of rows ``[start, stop)``, their predictions, and the cheap
-    ``defenders`` on them (:func:`pipeline.chunks.attack_chunk`). The images do not depend on
-    a defender, so they come from the cache when an earlier run made them
-    (:mod:`pipeline.cache`)."""
-    images = cached_images(run_cache(cfg), logger=_logger())
+def attack_chunk(run: Run, task: Task) -> ChunkOutcome | Unwritable:
+    """The attack chunk ``task``: gray-box adversarial images of its rows, their
+    predictions, and its cheap defenders on them (:func:`pipeline.chunks.attack_chunk`). The
+    images do not depend on a defender, so they come from the cache when an earlier run
+    made them (:mod:`pipeline.cache`)."""
+    images = cached_images(run_cache(run.cfg), logger=_logger())
     try:
-        return chunks.attack_chunk(out, cfg, attack, start, stop, images, _logger(), defenders)
+        return chunks.attack_chunk(run, task, images, _logger())
     except WriteError as error:
         return Unwritable.of(error)
 
 
 @task(name="defend-chunk", retries=2, retry_delay_seconds=2)
-def defend_chunk(
-    out: str, cfg: RunConfig, attack: Attack, defender: Defender, start: int, stop: int
-) -> ChunkOutcome | Unwritable:
-    """Defend rows ``[start, stop)`` against one attack (running it first when it is
-    white-box), classify, store images and rows (:func:`pipeline.chunks.defend_chunk`)."""
+def defend_chunk(run: Run, task: Task) -> ChunkOutcome | Unwritable:
+    """The defence chunk ``task``: defend its rows against its attack (running it first when
+    it is white-box), classify, store images and rows (:func:`pipeline.chunks.defend_chunk`)."""
     try:
-        return chunks.defend_chunk(out, cfg, attack, defender, start, stop, _logger())
+        return chunks.defend_chunk(run, task, _logger())
     except WriteError as error:
         return Unwritable.of(error)
 
 
 @task(name="record-failure")
-def record_failure(
-    out: str,
-    cfg: RunConfig,
-    attack: Attack,
-    defender: Defender,
-    start: int,
-    stop: int,
-    error: str,
-) -> Unwritable | None:
-    """Write ``failed`` rows for a chunk whose task failed after its retries."""
+def record_failure(run: Run, task: Task, error: str) -> Unwritable | None:
+    """Write ``failed`` rows for each result of ``task``, which failed after its retries
+    (:func:`pipeline.store.record_failure`)."""
     try:
-        chunks.record_failure(out, cfg, attack, defender, start, stop, error)
+        store.record_failure(run, task, error)
     except WriteError as unwritable:
         return Unwritable.of(unwritable)
     return None
 
 
 @task(name="report")
-def report(out: str) -> str | Unwritable:
+def report(run: Run) -> str | Unwritable:
     """The accuracy tables of the run as markdown, also a Prefect artifact and ``report.md``;
     the figures under ``figures/``."""
     try:
-        markdown, _, problems = write_report(RunLayout(Path(out)))
+        markdown, _, problems = write_report(run.layout)
     except WriteError as error:
         return Unwritable.of(error)
     for problem in problems:
         _logger().warning("figure not drawn: %s", problem)
-    create_markdown_artifact(markdown=markdown, key="ride-accuracy", description=f"ride run {out}")
+    description = f"ride run {run.layout.root}"
+    create_markdown_artifact(markdown=markdown, key="ride-accuracy", description=description)
     return markdown
 
 
 @task(name="compact-results")
-def compact_results(out: str) -> compact.Compaction | Unwritable:
+def compact_results(run: Run) -> compact.Compaction | Unwritable:
     """Merge the run's per-task result files into one file per (attack, defender)
     (:func:`storage.compact.compact_results`); run it last, when no task writes results."""
     try:
-        done = compact.compact_results(RunLayout(Path(out)).results, _logger().warning)
+        done = compact.compact_results(run.layout.results, _logger().warning)
     except WriteError as error:
         return Unwritable.of(error)
-    _logger().info(done.summary(RunLayout(Path(out)).results))
+    _logger().info(done.summary(run.layout.results))
     return done

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flows.evaluate import _cost, _Job
+from pipeline.plan import Task
 from ride.attacks import make_attack
 from ride.defenders import make_defender
 
@@ -12,7 +12,7 @@ RIDE = make_defender("ride", iters=100, checkpoints=2)
 
 
 def test_adaptive_cost_uses_the_draws_chosen_per_defender() -> None:
-    randomised = _Job(ADAPTIVE, (RIDE,), 0, 5, is_attack_chunk=False)
-    deterministic = _Job(ADAPTIVE, (MEDIAN,), 0, 5, is_attack_chunk=False)
-    assert _cost(randomised) == (10 * 4 + 1) * (200 + 2) * 5  # randomised: EOT 4
-    assert _cost(deterministic) == (10 * 1 + 1) * (1 + 2) * 5  # deterministic: one draw
+    randomised = Task.defence_chunk(ADAPTIVE, RIDE, 0, 5)
+    deterministic = Task.defence_chunk(ADAPTIVE, MEDIAN, 0, 5)
+    assert randomised.cost == (10 * 4 + 1) * (200 + 2) * 5  # randomised: EOT 4
+    assert deterministic.cost == (10 * 1 + 1) * (1 + 2) * 5  # deterministic: one draw

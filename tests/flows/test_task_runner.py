@@ -44,6 +44,7 @@ def worker_signal_handlers() -> tuple[object, object]:
     return signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
 
 
+@pytest.mark.slow
 def test_local_workers_are_tuned_for_ride_and_leave_terminal_signals_to_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

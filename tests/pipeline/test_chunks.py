@@ -13,17 +13,14 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.chunks import (
-    attack_chunk,
-    attack_share,
-    attack_timing_path,
-    defend_chunk,
-    defend_rows,
-    record_failure,
-)
+from pipeline.chunks import attack_chunk, defend_chunk, defend_rows
 from pipeline.config import RunConfig
 from pipeline.execution import executed_defender
+from pipeline.plan import Task
+from pipeline.run import Run
 from pipeline.sampling import prepare_images
+from pipeline.store import record_failure
+from pipeline.timing import attack_share, attack_timing_path
 from ride.attacks import BPDAEOT
 from ride.classifiers import build_classifier, save_classifier
 from ride.defenders import Ride
@@ -63,6 +60,16 @@ def count_attacks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
+def attack_rows(attack: Any, start: int, stop: int, *defenders: Any) -> Task:
+    """The attack chunk of rows ``[start, stop)``, running ``defenders`` (the cheap ones)."""
+    return Task.attack_chunk(attack, start, stop, defenders)
+
+
+def defence_rows(attack: Any, defender: Any, start: int, stop: int) -> Task:
+    """The defence chunk of rows ``[start, stop)`` for ``defender``."""
+    return Task.defence_chunk(attack, defender, start, stop)
+
+
 def test_rows_of_a_chunk_equal_rows_of_its_images_one_by_one() -> None:
     """Per-image seeds: a chunk's results do not depend on the chunk size (up to float32
     rounding: the batched RIDE engine's grouped convolution rounds differently per size)."""
@@ -88,6 +95,7 @@ def test_rows_of_a_chunk_equal_rows_of_its_images_one_by_one() -> None:
     assert rows[1]["index"] == 1 and rows[1]["label"] == 2
 
 
+@pytest.mark.slow
 def test_the_runs_precision_and_memory_sized_batches_reach_ride() -> None:
     """``precision`` changes how RIDE fits (not which defender it is), and each chunk's
     images are fitted in groups sized by the device's free memory."""
@@ -109,20 +117,20 @@ def test_the_runs_precision_and_memory_sized_batches_reach_ride() -> None:
 
 
 def test_attack_then_defend_chunks_store_images_and_rows(tmp_path: Path) -> None:
-    out = str(tmp_path)
     layout = RunLayout(tmp_path)
     save_classifier(build_classifier("mnist-cnn"), layout.classifier, "mnist-cnn")
     assert prepare_images(layout, CFG) == 3
-    attack, defender = CFG.attack_configs()[0], CFG.defender_configs()[0]
-    assert attack_chunk(out, CFG, attack, 2, 3).action == "ran"
-    assert attack_chunk(out, CFG, attack, 2, 3).action == "skipped"
+    run = Run.of(layout, CFG, 3)
+    attack, defender = run.attacks[0], run.defenders[0]
+    assert attack_chunk(run, attack_rows(attack, 2, 3)).action == "ran"
+    assert attack_chunk(run, attack_rows(attack, 2, 3)).action == "skipped"
     store = ImageStore(layout)
     clean = store.read_rows("clean", 2, 3)
     adv = store.read_rows(adv_name(attack.id), 2, 3)
     assert np.abs(adv - clean).max() <= attack.eps + 1e-6
-    outcome = defend_chunk(out, CFG, attack, defender, 2, 3)
+    outcome = defend_chunk(run, defence_rows(attack, defender, 2, 3))
     assert (outcome.action, outcome.count) == ("ran", 1)
-    assert defend_chunk(out, CFG, attack, defender, 2, 3).action == "skipped"
+    assert defend_chunk(run, defence_rows(attack, defender, 2, 3)).action == "skipped"
     assert store.has_rows(defended_name(attack.id, defender.id), 2)
     frame = pd.read_parquet(layout.results)
     assert list(frame["index"]) == [2] and frame["status"].item() == "ok"
@@ -134,30 +142,30 @@ def test_a_stored_output_that_does_not_read_back_is_recomputed(
 ) -> None:
     """Markers and result files are trusted only with their data: a deleted adversarial or
     defended chunk, or a cut-short result file, is dropped and its chunk redone."""
-    out = str(tmp_path)
     layout = RunLayout(tmp_path)
     save_classifier(build_classifier("mnist-cnn"), layout.classifier, "mnist-cnn")
-    prepare_images(layout, CFG)
-    attack, defender = CFG.attack_configs()[0], CFG.defender_configs()[0]
+    run = Run.of(layout, CFG, prepare_images(layout, CFG))
+    attack, defender = run.attacks[0], run.defenders[0]
+    attacking, defending = attack_rows(attack, 0, 2), defence_rows(attack, defender, 0, 2)
     store = ImageStore(layout)
     adv, defended = adv_name(attack.id), defended_name(attack.id, defender.id)
-    attack_chunk(out, CFG, attack, 0, 2)
-    defend_chunk(out, CFG, attack, defender, 0, 2)
+    attack_chunk(run, attacking)
+    defend_chunk(run, defending)
     adv_before, defended_before = store.read_rows(adv, 0, 2), store.read_rows(defended, 0, 2)
     chunk = ("c", "0", "0", "0", "0")
 
     layout.images.joinpath(adv, *chunk).unlink()
-    assert attack_chunk(out, CFG, attack, 0, 2).action == "ran"
+    assert attack_chunk(run, attacking).action == "ran"
     np.testing.assert_array_equal(store.read_rows(adv, 0, 2), adv_before)
     layout.images.joinpath(defended, *chunk).unlink()
-    assert defend_chunk(out, CFG, attack, defender, 0, 2).action == "ran"
+    assert defend_chunk(run, defending).action == "ran"
     np.testing.assert_array_equal(store.read_rows(defended, 0, 2), defended_before)
     result = layout.results / f"{result_key(attack.id, defender.id, 0, 2)}.parquet"
     result.write_bytes(result.read_bytes()[:100])
-    assert defend_chunk(out, CFG, attack, defender, 0, 2).action == "ran"
+    assert defend_chunk(run, defending).action == "ran"
     assert len(read_results(layout.results)) == 2
     assert result.with_name(f"_{result.name}.corrupt").exists()
-    assert defend_chunk(out, CFG, attack, defender, 0, 2).action == "skipped"
+    assert defend_chunk(run, defending).action == "skipped"
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warned) == 3 and all("redone" in w or "recomputed" in w for w in warned)
 
@@ -165,14 +173,15 @@ def test_a_stored_output_that_does_not_read_back_is_recomputed(
 def test_a_cut_short_step_file_makes_the_white_box_attack_run_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    out, layout = _white_box_run(tmp_path)
-    attack, defender = WHITE_BOX.attack_configs()[0], WHITE_BOX.defender_configs()[0]
+    run = _white_box_run(tmp_path)
+    layout = run.layout
+    attack, defender = run.attacks[0], run.defenders[0]
     key = result_key(attack.id, defender.id, 0, 3)
     (layout.results / f"{key}.parquet").unlink()
     path = steps_path(layout.steps, key)
     path.write_bytes(b"")  # what a power cut can leave
     calls = count_attacks(monkeypatch)
-    assert defend_chunk(out, WHITE_BOX, attack, defender, 0, 3).action == "ran"
+    assert defend_chunk(run, defence_rows(attack, defender, 0, 3)).action == "ran"
     assert calls == ["attack"]
     assert path.with_name(f"_{path.name}.corrupt").exists()
     assert len(read_steps(layout.steps, key)) == 3 * 4
@@ -180,9 +189,9 @@ def test_a_cut_short_step_file_makes_the_white_box_attack_run_again(
 
 def test_a_failed_chunk_records_one_failed_row_per_image(tmp_path: Path) -> None:
     layout = RunLayout(tmp_path)
-    prepare_images(layout, CFG)
-    attack, defender = CFG.attack_configs()[0], CFG.defender_configs()[0]
-    record_failure(str(tmp_path), CFG, attack, defender, 0, 2, "attack failed: OSError: disk")
+    run = Run.of(layout, CFG, prepare_images(layout, CFG))
+    attack, defender = run.attacks[0], run.defenders[0]
+    record_failure(run, defence_rows(attack, defender, 0, 2), "attack failed: OSError: disk")
     frame = read_results(layout.results)
     assert list(frame.columns) == SCHEMA.names
     assert list(frame["index"]) == [0, 1] and set(frame["status"]) == {"failed"}
@@ -192,21 +201,20 @@ def test_a_failed_chunk_records_one_failed_row_per_image(tmp_path: Path) -> None
     assert (layout.results / f"{result_key(attack.id, defender.id, 0, 2)}.failed.parquet").exists()
 
 
-def _white_box_run(tmp_path: Path) -> tuple[str, RunLayout]:
-    out = str(tmp_path)
+def _white_box_run(tmp_path: Path) -> Run:
     layout = RunLayout(tmp_path)
     save_classifier(build_classifier("mnist-cnn", seed=1), layout.classifier, "mnist-cnn")
     assert prepare_images(layout, WHITE_BOX) == 3
-    attack = WHITE_BOX.attack_configs()[0]
-    for defender in WHITE_BOX.defender_configs():
-        assert defend_chunk(out, WHITE_BOX, attack, defender, 0, 3).action == "ran"
-    return out, layout
+    run = Run.of(layout, WHITE_BOX, 3)
+    for defender in run.defenders:
+        assert defend_chunk(run, defence_rows(run.attacks[0], defender, 0, 3)).action == "ran"
+    return run
 
 
 def test_bpda_chunks_store_adversarials_per_defender_and_one_step_row_per_iteration(
     tmp_path: Path,
 ) -> None:
-    _, layout = _white_box_run(tmp_path)
+    layout = _white_box_run(tmp_path).layout
     attack = WHITE_BOX.attack_configs()[0]
     store = ImageStore(layout)
     clean = store.read_rows("clean", 0, 3)
@@ -249,9 +257,8 @@ def test_bpda_chunks_store_adversarials_per_defender_and_one_step_row_per_iterat
 def test_a_resumed_bpda_chunk_reuses_its_stored_attack(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    out, layout = _white_box_run(tmp_path)
-    attack = WHITE_BOX.attack_configs()[0]
-    defender = WHITE_BOX.defender_configs()[1]
+    run = _white_box_run(tmp_path)
+    layout, attack, defender = run.layout, run.attacks[0], run.defenders[1]
     key = result_key(attack.id, defender.id, 0, 3)
     before = read_results(layout.results)
     steps_before = read_steps(layout.steps, key)
@@ -260,7 +267,7 @@ def test_a_resumed_bpda_chunk_reuses_its_stored_attack(
     # Killed after the attack was stored, before the results: the attack is not rerun.
     (layout.results / f"{key}.parquet").unlink()
     calls = count_attacks(monkeypatch)
-    assert defend_chunk(out, WHITE_BOX, attack, defender, 0, 3).action == "ran"
+    assert defend_chunk(run, defence_rows(attack, defender, 0, 3)).action == "ran"
     assert calls == []
     after = read_results(layout.results)
     pd.testing.assert_frame_equal(
@@ -271,7 +278,7 @@ def test_a_resumed_bpda_chunk_reuses_its_stored_attack(
     # Killed before the step file was written: the attack runs again, to the same images.
     (layout.results / f"{key}.parquet").unlink()
     steps_path(layout.steps, key).unlink()
-    assert defend_chunk(out, WHITE_BOX, attack, defender, 0, 3).action == "ran"
+    assert defend_chunk(run, defence_rows(attack, defender, 0, 3)).action == "ran"
     assert calls == ["attack"]
     adv_after = ImageStore(layout).read_rows(adaptive_adv_name(attack.id, defender.id), 0, 3)
     np.testing.assert_array_equal(adv_before, adv_after)
@@ -291,23 +298,23 @@ def test_an_attack_chunk_that_ran_no_defender_leaves_its_work_to_its_rows_defenc
     (RIDE at K = 3 is cheap enough to run inside it: the plan is told otherwise here): the
     chunk keeps its timing, and each defence chunk of its rows counts its rows' share of it,
     split over the two costly defenders, on top of its own time."""
-    monkeypatch.setattr("pipeline.chunks.runs_in_attack_chunk", lambda attack, defender: False)
-    out, layout = str(tmp_path), RunLayout(tmp_path)
+    monkeypatch.setattr("pipeline.timing.runs_in_attack_chunk", lambda attack, defender: False)
+    layout = RunLayout(tmp_path)
     save_classifier(build_classifier("mnist-cnn"), layout.classifier, "mnist-cnn")
-    prepare_images(layout, COSTLY_ONLY)
-    attack = COSTLY_ONLY.attack_configs()[0]
-    attack_chunk(out, COSTLY_ONLY, attack, 0, 4)
-    path = attack_timing_path(layout, attack, 0, 4)
+    run = Run.of(layout, COSTLY_ONLY, prepare_images(layout, COSTLY_ONLY))
+    attack, (ride, dae) = run.attacks[0], run.defenders
+    attack_chunk(run, attack_rows(attack, 0, 4))
+    path = attack_timing_path(layout, attack_rows(attack, 0, 4))
     kept = json.loads(path.read_text())
     assert kept["compute"] > 0 and kept["finished_at"] >= kept["started_at"]
     planted = {"compute": 8.0, "overhead": 4.0, "started_at": 1.0, "finished_at": 2.0}
     path.write_text(json.dumps(planted))
-    share = attack_share(layout, COSTLY_ONLY, attack, 2, 4, print)
+    share = attack_share(run, defence_rows(attack, ride, 2, 4), print)
     assert share is not None and (share.compute, share.overhead) == (2.0, 1.0)  # 2/4 over 2
-    assert attack_share(layout, COSTLY_ONLY, attack, 4, 6, print) is None  # no such chunk
+    assert attack_share(run, defence_rows(attack, ride, 4, 6), print) is None  # no such chunk
     began = time.time()
-    for defender in COSTLY_ONLY.defender_configs():
-        defend_chunk(out, COSTLY_ONLY, attack, defender, 2, 4)
+    for defender in run.defenders:
+        defend_chunk(run, defence_rows(attack, defender, 2, 4))
     rows = read_results(layout.results)
     assert len(rows) == 4
     per_chunk = rows.groupby("defender_id")[["compute_seconds", "overhead_seconds"]].sum()
@@ -317,7 +324,7 @@ def test_an_attack_chunk_that_ran_no_defender_leaves_its_work_to_its_rows_defenc
     # an unreadable timing file costs the count, not the chunk
     path.write_text("{")
     notes: list[str] = []
-    assert attack_share(layout, COSTLY_ONLY, attack, 0, 2, notes.append) is None
+    assert attack_share(run, defence_rows(attack, dae, 0, 2), notes.append) is None
     assert len(notes) == 1 and "does not read" in notes[0]
 
 
@@ -325,9 +332,9 @@ def test_an_attack_chunk_whose_rows_carry_its_work_keeps_no_timing(tmp_path: Pat
     cfg = RunConfig.from_mapping(
         {"limit": 4, "chunk_size": 4, "attacks": ["fgsm"], "defenders": ["none", "ride"]}
     )
-    out, layout = str(tmp_path), RunLayout(tmp_path)
+    layout = RunLayout(tmp_path)
     save_classifier(build_classifier("mnist-cnn"), layout.classifier, "mnist-cnn")
-    prepare_images(layout, cfg)
-    attack = cfg.attack_configs()[0]
-    attack_chunk(out, cfg, attack, 0, 4, defenders=cfg.defender_configs()[:1])
-    assert not attack_timing_path(layout, attack, 0, 4).exists()
+    run = Run.of(layout, cfg, prepare_images(layout, cfg))
+    attack = run.attacks[0]
+    attack_chunk(run, attack_rows(attack, 0, 4, run.defenders[0]))
+    assert not attack_timing_path(layout, attack_rows(attack, 0, 4)).exists()

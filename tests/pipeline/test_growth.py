@@ -12,6 +12,7 @@ import pytest
 from pipeline.config import RunConfig
 from pipeline.growth import Growth, adopt_recorded, growth_problem
 from pipeline.plan import clean_rows, task_sizes
+from pipeline.run import Run
 from pipeline.sampling import claim_run
 from storage.layout import RunLayout
 from storage.runconfig import RunConfigMismatch, read_run_document
@@ -21,6 +22,11 @@ SETTINGS = {"limit": 8, "attacks": ["none", "fgsm"], "defenders": ["none", "medi
 
 def config(**changes: object) -> RunConfig:
     return RunConfig.from_mapping({**SETTINGS, **changes})
+
+
+def run_of(cfg: RunConfig, held: int) -> Run:
+    """The run of ``cfg`` holding ``held`` images (its folder is never touched here)."""
+    return Run.of(RunLayout(Path("unused")), cfg, held)
 
 
 def test_an_ungrown_run_keeps_the_id_it_always_had() -> None:
@@ -38,8 +44,9 @@ def test_an_ungrown_run_keeps_the_id_it_always_had() -> None:
 def test_a_grown_run_has_the_id_and_task_sizes_of_its_first_extent() -> None:
     first, grown = config(limit=8), config(limit=64, first_limit=8)
     assert grown.run_id == first.run_id != config(limit=64).run_id
-    assert task_sizes(grown, 64) == task_sizes(first, 8) != task_sizes(config(limit=64), 64)
-    assert clean_rows(grown, 64) == clean_rows(first, 8) == 8
+    sizes = task_sizes(run_of(grown, 64))
+    assert sizes == task_sizes(run_of(first, 8)) != task_sizes(run_of(config(limit=64), 64))
+    assert clean_rows(run_of(grown, 64)) == clean_rows(run_of(first, 8)) == 8
 
 
 def test_first_limit_must_lie_within_the_limit() -> None:
@@ -80,12 +87,12 @@ def test_a_run_never_shrinks_and_other_settings_still_must_match(tmp_path: Path)
 
 def test_growth_needs_whole_tasks() -> None:
     cfg = replace(config(limit=64, chunk_size=8), first_limit=12)
-    problem = growth_problem(cfg, 12)
+    problem = growth_problem(run_of(cfg, 12))
     assert problem is not None
     assert "take 8 images each and 12 is not a multiple of 8" in problem
-    assert growth_problem(cfg, 16) is None
+    assert growth_problem(run_of(cfg, 16)) is None
     # A run started at a power of two images always can grow (auto sizes are powers of two).
-    assert growth_problem(config(limit=1024, first_limit=128), 128) is None
+    assert growth_problem(run_of(config(limit=1024, first_limit=128), 128)) is None
 
 
 def test_a_restored_run_counts_its_restored_rows_as_held(tmp_path: Path) -> None:

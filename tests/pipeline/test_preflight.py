@@ -155,11 +155,14 @@ def test_a_training_that_holds_more_epochs_than_asked_is_refused(tmp_path: Path)
     assert isinstance(preflight_train(ahead, {"dataset": "digits", "epochs": 6}), TrainSettings)
 
 
+@pytest.mark.slow
 def test_the_core_imports_neither_prefect_nor_dask() -> None:
     code = (
         "import sys\n"
         "import pipeline.chunks, pipeline.classifier, pipeline.keys, pipeline.preflight\n"
         "import pipeline.rows, pipeline.sampling, pipeline.train, pipeline.whitebox\n"
+        "import pipeline.cache, pipeline.costs, pipeline.plan, pipeline.run, pipeline.spec\n"
+        "import pipeline.store, pipeline.timing, storage.stored\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('prefect', 'dask', "
         "'distributed', 'prefect_dask', 'tasks', 'flows'))\n"
         "assert not bad, bad\n"

@@ -125,6 +125,7 @@ def test_a_directory_trained_with_another_recipe_is_refused(tmp_path: Path) -> N
         preflight_train(old, {"dataset": "digits"})
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 def test_an_extended_training_equals_one_asked_for_all_its_epochs(tmp_path: Path) -> None:
     """1 epoch, then --epochs 2 on the same directory: the weights of a 2-epoch training

@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 
 from pipeline.config import RunConfig
+from pipeline.plan import Task
+from pipeline.run import Run
 from ride.classifiers import build_classifier, save_classifier
 from storage.files import WriteError
 from storage.images import ImageStore, adv_name
@@ -48,6 +50,7 @@ def test_tasks_keep_their_names_and_retries() -> None:
         assert (task.name, task.retries) == (name, retries)
 
 
+@pytest.mark.slow
 def test_attack_then_defend_tasks_store_images_and_rows(
     prefect_server: str, tmp_path: Path
 ) -> None:
@@ -57,17 +60,18 @@ def test_attack_then_defend_tasks_store_images_and_rows(
     claim_run.fn(out, CFG)
     assert layout.run_toml.exists()
     assert prepare_images.fn(out, CFG) == 3
-    attack, defender = CFG.attack_configs()[0], CFG.defender_configs()[0]
-    assert attack_chunk.fn(out, CFG, attack, 2, 3).action == "ran"
-    assert attack_chunk.fn(out, CFG, attack, 2, 3).action == "skipped"
+    run = Run.of(layout, CFG, 3)
+    attack, defender = run.attacks[0], run.defenders[0]
+    assert attack_chunk.fn(run, Task.attack_chunk(attack, 2, 3)).action == "ran"
+    assert attack_chunk.fn(run, Task.attack_chunk(attack, 2, 3)).action == "skipped"
     store = ImageStore(layout)
     clean = store.read_rows("clean", 2, 3)
     adv = store.read_rows(adv_name(attack.id), 2, 3)
     assert np.abs(adv - clean).max() <= attack.eps + 1e-6
-    outcome = defend_chunk.fn(out, CFG, attack, defender, 2, 3)
+    outcome = defend_chunk.fn(run, Task.defence_chunk(attack, defender, 2, 3))
     assert (outcome.action, outcome.count) == ("ran", 1)
-    assert defend_chunk.fn(out, CFG, attack, defender, 2, 3).action == "skipped"
-    record_failure.fn(out, CFG, attack, defender, 0, 2, "attack failed: boom")
+    assert defend_chunk.fn(run, Task.defence_chunk(attack, defender, 2, 3)).action == "skipped"
+    record_failure.fn(run, Task.defence_chunk(attack, defender, 0, 2), "attack failed: boom")
     frame = pd.read_parquet(layout.results).sort_values("index")
     assert list(frame["index"]) == [0, 1, 2]
     assert list(frame["status"]) == ["failed", "failed", "ok"]
@@ -79,10 +83,24 @@ def test_a_failed_write_is_returned_not_raised(monkeypatch: pytest.MonkeyPatch) 
     def full(*args: Any, **kwargs: Any) -> None:
         raise WriteError(errno.ENOSPC, "No space left on device", "/out/results/x.parquet")
 
-    for name in ("attack_chunk", "defend_chunk", "record_failure"):
+    for name in ("attack_chunk", "defend_chunk"):
         monkeypatch.setattr(evaluate.chunks, name, full)
-    attack, defender = CFG.attack_configs()[0], CFG.defender_configs()[0]
+    monkeypatch.setattr(evaluate.store, "record_failure", full)
+    run = Run.of(RunLayout(Path("/out")), CFG, 3)
+    attack, defender = run.attacks[0], run.defenders[0]
     line = Unwritable("cannot write /out/results/x.parquet: No space left on device")
-    assert attack_chunk.fn("/out", CFG, attack, 0, 2) == line
-    assert defend_chunk.fn("/out", CFG, attack, defender, 0, 2) == line
-    assert record_failure.fn("/out", CFG, attack, defender, 0, 2, "boom") == line
+    assert attack_chunk.fn(run, Task.attack_chunk(attack, 0, 2)) == line
+    assert defend_chunk.fn(run, Task.defence_chunk(attack, defender, 0, 2)) == line
+    assert record_failure.fn(run, Task.defence_chunk(attack, defender, 0, 2), "boom") == line
+
+
+def test_a_chunk_task_s_inputs_hash_for_prefect_and_differ_per_task() -> None:
+    """Prefect hashes a task's inputs into its cache key (JSON, else cloudpickle): the run
+    and the task must hash, and two tasks of one run must not share a key."""
+    from prefect.utilities.hashing import hash_objects
+
+    from pipeline.plan import plan
+
+    run = Run.of(RunLayout(Path("/out")), CFG, 3)
+    keys = {hash_objects(run, task, raise_on_failure=True) for task in plan(run)}
+    assert len(keys) == len(plan(run)) > 1
