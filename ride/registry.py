@@ -1,4 +1,5 @@
-"""Registries: every attack, defender and dataset is one class, registered here by name.
+"""Registries: every attack, defender, dataset and classifier is one class, registered here
+by name.
 
 A registered class is a frozen dataclass whose fields are its settings. A field made with
 :func:`setting` carries its help text and, when a run may set it, the run key that feeds it
@@ -9,7 +10,10 @@ object runs (precision, batch size): they are never part of its id, params or eq
 Everything else is derived from these declarations: the names ``ride run`` accepts, its
 options and their help, the run keys and their defaults, which keys sweep, the ids and params
 stored with every result. A new defender is one module that defines its class and adds it
-(``DEFENDERS.add("blur", Blur, "box blur")``), plus its tests.
+(``DEFENDERS.add("blur", Blur, "box blur")``), plus its tests. A plugin from outside the
+package is registered the same way by :mod:`ride.plugins` (by import path or entry point); a
+defender plugin that is a plain callable is first wrapped in such a class
+(:class:`~ride.defenders.base.CallableDefender`).
 
 A registered name may imply settings: ``dae`` is :class:`~ride.defenders.ride.Ride` with
 ``variant="dae"`` and ``alpha=1``; an implied setting is fixed, so the run never feeds or

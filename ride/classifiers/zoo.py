@@ -40,8 +40,10 @@ class ClassifierSpec:
     """A classifier network by name: what it takes and how to build it, untrained.
 
     Registered in ``ride.registry.CLASSIFIERS`` (importable here as ``CLASSIFIERS``). A
-    plugin classifier is a subclass with its own ``network``: the pipeline trains it on the
-    dataset's train split, or loads ``weights`` into it.
+    plugin classifier is a frozen dataclass subclass with its own ``network``, named by
+    import path (``my_pkg.nets:TinyNet``) or by a ``ride.classifiers`` entry point
+    (:mod:`ride.plugins`): the pipeline trains it on the dataset's train split, or loads
+    ``weights`` into it.
     """
 
     name: ClassVar[str]

@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol
 
 from torch import Tensor
 
-from ride.defenders.base import DefenderBase, settings_id
+from ride.defenders.base import CallableDefender, DefenderBase, settings_id
 from ride.defenders.filters import (
     Median,
     NoDefence,
@@ -41,6 +41,7 @@ import_modules(__name__, __path__)  # a defender module added to this package re
 __all__ = [
     "DEFENDERS",
     "PRECISIONS",
+    "CallableDefender",
     "Defender",
     "DefenderBase",
     "Median",
@@ -72,8 +73,9 @@ class Defender(Protocol):
     ``cost_hint`` is the relative cost per image (1 = a median filter; None: unknown), used
     to order tasks and weigh the ETA. ``id`` names it in storage, ``params()`` records its
     settings with every result. :class:`DefenderBase` (``ride/defenders/base.py``, where the
-    protocol is written out) gives all but ``__call__``; the pipeline checks every output
-    (``pipeline/execution.py``).
+    protocol is written out) gives all but ``__call__``, :class:`CallableDefender` all but
+    the callable it wraps (a plugin that is a plain function); the pipeline checks every
+    output (``pipeline/execution.py``).
     """
 
     @property

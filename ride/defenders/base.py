@@ -23,12 +23,15 @@ protocol, checked by the pipeline on every chunk):
 - ``params()``: ``{"name": name, **settings}``: what every result row records.
 
 :class:`DefenderBase` gives all but ``__call__``: a subclass is a frozen dataclass whose
-fields are its settings (``setting(...)``), with ``name`` set as a class variable.
+fields are its settings (``setting(...)``), with ``name`` set as a class variable. A
+defender without settings may be a plain callable instead, a function ``(x, seeds) -> x'``
+or a class made with no arguments whose instances are: :class:`CallableDefender` gives it
+the rest (:mod:`ride.plugins` wraps such a plugin).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -37,7 +40,7 @@ from torch import Tensor
 from ride._checks import fmt_number
 from ride.registry import setting_values
 
-__all__ = ["DefenderBase", "settings_id"]
+__all__ = ["CallableDefender", "DefenderBase", "settings_id"]
 
 
 def settings_id(name: str, values: dict[str, Any]) -> str:
@@ -95,3 +98,31 @@ class DefenderBase:
 
     def __call__(self, x: Tensor, seeds: Sequence[int] | None = None) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} does not define __call__")
+
+
+@dataclass(frozen=True)
+class CallableDefender(DefenderBase):
+    """A defender with no settings that is a plain callable, ``plugin(x, seeds) -> x'``.
+
+    ``plugin`` is a function (or any callable object), or a class that takes no arguments:
+    its instance, made on the first call, is what is called. :mod:`ride.plugins` writes one
+    subclass per plugin with ``plugin``, ``name`` (the plugin's ``name`` attribute, else its
+    ``__name__``: the id) and the declarations the plugin makes as attributes
+    (``randomised``, ``differentiable``, ``cost_hint``, as on :class:`DefenderBase`). What it
+    does not declare is taken conservatively: randomised (the seeds may matter, so a
+    white-box attack averages draws) and not differentiable (BPDA). Example:
+    :func:`ride.plugins.callable_defender`.
+    """
+
+    plugin: ClassVar[Callable[..., Tensor]]
+    plugin_path: ClassVar[str] = ""  # where the plugin is imported from: ``module:name``
+    randomised: ClassVar[bool] = True
+
+    def __call__(self, x: Tensor, seeds: Sequence[int] | None = None) -> Tensor:
+        target = vars(self).get("_target")
+        if target is None:  # a class is made once per defender, on its first call
+            plugin = type(self).plugin
+            target = plugin() if isinstance(plugin, type) else plugin
+            object.__setattr__(self, "_target", target)
+        out: Tensor = target(x, seeds)
+        return out

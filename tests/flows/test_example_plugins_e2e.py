@@ -1,6 +1,7 @@
-"""examples/plugins, installed as a package, evaluated end to end: its defenders and its
-classifier appear by name through their entry points, take their own settings, run gray-box
-and white-box through the real flow, and the report says which attack each defender got."""
+"""examples/plugins, installed as a package, evaluated end to end: its defenders (one of them
+a plain function) and its classifier appear by name through their entry points, take their
+own settings, run gray-box and white-box through the real flow, and the report says which
+attack each defender got."""
 
 from __future__ import annotations
 
@@ -52,7 +53,9 @@ def ride(site: Path, server: str, *args: str) -> subprocess.CompletedProcess[str
 def test_the_plugins_are_listed_with_their_settings(plugin_site: Path, prefect_server: str) -> None:
     done = ride(plugin_site, prefect_server, "run", "--help")
     assert done.returncode == 0, done.stderr
-    for text in ("jpeg (", "noise-vote (", "tiny-mlp", "--jpeg-quality", "--vote-sigma"):
+    for text in ("jpeg (", "noise-vote (", "squeeze (Round every pixel to 3 bits", "tiny-mlp"):
+        assert text in " ".join(done.stdout.split())  # help lines are wrapped
+    for text in ("--jpeg-quality", "--vote-sigma"):
         assert text in done.stdout
 
 
@@ -67,14 +70,15 @@ def test_the_example_plugins_run_gray_box_and_white_box(
         "--attack", "none", "--attack", "pgd", "--attack", "adaptive",
         "--eot", "2", "--attack-iters", "2",
         "--defender", "none", "--defender", "jpeg", "--defender", "noise-vote",
+        "--defender", "squeeze",
         "--jpeg-quality", "50", "--vote-count", "5",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     results = pd.read_parquet(out / "results")
     assert set(results["status"]) == {"ok"}
-    ids = {"none", "jpeg-quality50", "noise-vote-sigma0.25-votes5"}
+    ids = {"none", "jpeg-quality50", "noise-vote-sigma0.25-votes5", "squeeze"}
     assert set(results["defender_id"]) == ids
-    assert len(results) == 3 * 3 * 4
+    assert len(results) == 4 * 3 * 4
     params = {
         row.defender: json.loads(row.attack_params)
         for row in results[results["attack"] == "adaptive"].itertuples()
@@ -82,6 +86,7 @@ def test_the_example_plugins_run_gray_box_and_white_box(
     assert params["none"]["gradient"] == "exact" and params["none"]["draws"] == 1
     assert params["jpeg"]["gradient"] == "bpda" and params["jpeg"]["draws"] == 1
     assert params["noise-vote"]["gradient"] == "bpda" and params["noise-vote"]["draws"] == 2
+    assert params["squeeze"]["gradient"] == "bpda" and params["squeeze"]["draws"] == 1
     toml = (out / "run.toml").read_text()
     assert 'classifier = "tiny-mlp"' in toml and "jpeg_quality = 50" in toml
     assert tomllib.loads(toml)["command"].endswith("--jpeg-quality 50 --vote-count 5")

@@ -1,6 +1,7 @@
-"""Plugins through the real path: `ride run` with defenders named by import path, run by the
-Dask worker processes. A plugin that breaks the defender protocol fails its chunks (one line
-naming it in their `failed` rows) while the others finish; the exit status says so."""
+"""Plugins through the real path: `ride run` with defenders named by import path (a class with
+settings, and a plain function), run by the Dask worker processes. A plugin that breaks the
+defender protocol fails its chunks (one line naming it in their `failed` rows) while the
+others finish; the exit status says so."""
 
 from __future__ import annotations
 
@@ -50,10 +51,15 @@ class Cropper(DefenderBase):
     def __call__(self, x, seeds=None):
         b = self.border
         return x[..., b:-b, b:-b].clone()
+
+
+def halftone(x, seeds):
+    """Two grey levels: a plain function (randomised and not differentiable, undeclared)."""
+    return (x > 0.5).to(x.dtype)
 '''
 
 MODULE = "ride_e2e_plugin"
-POSTERISE, CROPPER = f"{MODULE}:Posterise", f"{MODULE}:Cropper"
+POSTERISE, CROPPER, HALFTONE = f"{MODULE}:Posterise", f"{MODULE}:Cropper", f"{MODULE}:halftone"
 
 
 def test_a_broken_plugin_fails_its_chunks_and_the_run_goes_on(
@@ -70,18 +76,19 @@ def test_a_broken_plugin_fails_its_chunks_and_the_run_goes_on(
         "run", "--out", str(out), "--limit", "4", "--chunk-size", "2", "--workers", "2",
         "--attack", "none", "--attack", "fgsm",
         "--defender", "none", "--defender", POSTERISE, "--defender", CROPPER,
-        "--e2e-levels", "3",
+        "--defender", HALFTONE, "--e2e-levels", "3",
     ]  # fmt: skip
     try:
         assert main(args) == 3
 
         frame = pd.read_parquet(out / "results")
-        assert len(frame) == 4 * 2 * 3
+        assert len(frame) == 4 * 2 * 4
         by_defender = frame.groupby("defender_id")["status"].agg(set).to_dict()
         assert by_defender == {
             "none": {"ok"},
             "posterise-levels3": {"ok"},
             "cropper-border1": {"failed"},
+            "halftone": {"ok"},
         }
         failed = frame[frame["status"] == "failed"]
         assert set(failed["error"]) == {  # it ran in its attack's chunk: named there
@@ -94,17 +101,17 @@ def test_a_broken_plugin_fails_its_chunks_and_the_run_goes_on(
         # default in neither (as for any key added after 0.2.0); the workers, which
         # registered the plugins themselves, recorded the same id as the flow.
         config = tomllib.loads((out / "run.toml").read_text())["config"]
-        assert config["defenders"] == ["none", POSTERISE, CROPPER]
+        assert config["defenders"] == ["none", POSTERISE, CROPPER, HALFTONE]
         assert config["e2e_levels"] == 3 and "e2e_border" not in config
         settings = {
             "limit": 4, "chunk_size": 2, "attacks": ["none", "fgsm"],
-            "defenders": ["none", POSTERISE, CROPPER],
+            "defenders": ["none", POSTERISE, CROPPER, HALFTONE],
         }  # fmt: skip
         run_id = RunConfig.from_mapping({**settings, "e2e_levels": 3}).run_id
         assert set(frame["run_id"]) == {run_id}
         assert RunConfig.from_mapping(settings).run_id != run_id
     finally:
-        for name in (POSTERISE, CROPPER):
+        for name in (POSTERISE, CROPPER, HALFTONE):
             if name in DEFENDERS:
                 DEFENDERS.remove(name)
         sys.modules.pop(MODULE, None)

@@ -1,5 +1,6 @@
 """Plugins: a defender from outside the package, named by import path or installed as an
-entry point, is a name, its keyed settings run keys and options, like a built-in."""
+entry point, is a name, its keyed settings run keys and options, like a built-in. (A defender
+that is a plain callable: tests/ride/test_callable_plugins.py.)"""
 
 from __future__ import annotations
 
@@ -55,8 +56,11 @@ class Jpegish(DefenderBase):
         return torch.round(x * levels) / levels
 
 
-class NotADataclass:
+class NeedsArguments:
     name = "plain"
+
+    def __init__(self, width):
+        self.width = width
 
     def __call__(self, x, seeds=None):
         return x
@@ -171,8 +175,9 @@ def test_resolve_imports_once_and_leaves_other_names_alone() -> None:
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("tmpmod:NotADataclass", "defender plugin tmpmod:NotADataclass: NotADataclass is not a "
-         "dataclass; declare it @dataclass(frozen=True)"),
+        ("tmpmod:NeedsArguments", "defender plugin tmpmod:NeedsArguments: NeedsArguments(width) "
+         "takes arguments; a defender with settings is a @dataclass(frozen=True) subclass of "
+         "DefenderBase"),
         ("tmpmod:NotFrozen", "defender plugin tmpmod:NotFrozen: NotFrozen is not frozen; declare "
          "it @dataclass(frozen=True)"),
         ("tmpmod:NoCall", "defender plugin tmpmod:NoCall does not follow the defender protocol: "
@@ -334,9 +339,13 @@ class TinyNet(ClassifierSpec):
         return nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, num_classes))
 
 
-class NotADataclass:
-    def __call__(self, x, seeds=None):
-        return x
+def posterise_function(x, seeds):
+    """Posterise, as a plain function."""
+    return torch.round(x * 3) / 3
+
+
+class NotCallable:
+    """Neither a dataclass nor callable."""
 '''
 
 SELF_REGISTERING = """
@@ -351,7 +360,8 @@ ENTRY_POINTS = """
 posterise = fake_ride_plugins:Posterise
 selfreg-module = fake_ride_selfreg
 broken-import = fake_ride_nowhere:Gone
-not-a-dataclass = fake_ride_plugins:NotADataclass
+not-callable = fake_ride_plugins:NotCallable
+plain-function = fake_ride_plugins:posterise_function
 
 [ride.classifiers]
 tiny-net = fake_ride_plugins:TinyNet
@@ -376,19 +386,22 @@ def test_entry_point_plugins_are_registered_and_broken_ones_skipped(
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="ride.plugins"):
         failed = load_entry_points()
-    assert failed == ["ride.defenders:broken-import", "ride.defenders:not-a-dataclass"]
+    assert failed == ["ride.defenders:broken-import", "ride.defenders:not-callable"]
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2 and all("\n" not in line for line in lines)
     assert lines[0].startswith("ride: skipped plugin broken-import = fake_ride_nowhere:Gone")
     assert "ModuleNotFoundError" in lines[0]
-    assert "not-a-dataclass" in lines[1] and "is not a dataclass" in lines[1]
+    assert "not-callable" in lines[1] and "NotCallable has no __call__" in lines[1]
 
     entry = DEFENDERS["posterise"]
     assert entry.summary == "Posterise: a few grey levels."
     assert DEFENDERS["self-registered"].summary == "registered by its module"
-    assert "broken-import" not in DEFENDERS and "not-a-dataclass" not in DEFENDERS
+    assert "broken-import" not in DEFENDERS and "not-callable" not in DEFENDERS
     cfg = RunConfig.from_mapping({"defenders": ["posterise"], "posterise_levels": 3})
     assert [d.id for d in cfg.defender_configs()] == ["posterise-levels3"]
+    plain = RunConfig.from_mapping({"defenders": ["plain-function"]}).defender_configs()[0]
+    assert (plain.id, plain.randomised) == ("posterise_function", True)
+    assert DEFENDERS["plain-function"].summary == "Posterise, as a plain function."
 
     classifiers = getattr(registry, "CLASSIFIERS", None)
     if classifiers is not None:  # the registry of classifiers takes the ride.classifiers group
@@ -414,6 +427,7 @@ def test_ride_run_help_lists_entry_point_plugins(
     assert "--posterise-levels" in text
 
 
+@pytest.mark.slow
 def test_import_ride_loads_entry_points_once_and_survives_broken_ones(fake_dist: Path) -> None:
     """A fresh process: ``import ride`` registers the installed plugins by itself."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake_dist), str(ROOT)])}

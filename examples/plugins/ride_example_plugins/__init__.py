@@ -1,2 +1,3 @@
-"""Example ride-pipeline plugins: JPEG compression and Gaussian-noise majority-vote smoothing
-(two defenders not in the RIDE paper) and a small MLP classifier."""
+"""Example ride-pipeline plugins: JPEG compression, Gaussian-noise majority-vote smoothing and
+feature squeezing (three defenders not in the RIDE paper; the last a plain function) and a
+small MLP classifier."""
