@@ -15,86 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from flows import interrupts
 from flows.interrupts import Terminated
-from flows.run_options import (
-    DATA_DIR_HELP,
-    add_run_parser,
-    cli_text,
-    option_flag,
-    register_named_plugins,
-)
+from flows.run_options import add_run_parser, cli_text, option_flag, register_named_plugins
+from flows.train_options import add_train_parser
 
 if TYPE_CHECKING:
     from pipeline.preflight import PreflightError
 
 __all__ = ["build_parser", "cli_text", "main", "option_flag", "preflight", "resolve_settings"]
-
-
-def _train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from ride.training import TrainConfig
-
-    t = TrainConfig()
-    p = sub.add_parser(
-        "train",
-        help="train the MNIST or CIFAR-10 classifier; rerun to resume",
-        description="Train the paper's small classifier (mnist-cnn on digits or mnist, "
-        "cifar-resnet18 on cifar10) on the train split with AdamW (decoupled weight decay), "
-        "a learning rate decayed exponentially with the step count and training images shifted "
-        "by a few random pixels, writing a checkpoint after every epoch. The schedule does not "
-        "depend on --epochs: rerunning on the same --out continues after the last finished "
-        "epoch (give a larger --epochs to train longer; the result equals a training asked "
-        "for that many epochs at once). Writes OUT/classifier.pt (use it as `ride "
-        "run --weights OUT/classifier.pt`) and OUT/classifier.json (test accuracy, per-epoch "
-        "losses).",
-    )
-    add = p.add_argument
-    add("--dataset", required=True, help="digits, mnist or cifar10")
-    add("--data-dir", default=None, help=DATA_DIR_HELP)
-    add(
-        "--classifier",
-        default=None,
-        help="mnist-cnn (digits, mnist) or cifar-resnet18 (cifar10) (default: the dataset's)",
-    )
-    add("--out", required=True, help="training directory, created if needed; rerun to resume")
-    add("--epochs", type=int, default=None, help=f"epochs in total (default {t.epochs})")
-    add(
-        "--seed",
-        type=int,
-        default=None,
-        help="seed of the initial weights, batch order and shifts (default 0)",
-    )
-    add("--batch-size", type=int, default=None, help=f"mini-batch size (default {t.batch_size})")
-    add("--lr", type=float, default=None, help=f"learning rate of the first step (default {t.lr})")
-    add(
-        "--lr-decay",
-        type=float,
-        default=None,
-        help="factor in (0, 1] applied to the learning rate every --lr-decay-steps steps, "
-        "a little at each: step t runs at lr * lr_decay^(t / lr_decay_steps); 1 keeps it "
-        f"constant (default {t.lr_decay})",
-    )
-    add(
-        "--lr-decay-steps",
-        type=int,
-        default=None,
-        help=f"steps over which the learning rate falls by --lr-decay (default {t.lr_decay_steps}"
-        ": an epoch of MNIST at batch 64)",
-    )
-    add(
-        "--weight-decay",
-        type=float,
-        default=None,
-        help="AdamW's decoupled weight decay, >= 0: each step scales the weights by "
-        f"1 - lr * weight_decay (default {t.weight_decay})",
-    )
-    add(
-        "--max-shift",
-        type=int,
-        default=None,
-        help="augmentation: shift each training image by a random whole number of pixels, "
-        f"up to this many along each axis, zero-filled; 0 turns it off (default {t.max_shift})",
-    )
-    add("--device", default=None, help="cpu or cuda (default cpu)")
-    p.set_defaults(handler=_cmd_train)
 
 
 def _report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -151,7 +78,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     add_run_parser(sub, _cmd_run)
-    _train_parser(sub)
+    add_train_parser(sub, _cmd_train)
     _report_parser(sub)
     _compact_parser(sub)
     _cards_parser(sub)

@@ -12,11 +12,6 @@ from pathlib import Path
 from typing import Any
 
 DEFAULTS_NOTE = "Defaults are the embedded digits demo; --config FILE loads a TOML preset."
-DATA_DIR_HELP = (
-    "folder of the dataset's files: mnist: MNIST/raw/{train,t10k}-*-ubyte[.gz]; cifar10: "
-    "cifar-10-batches-py/; imagenet: the validation images in class folders (or a flat folder "
-    "with labels.txt)"
-)
 
 
 def _sweep(kind: type, key: str) -> Any:

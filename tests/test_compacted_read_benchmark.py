@@ -9,6 +9,7 @@ import pytest
 from benchmarks.compacted_read import main
 
 
+@pytest.mark.slow
 def test_benchmark_prints_a_table_and_a_json_line(capsys: pytest.CaptureFixture[str]) -> None:
     summary = main(["--rows", "400", "--repeat", "1"])
     lines = capsys.readouterr().out.strip().splitlines()

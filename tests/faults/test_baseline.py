@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from faults.harness import assert_complete, copy_run, file_hashes, run
+
+pytestmark = pytest.mark.slow
 
 
 def test_a_copied_finished_run_reruns_to_the_same_results(

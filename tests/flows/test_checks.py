@@ -63,6 +63,7 @@ def cli_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
     return capsys.readouterr().err.strip()
 
 
+@pytest.mark.slow
 def test_a_bad_dataset_folder_fails_the_deployment_as_it_fails_the_cli(
     prefect_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -84,6 +85,7 @@ def test_a_bad_dataset_folder_fails_the_deployment_as_it_fails_the_cli(
     assert err == "ride: error: --data-dir is required for dataset mnist"
 
 
+@pytest.mark.slow
 def test_workers_without_the_gpu_resource_fail_the_deployment_as_they_fail_the_cli(
     prefect_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

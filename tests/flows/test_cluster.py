@@ -152,6 +152,7 @@ def test_required_resources_follow_the_device() -> None:
     assert required_resources(RunConfig(device="cpu")) == {}
 
 
+@pytest.mark.slow
 def test_unreachable_scheduler_fails_within_the_timeout() -> None:
     address = f"tcp://127.0.0.1:{free_port()}"
     began = time.monotonic()
@@ -191,6 +192,7 @@ def test_gpu_workers_pass_and_no_local_cuda_is_needed(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_ride_run_with_an_unreachable_scheduler_fails_and_writes_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -9,8 +9,11 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from storage.results import SCHEMA, read_results, result_key, write_results
+
+pytestmark = pytest.mark.slow  # each test runs `ride compact` as a subprocess
 
 REPO = Path(__file__).resolve().parents[2]
 

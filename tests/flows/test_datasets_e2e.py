@@ -207,6 +207,7 @@ def test_bad_data_fails_fast_with_one_line_and_writes_nothing(
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_torchvision_weights_are_found_in_the_torch_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,6 +25,7 @@ time.sleep(60)
 """
 
 
+@pytest.mark.slow
 def test_the_child_of_a_killed_parent_ends(tmp_path: Path) -> None:
     """The parent-death signal reaches a child in its own session (where no terminal's
     hangup would) when its parent is killed with SIGKILL."""

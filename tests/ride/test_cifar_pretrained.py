@@ -32,6 +32,7 @@ def weights(name: str) -> Path:
     return CIFAR_DIR / "weights" / CHECKPOINTS[name][0]
 
 
+@pytest.mark.slow
 @needs_data
 @pytest.mark.parametrize("name", sorted(CHECKPOINTS))
 def test_a_published_checkpoint_reaches_the_readme_s_accuracy_on_the_real_images(

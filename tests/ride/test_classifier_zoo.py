@@ -158,6 +158,7 @@ def test_resnet50_build_and_normalize_in_front() -> None:
     assert build_classifier("resnet50", num_classes=5)(torch.rand(2, 3, 64, 64)).shape == (2, 5)
 
 
+@pytest.mark.slow
 def test_resnet50_torchvision_weight_file(tmp_path: Path) -> None:
     reference = torchvision_reference("resnet50", seed=5)
     path = tmp_path / "resnet50-0676ba61.pth"
@@ -200,6 +201,7 @@ def test_resnet50_torchvision_weight_file(tmp_path: Path) -> None:
         load_classifier(tmp_path / "shape.pth", "resnet50")
 
 
+@pytest.mark.slow
 def test_vgg19_build_and_torchvision_state() -> None:
     built = build_classifier("vgg19", seed=6).eval()
     assert isinstance(built, NormalizedNet) and isinstance(built.net, models.VGG)

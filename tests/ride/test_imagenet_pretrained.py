@@ -319,6 +319,7 @@ def test_the_sample_has_one_image_per_class_and_says_so(sample: ImageSet) -> Non
     assert "1000 images instead of 2000" in note
 
 
+@pytest.mark.slow
 @needs_sample
 def test_mobilenet_v2_reaches_the_readme_s_top1(
     mobilenet: nn.Module, mobilenet_predictions: Tensor, sample: ImageSet
@@ -328,6 +329,7 @@ def test_mobilenet_v2_reaches_the_readme_s_top1(
     assert top1 == pytest.approx(MOBILENET_TOP1, abs=0.005)
 
 
+@pytest.mark.slow
 @needs_sample
 def test_mobilenet_v2_agrees_with_the_tflite_runtime(
     mobilenet_predictions: Tensor, sample: ImageSet
@@ -350,6 +352,7 @@ def test_mobilenet_v2_agrees_with_the_tflite_runtime(
     assert agree >= TFLITE_AGREEMENT
 
 
+@pytest.mark.slow
 @needs_sample
 def test_squeezenet_reaches_the_measured_top1(sample: ImageSet) -> None:
     model = load_classifier(SQUEEZENET, "imagenet-squeezenet1_1")

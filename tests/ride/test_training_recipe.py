@@ -199,6 +199,7 @@ def test_the_recipe_changes_the_weights_and_an_epoch_does_not_depend_on_the_tota
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"no MNIST files in {MNIST_DIR}")
 @pytest.mark.usefixtures("one_thread")
 def test_on_real_mnist_the_default_recipe_learns() -> None:
