@@ -46,9 +46,9 @@ def worker_device(cfg: RunConfig) -> torch.device:
 
 
 def register_plugins(cfg: RunConfig) -> None:
-    """Register in this process the plugin classes ``cfg`` names by import path
-    (``pkg.mod:Class``: attacks, defenders, the classifier), as the process that validated ``cfg`` did: a worker then knows their
-    run keys, so the run's id it records is the one in ``run.toml``."""
+    """Register in this process the plugins ``cfg`` names by import path (``pkg.mod:Class``:
+    attacks, defenders, the classifier), as the process that validated ``cfg`` did: a worker
+    then knows their run keys, so the run's id it records is the one in ``run.toml``."""
     resolve_names(ATTACKS, cfg.attacks)
     resolve_names(DEFENDERS, cfg.defenders)
     resolve_names(CLASSIFIERS, (cfg.classifier,))
