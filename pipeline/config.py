@@ -100,7 +100,7 @@ def option(
 @dataclass(frozen=True)
 class RunConfig:
     """Every setting of a run, flat, as the CLI and presets give them. Defaults are the
-    embedded demo (see README). Fields marked ``execution`` form :attr:`execution`, the
+    embedded demo (docs/getting-started.md). Fields marked ``execution`` form :attr:`execution`, the
     others (and the run keys) :attr:`spec`."""
 
     dataset: str = option("digits", "dataset", kind=str)

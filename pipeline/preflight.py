@@ -250,8 +250,8 @@ def check_device(device: str) -> None:
 def check_precision_offered(cfg: RunConfig) -> None:
     """bf16 RIDE fits are offered on CUDA only: on the CPUs measured here they are 9-11x
     slower than fp32 (no AVX512-BF16 or AMX), and bf16 changes results, so a CPU verdict in
-    bf16 would need a paired comparison with fp32 that no results page has (README, "The
-    CIFAR-10 engine on this CPU")."""
+    bf16 would need a paired comparison with fp32 that no results page has (docs/benchmarks.md,
+    "The CIFAR-10 engine on a CPU")."""
     if cfg.precision == "bf16" and cfg.device == "cpu":
         raise PreflightError(
             "precision bf16 is offered with device cuda only: on the CPU it was 9-11x slower "

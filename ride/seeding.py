@@ -2,7 +2,7 @@
 
 A stream is identified by ``(seed, dataset, index, stage)``; hashing the parts gives a seed that
 does not depend on the worker, the chunking or the order of tasks, so a rerun of a chunk is
-bit-identical on the same device (README, "How a run executes").
+bit-identical on the same device (docs/execution.md).
 """
 
 from __future__ import annotations

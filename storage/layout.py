@@ -1,4 +1,4 @@
-"""Where each artefact of a run lives under its ``--out`` directory (README, "Results").
+"""Where each artefact of a run lives under its ``--out`` directory (docs/guides/results.md).
 
 A run folder may be writable by others (a shared cluster file system). Its files are written
 by renaming a new file over their names, so a file replaced by a symbolic link is replaced
