@@ -37,6 +37,7 @@ from typing import Any
 import pandas as pd
 
 from analysis import tables
+from analysis.ensemble import per_image_ensemble
 from analysis.intervals import wilson_interval as wilson_interval  # importable from here
 from storage.files import atomic_write_bytes
 from storage.layout import RunLayout
@@ -162,7 +163,26 @@ def _defender_entry(rows: pd.DataFrame, defender_id: str, attack_names: Sequence
         "strongest_attack": None if lowest is None else lowest["attack_id"],
         "robust_statistic": None if lowest is None else lowest["statistic"],
         "robust_accuracy": None if lowest is None else lowest["result"],
+        "worst_case_per_image": _worst_case(rows, defender_id, attack_names),
         "failed_rows": int((rows["status"] == "failed").sum()),
+    }
+
+
+def _worst_case(rows: pd.DataFrame, defender_id: str, attack_names: Sequence[str]) -> Card | None:
+    """The per-image worst case over the defender's attacks (:mod:`analysis.ensemble`), with
+    the attacks that took part and those left out; None without two attacks taking part."""
+    ensemble = per_image_ensemble(rows, defender_id, attack_names)
+    if ensemble is None or len(ensemble.attacks) < 2:
+        return None
+    robust = ensemble.robust
+    whole = robust.correct.denominator == 1
+    return {
+        "attacks": list(ensemble.attacks),
+        "left_out": list(ensemble.left_out),
+        "accuracy": robust.mean,
+        "correct": int(robust.correct) if whole else float(robust.correct),
+        "n": robust.n,
+        "interval": [robust.low, robust.high],
     }
 
 

@@ -22,8 +22,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.intervals import Estimate, paired_difference
+from analysis.ensemble import per_image_ensemble
+from analysis.intervals import Estimate
 from analysis.pages import PAGES, Page, Section
+from analysis.paired import compare_to_reference
 from analysis.publish import this_run
 from analysis.sweeps import find_sweeps, sweep_section
 from analysis.tables import ROBUST, accuracy_table, clean_accuracy, column_estimate
@@ -90,11 +92,14 @@ def _whitebox_lines(results: pd.DataFrame, paper: dict[tuple[str, str], str]) ->
     return lines
 
 
-def strongest_attack_lines(results: pd.DataFrame) -> list[str]:
-    """Which attack hurts each RIDE-family defence most: per defence attacked by two or more
-    attacks, the one of lowest robust accuracy on the images every attack of it finished,
-    and each other attack's paired difference from it (same images, 95% t interval;
-    :func:`~analysis.intervals.paired_difference`). Empty without two such attacks."""
+def attack_comparison_lines(results: pd.DataFrame, order: Sequence[str] = ()) -> list[str]:
+    """How the attacks on each RIDE-family defence compare, per defence attacked by two or
+    more: the per-image worst case over them (:func:`~analysis.ensemble.per_image_ensemble`),
+    then each attack's robust accuracy minus the reference's on the images every attack
+    finished, tested together (:func:`~analysis.paired.compare_to_reference`: bootstrap
+    interval, sign-flip p, Holm). The reference is the first attack of ``order`` (the run's
+    attacks as its preset lists them, the paper's first), chosen before the results are seen.
+    Empty without two such attacks."""
     ok = results[
         (results["status"] == "ok")
         & results["defender"].isin(RIDE_FAMILY)
@@ -106,21 +111,29 @@ def strongest_attack_lines(results: pd.DataFrame) -> list[str]:
         per_image = per_image.dropna()
         if per_image.shape[1] < 2 or len(per_image) < 2:
             continue
-        means = per_image.mean().sort_values(kind="stable")
-        strongest = str(means.index[0])
-        lines += [
-            "",
-            f"Which attack hurts {defender_id} most, on the {len(per_image)} images every "
-            f"attack finished: **{strongest}** (robust accuracy {means.iloc[0]:.3f}). Each "
-            "other attack's robust accuracy minus it, paired over the same images (mean and "
-            "95% t interval; an interval that leaves out 0 is a difference resolved at this "
-            "n):",
-            "",
-        ]
-        for attack_id in means.index[1:]:
-            difference = paired_difference(per_image[attack_id], per_image[strongest])
-            verdict = "resolved" if difference.resolved else "not resolved"
-            lines.append(f"- {attack_id}: {difference.text()} ({verdict})")
+        names = rows.drop_duplicates("attack_id").set_index("attack_id")["attack"]
+        rank = {name: i for i, name in enumerate(order)}
+        listed = sorted(per_image.columns, key=lambda a: (rank.get(names[a], len(rank)), a))
+        reference = str(listed[0])
+        ensemble = per_image_ensemble(results, str(defender_id), order)
+        lines += ["", f"Attacks on {defender_id}, compared:", ""]
+        if ensemble is not None:
+            left = f" (left out: {', '.join(ensemble.left_out)})" if ensemble.left_out else ""
+            lines.append(
+                f"- **Per image, the worst of the attacks** (the attacker's choice from its "
+                f"own draws, scored by the fresh draws): {ensemble.text()}{left}."
+            )
+        comparisons = compare_to_reference(per_image[listed], reference)
+        lines.append(
+            f"- Each attack minus the reference **{reference}** (the preset's first attack, "
+            f"chosen before the results) on the {len(per_image)} images every attack "
+            "finished: mean, 95% bootstrap interval, sign-flip permutation p and Holm's "
+            f"correction over the {len(comparisons)} comparisons (resolved: Holm p < 0.05):"
+        )
+        for attack_id in listed[1:]:
+            comparison = comparisons[str(attack_id)]
+            verdict = "resolved" if comparison.resolved else "not resolved"
+            lines.append(f"  - {attack_id}: {comparison.text()} ({verdict})")
     return lines
 
 
@@ -135,7 +148,8 @@ def section_lines(page: Page, section: Section, runs: Path, out_dir: Path) -> li
     if not layout.results.exists():
         return [*lines, "Not run yet.", ""]
     results, _ = this_run(layout, read_results(layout.results))
-    planned = int(read_run_config(layout.run_toml).get("limit", 0) or 0)
+    config = read_run_config(layout.run_toml)
+    planned = int(config.get("limit", 0) or 0)
     done = images_per_cell(results)
     status = "complete" if planned and done >= planned else f"partial: {done:,} of {planned:,}"
     split = time_split(results)
@@ -149,7 +163,7 @@ def section_lines(page: Page, section: Section, runs: Path, out_dir: Path) -> li
     if split is not None:
         lines.append(wall_time_line(split, growth))
     lines += ["", *_accuracy_lines(results), *_whitebox_lines(results, section.paper)]
-    lines += strongest_attack_lines(results)
+    lines += attack_comparison_lines(results, config.get("attacks", ()))
     lines += [f"#{line}" if line.startswith("#") else line for line in sweep_section(results)]
     if section.figures:
         lines += _figure_lines(run, section.name, out_dir)

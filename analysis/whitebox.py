@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.ensemble import per_image_ensemble
 from analysis.intervals import Estimate
 from analysis.tables import ADAPTIVE, ROBUST, check_current, column_estimate, none_first
 from ride.attacks.adaptive import method_text
@@ -161,4 +162,24 @@ def whitebox_section(frame: pd.DataFrame) -> list[str]:
         + "; ".join(cells)
         + ".",
     ]
-    return lines
+    return lines + ensemble_lines(frame, list(none_first(table["defence"])))
+
+
+def ensemble_lines(frame: pd.DataFrame, defences: list[str]) -> list[str]:
+    """Per defence attacked by two or more attacks, the per-image worst case over them
+    (:mod:`analysis.ensemble`), AutoAttack's robust accuracy of an ensemble."""
+    cells = []
+    for defence in defences:
+        ensemble = per_image_ensemble(frame, defence)
+        if ensemble is not None and len(ensemble.attacks) > 1:
+            left = f"; left out: {', '.join(ensemble.left_out)}" if ensemble.left_out else ""
+            cells.append(f"{defence} {ensemble.text()}{left}")
+    if not cells:
+        return []
+    return [
+        "",
+        "Per image, the worst of the attacks (the attacker chooses from its own draws, the "
+        "fresh draws score it; gray-box attacks take part only on a deterministic defence): "
+        + "; ".join(cells)
+        + ".",
+    ]

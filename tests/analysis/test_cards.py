@@ -199,6 +199,22 @@ def test_strongest_attack_is_the_lowest_and_a_tie_goes_to_the_later_attack(
     assert strongest([]) is None
 
 
+def test_the_per_image_worst_case_counts_an_image_robust_only_against_every_attack(
+    tmp_path: Path,
+) -> None:
+    """Both defenders are deterministic, so both gray-box attacks take part. none: pgd gets
+    image 0 right of 10, fgsm images 0-2 of the 8 it finished: on those 8 only image 0
+    survives both. median: pgd and fgsm get the same 4 images right."""
+    card = build_card(make_run(tmp_path / "run"))
+    pgd, fgsm = "pgd-eps0.1-step0.02-it10", "fgsm-eps0.1"
+    worst = defender(card, "none")["worst_case_per_image"]
+    assert worst["attacks"] == [pgd, fgsm] and worst["left_out"] == []  # the run's order
+    assert (worst["accuracy"], worst["correct"], worst["n"]) == (0.125, 1, 8)
+    assert worst["interval"] == list(wilson_interval(1, 8))
+    median = defender(card, "median-k3")["worst_case_per_image"]
+    assert (median["accuracy"], median["n"]) == (0.4, 10)
+
+
 def fractions(values: list[float], draws: int) -> pd.DataFrame:
     """ok rows whose recheck_correct are ``values``, stored as float32 means are."""
     return pd.DataFrame(

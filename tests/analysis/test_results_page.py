@@ -140,38 +140,49 @@ def test_each_page_names_its_script_and_presets_that_exist(
     assert text.count("Not run yet.") == len(page.sections)
 
 
-def test_the_attack_that_hurts_ride_most_is_named_with_paired_differences(
+def test_attacks_on_ride_are_compared_with_the_presets_first_attack_and_the_worst_case(
     tmp_path: Path,
 ) -> None:
-    """Two attacks on RIDE over 10 images: EOT costs a quarter of a draw on images 0-5 and
-    finishes images 0-8 only; the comparison runs on those 9, EOT first."""
+    """Two attacks on RIDE over 10 images, BPDA listed first: EOT costs a quarter of a draw
+    on images 0-5, finishes images 0-8 only, and its attacker saw that. The comparison runs
+    on those 9, against BPDA (the preset's first attack, though EOT is lower)."""
     eot = "bpda-eot5-eps0.1-step0.02-it10"
     layout = RunLayout(tmp_path / "runs" / "made")
     layout.root.mkdir(parents=True)
-    config = {"dataset": "mnist", "limit": 10}
+    config = {"dataset": "mnist", "limit": 10, "attacks": ["none", "bpda", "bpda-eot"]}
     claim_run_dir(layout.run_toml, config, frozenset(config), "0.4.0", run_id="mnist-made")
     bpda = [1.0, 0.75, 0.5, 1.0, 0.75, 0.5, 1.0, 0.25, 0.0, 1.0]
+    eot_rows = [_row(i, eot, RIDE, right - 0.25 * (i < 6)) for i, right in enumerate(bpda[:9])]
+    for row in eot_rows:
+        row.update(attack="bpda-eot", attacker_correct=row["recheck_correct"])
     rows = {
-        BPDA: [_row(i, BPDA, RIDE, right) for i, right in enumerate(bpda)],
-        eot: [_row(i, eot, RIDE, right - 0.25 * (i < 6)) for i, right in enumerate(bpda[:9])],
+        BPDA: [
+            {**_row(i, BPDA, RIDE, right), "attacker_correct": right}
+            for i, right in enumerate(bpda)
+        ],
+        eot: eot_rows,
         "none": [_row(i, BPDA, "none", 0.0) for i in range(10)],  # not a RIDE defence
     }
     for name, each in rows.items():
         write_results(layout.results, f"{name}__{each[0]['defender_id']}", each)
     text = render(PAGE, tmp_path / "runs", tmp_path / "docs")
     made = text.split("## A made run")[1].split("## A run not made")[0]
-    # on images 0-8: EOT 4.25 / 9 = 0.472, BPDA 5.75 / 9 = 0.639; d = 0.25 on six images,
-    # 0 on three: mean 1/6, s = sqrt((6 (1/12)^2 + 3 (1/6)^2) / 8) = 0.125, t(0.975, 8) =
-    # 2.306: half width 0.0961.
-    assert f"Which attack hurts {RIDE} most, on the 9 images every attack finished: " in made
-    assert f"**{eot}** (robust accuracy 0.472)" in made
-    assert f"- {BPDA}: +0.167 [+0.071, +0.263] n=9 (resolved)" in made
-    assert made.count("Which attack hurts") == 1  # the undefended classifier gets none
+    # Per image the attacker takes EOT on images 0-5 (its draws saw 0.25 less there), BPDA on
+    # the ties 6-8: EOT's values, 4.25 / 9 = 0.472.
+    assert f"Attacks on {RIDE}, compared:" in made
+    assert "the worst of the attacks** (the attacker's choice" in made
+    assert "0.472 [" in made and "n=9, worst of 2 attacks per image." in made
+    # d = -0.25 on six images, 0 on three: mean -1/6; six non-zero differences of one sign:
+    # exact sign-flip p = 2 / 2^6 = 0.031, one comparison (Holm = raw): resolved.
+    assert f"reference **{BPDA}**" in made and "over the 1 comparisons" in made
+    assert f"  - {eot}: -0.167 [" in made
+    assert "n=9, p = 0.031, Holm (1) p = 0.031 (resolved)" in made
+    assert made.count("compared:") == 1  # the undefended classifier gets none
 
 
 def test_one_attack_on_ride_names_no_strongest(tmp_path: Path) -> None:
     _make_run(tmp_path / "runs", limit=8, images=8)
-    assert "Which attack hurts" not in render(PAGE, tmp_path / "runs", tmp_path / "docs")
+    assert "compared:" not in render(PAGE, tmp_path / "runs", tmp_path / "docs")
 
 
 def test_a_ride_cell_not_made_yet_makes_the_run_partial() -> None:

@@ -96,3 +96,9 @@ def test_report_states_the_method_per_defence_and_heads_with_the_strongest_attac
         f"ride-K10 0.250 [0.046, 0.699] n=4 under {ADAPTIVE_ID} (BPDA + EOT 15); "
         f"smooth 0.250 [0.046, 0.699] n=4 under {ADAPTIVE_ID} (exact gradient + EOT 15)."
     ) in text
+    # Per image the worst of the attacks, for the one defence attacked twice.
+    assert (
+        "Per image, the worst of the attacks (the attacker chooses from its own draws, the "
+        "fresh draws score it; gray-box attacks take part only on a deterministic defence): "
+        "none 0.000 [0.000, 0.490] n=4, worst of 2 attacks per image."
+    ) in text
