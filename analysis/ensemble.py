@@ -18,9 +18,10 @@ scored with its fresh re-check draws (``recheck_correct``), which no attacker dr
   compute the defence exactly, so its view is the outcome itself; against a randomised one
   (or one the registry does not know) the row takes no part, and :class:`Ensemble` says so.
 
-Ties go to the attack listed first in ``order`` (a preset lists the paper's attack first):
-an order fixed before any result is seen. Against a deterministic defender the ensemble's
-accuracy is the per-image minimum, never above any single attack's.
+Ties go to the attack listed first in ``order`` (a preset lists the paper's attack first; by
+default the registry's order): an order fixed before any result is seen. Against a
+deterministic defender the ensemble's accuracy is the per-image minimum, never above any
+single attack's.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import pandas as pd
 
 from analysis.intervals import Estimate, estimate
 from analysis.tables import ROBUST
+from ride.attacks import ATTACKS
 from ride.defenders import DEFENDERS
 
 
@@ -80,7 +82,8 @@ def per_image_ensemble(
 ) -> Ensemble | None:
     """The ensemble of ``defender_id``'s attacks in ``frame`` (``ok`` rows, ``none`` left
     out): per image, the attack with the lowest attacker view, ties to the earlier in
-    ``order`` (attack names or ids; the rest by id), scored by its ``recheck_correct``.
+    ``order`` (attack names or ids, e.g. the run's attacks; empty: the registry's order of
+    attack names; the rest by id), scored by its ``recheck_correct``.
     None when no attack can take part or no image was finished by all."""
     ok = frame[
         (frame["status"] == "ok")
@@ -104,7 +107,7 @@ def per_image_ensemble(
         draws[str(attack_id)] = rows["recheck_draws"]
     if not views:
         return None
-    rank = {name: i for i, name in enumerate(order)}
+    rank = {name: i for i, name in enumerate(order or ATTACKS.names())}
     names = dict(zip(ok["attack_id"], ok["attack"], strict=False))
     attacks = sorted(
         views, key=lambda a: (min(rank.get(a, len(rank)), rank.get(names[a], len(rank))), a)
