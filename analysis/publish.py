@@ -14,6 +14,7 @@ from storage.files import atomic_write_bytes
 from storage.layout import RunLayout, check_own_folders
 from storage.results import read_results
 from storage.runconfig import read_run_document
+from storage.steps import read_steps
 
 
 def this_run(layout: RunLayout, results: pd.DataFrame) -> tuple[pd.DataFrame, str]:
@@ -40,6 +41,16 @@ def this_run(layout: RunLayout, results: pd.DataFrame) -> tuple[pd.DataFrame, st
     return results.loc[mine].reset_index(drop=True), note
 
 
+def run_steps(layout: RunLayout, results: pd.DataFrame) -> pd.DataFrame | None:
+    """The step rows of the run's results (its run ids), or None when it stored none."""
+    if not layout.steps.is_dir():
+        return None
+    steps = read_steps(layout.steps)
+    if steps.empty:
+        return None
+    return steps[steps["run_id"].isin(set(results["run_id"]))].reset_index(drop=True)
+
+
 def write_report(layout: RunLayout) -> tuple[str, list[Path], list[str]]:
     """Write ``report.md`` and ``card.json`` (:mod:`analysis.cards`) and draw ``figures/``;
     returns the markdown, the figures written and one line per figure that could not be
@@ -47,7 +58,7 @@ def write_report(layout: RunLayout) -> tuple[str, list[Path], list[str]]:
     :class:`~storage.files.StorageError`: nothing is written through it."""
     check_own_folders(layout.root)
     results, note = this_run(layout, read_results(layout.results))
-    markdown = accuracy_report(results) + note
+    markdown = accuracy_report(results, run_steps(layout, results)) + note
     atomic_write_bytes(layout.report, markdown.encode())
     write_card(layout, results)
     figures, problems = draw_figures(layout, results)

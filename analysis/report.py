@@ -7,14 +7,16 @@ from __future__ import annotations
 import pandas as pd
 
 from analysis.intervals import Estimate
+from analysis.sanity import sanity_section
 from analysis.sweeps import sweep_section
 from analysis.tables import accuracy_table, clean_accuracy
 from analysis.timing import time_section
 from analysis.whitebox import whitebox_section
 
 
-def accuracy_report(frame: pd.DataFrame) -> str:
-    """The markdown report: clean accuracy, the robust accuracy table and any failures.
+def accuracy_report(frame: pd.DataFrame, steps: pd.DataFrame | None = None) -> str:
+    """The markdown report: clean accuracy, the robust accuracy table, the sanity checks of
+    the white-box attacks (from ``steps``, the step rows, when given) and any failures.
 
     :class:`~analysis.tables.OutdatedResults` for rows written before ride-pipeline 0.4.0."""
     if frame.empty:
@@ -41,6 +43,7 @@ def accuracy_report(frame: pd.DataFrame) -> str:
         lines.append(f"| {attack} | " + " | ".join(cells) + " |")
     lines += sweep_section(frame)
     lines += whitebox_section(frame)
+    lines += sanity_section(frame, steps)
     lines += time_section(frame)
     failed = frame[frame["status"] == "failed"]
     if len(failed):

@@ -26,7 +26,8 @@ from analysis.ensemble import per_image_ensemble
 from analysis.intervals import Estimate
 from analysis.pages import PAGES, Page, Section
 from analysis.paired import compare_to_reference
-from analysis.publish import this_run
+from analysis.publish import run_steps, this_run
+from analysis.sanity import sanity_section
 from analysis.sweeps import find_sweeps, sweep_section
 from analysis.tables import ROBUST, accuracy_table, clean_accuracy, column_estimate
 from analysis.timing import hours, time_split, wall_time_line
@@ -164,6 +165,10 @@ def section_lines(page: Page, section: Section, runs: Path, out_dir: Path) -> li
         lines.append(wall_time_line(split, growth))
     lines += ["", *_accuracy_lines(results), *_whitebox_lines(results, section.paper)]
     lines += attack_comparison_lines(results, config.get("attacks", ()))
+    lines += [
+        f"#{line}" if line.startswith("#") else line
+        for line in sanity_section(results, run_steps(layout, results))
+    ]
     lines += [f"#{line}" if line.startswith("#") else line for line in sweep_section(results)]
     if section.figures:
         lines += _figure_lines(run, section.name, out_dir)

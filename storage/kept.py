@@ -2,7 +2,8 @@
 
 A session's machine does not keep its run folders, and a results page must not depend on
 them: what a page reads of a run (``run.toml``, ``machine.txt``, ``classifier.json``, the
-compacted Parquet results and the figures ``ride report`` drew) is copied into a folder of
+compacted Parquet results, the white-box attacks' step files and the figures ``ride report``
+drew) is copied into a folder of
 the same layout, small enough to commit, without the images (``images.zarr``) or the
 classifier's weights (:func:`keep_run`). ``python -m analysis.results_page --runs
 docs/results/data`` writes a page from the kept folders alone.
@@ -99,7 +100,10 @@ def _staging(dest: Path) -> Path:
 
 
 def _copy_kept(source: Path, target: Path, figures: bool) -> None:
-    """The kept files, the compacted results (and the figures) of ``source`` into ``target``."""
+    """The kept files and the compacted results of ``source`` into ``target``; keeping
+    (``figures``), also the figures and the step files of the white-box attacks (small: one
+    row per image and iterate; the sanity checks read them). A restored run gets neither:
+    its attacks are made again with their images."""
     layout = RunLayout(source)
     for name in KEPT_FILES:
         if (source / name).is_file():
@@ -108,9 +112,12 @@ def _copy_kept(source: Path, target: Path, figures: bool) -> None:
         destination = target / "results" / part.relative_to(layout.results)
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(part, destination)
-    if not figures or not layout.figures.is_dir():
+    if not figures:
         return
-    for figure in sorted(layout.figures.glob("*.png")):
+    for part in sorted(layout.steps.glob("*.parquet")) if layout.steps.is_dir() else []:
+        (target / "steps").mkdir(exist_ok=True)  # a white-box attack's per-iterate record
+        shutil.copyfile(part, target / "steps" / part.name)
+    for figure in sorted(layout.figures.glob("*.png")) if layout.figures.is_dir() else []:
         (target / "figures").mkdir(exist_ok=True)
         shutil.copyfile(figure, target / "figures" / figure.name)
 

@@ -17,6 +17,7 @@ from storage.kept import keep_run, restore_run, restored_rows
 from storage.layout import RunLayout
 from storage.results import result_key, write_results
 from storage.runconfig import claim_run_dir, record_growth
+from storage.steps import STEPS_SCHEMA, write_steps
 from tests.analysis.test_results_page import BPDA, PAGE, RIDE, _row
 
 
@@ -37,6 +38,18 @@ def made_run(runs: Path, growth: tuple[int, int] | None = None) -> RunLayout:
                     row.update(pred_clean=1)  # the label: the classifier got it right
                 key = result_key(attack_id, defender_id, start, start + 4)
                 write_results(layout.results, key, rows)
+    for start in (0, 4):  # BPDA's per-iterate record on RIDE: 2 iterations, falling
+        steps = [
+            dict.fromkeys(STEPS_SCHEMA.names) | {
+                "run_id": "mnist-made", "dataset": "mnist", "index": i, "label": 1,
+                "attack_id": BPDA, "defender_id": RIDE, "iteration": k, "pred_adv": 1,
+                "pred_defended": 1, "correct_adv": True, "correct_defended": True,
+                "attacker_draws": 1, "attacker_correct": float(k < 2 or i % 2 == 0),
+            }
+            for k in range(3)
+            for i in range(start, start + 4)
+        ]  # fmt: skip
+        write_steps(layout.steps, result_key(BPDA, RIDE, start, start + 4), steps)
     if growth is not None:
         record_growth(layout.run_toml, {**config, "first_limit": growth[0]}, *growth)
     return layout
@@ -50,11 +63,15 @@ def test_keep_refuses_loose_result_files_then_copies_what_a_page_reads(tmp_path:
     assert not kept.exists()
     compact_results(layout.results)
     assert keep_run(layout.root, kept) > 0
-    assert sorted(p.name for p in kept.iterdir()) == ["machine.txt", "results", "run.toml"]
+    assert sorted(p.name for p in kept.iterdir()) == ["machine.txt", "results", "run.toml", "steps"]
     frame = pd.read_parquet(kept / "results")
     assert len(frame) == 4 * 8 and set(frame["index"]) == set(range(8))
     same_page = render(PAGE, tmp_path / "runs", tmp_path / "docs")
     assert render(PAGE, tmp_path / "data", tmp_path / "docs") == same_page
+    # the sanity checks read the kept steps: BPDA's best-so-far 1.0, 1.0, then 0.5 at k = 2
+    assert "not converged: an upper bound)**" not in same_page
+    assert "CHECK FAILED** (not converged: an upper bound): " in same_page
+    assert "0: 1.000, 1: 1.000, 2: 0.500; fell 0.500 over the last half" in same_page
     keep_run(layout.root, kept)  # a second keep replaces the first copy
     assert len(pd.read_parquet(kept / "results")) == 4 * 8
     with pytest.raises(StorageError, match=r"no run\.toml"):
@@ -93,6 +110,7 @@ def test_restore_makes_a_new_run_folder_that_names_its_restored_rows(tmp_path: P
     assert restored_rows(run) == 8 and restored_rows(layout) == 0
     assert (run.root / "run.toml").read_bytes() == layout.run_toml.read_bytes()
     assert len(pd.read_parquet(run.results)) == 4 * 8
+    assert not run.steps.exists()  # a restored run makes its attacks (and their steps) again
     with pytest.raises(StorageError, match="is not an empty folder"):
         restore_run(tmp_path / "kept", run.root)
     with pytest.raises(StorageError, match=r"holds no run\.toml"):
