@@ -191,8 +191,12 @@ def attack_draws(attack: Attack, defender: object) -> int:
 
 
 def attack_iters(attack: Attack) -> int:
-    """The attack's iterations (the adaptive attacks all walk ``iters`` steps)."""
+    """The last iterate the white-box attack reports: its ``iters``, or, for one with
+    ``restarts`` (the APGD attacks through a defender, which report every restart's iterates
+    one after another: :class:`~ride.attacks.apgd.RestartSteps`), ``(iters + 1) * restarts
+    - 1``. Its step rows hold iterates 0..attack_iters(attack) of every image."""
     iters: Any = getattr(attack, "iters", None)
     if not isinstance(iters, int):
         raise ValueError(f"attack {attack.id} is not iterative: it has no white-box steps")
-    return iters
+    restarts: Any = getattr(attack, "restarts", 1)
+    return (iters + 1) * (restarts if isinstance(restarts, int) else 1) - 1

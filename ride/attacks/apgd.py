@@ -9,7 +9,8 @@ Both walk :func:`~ride.attacks.apgd_walk.apgd_walk`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import torch
@@ -37,6 +38,7 @@ from ride.attacks.base import (
 )
 from ride.attacks.target import (
     AttackerView,
+    BPDAStep,
     Gradient,
     LossFn,
     Target,
@@ -128,21 +130,94 @@ def apgd_through(
     ``draw_seeds(target.seeds, "apgd", r, k, j)``, disjoint from the evaluation's draws;
     random starts and restarts are drawn from ``target.generator``.
 
-    ``target.on_step`` is called once per iterate k = 0..iters of the first run (restart 0),
-    as :func:`~ride.attacks.bpda.bpda` calls it (:class:`~ride.attacks.target.BPDAStep`; a
-    checkpoint's restart from the best point is not an iterate of its own); the attack's
-    result (the best iterate, as :func:`apgd` chooses it) is returned, not defended again.
+    ``target.on_step`` is called once per iterate k = 0..iters of every run, restart r's
+    iterate k as iterate ``r * (iters + 1) + k`` (:class:`RestartSteps`), so the attacker's
+    choice of iterate spans every restart: ``(iters + 1) * restarts`` calls, each with the
+    whole batch (:class:`~ride.attacks.target.BPDAStep`; a checkpoint's restart from the best
+    point is not an iterate of its own). The attack's result (the best iterate, as
+    :func:`apgd` chooses it) is returned, not defended again.
     """
     loss_fn = apgd_loss(settings.loss)
     check_inputs(x, y)
     seeds = check_seeds(target.seeds if target.seeds is not None else range(len(x)), len(x))
     x0 = x.detach().clone()
-    evaluator = _evaluator_through(model, y, target, seeds, settings, loss_fn)
+    steps = None if target.on_step is None else RestartSteps(target.on_step, len(x), settings)
+    evaluator = _evaluator_through(model, y, target, seeds, settings, loss_fn, steps)
     eps, iters, restarts = settings.eps, settings.iters, settings.restarts
     with eval_mode(model):
-        return apgd_restarts(
+        out = apgd_restarts(
             evaluator, x0, eps, iters, restarts, settings.random_start, target.generator
         )
+    if steps is not None:
+        steps.finish()
+    return out
+
+
+class RestartSteps:
+    """The attacker's view of every restart of :func:`apgd_through`, told to ``on_step`` as
+    one sequence of whole-batch iterates: restart r's iterate k is iterate
+    ``r * (iters + 1) + k``.
+
+    A restart runs only on the images no run has fooled yet (every draw misclassified). An
+    image it skips is reported at its best iterate so far (the lowest fraction of attacker
+    draws correct; ties: the later), with what the attacker saw there; restarts that do not
+    run at all (every image fooled) are reported the same way. So ``on_step`` is called
+    ``(iters + 1) * restarts`` times whatever happens, and an attacker choosing the iterate
+    of the lowest fraction never loses a better one.
+    """
+
+    def __init__(
+        self, on_step: Callable[[BPDAStep], None], batch: int, settings: APGDSettings
+    ) -> None:
+        self.on_step, self.batch, self.settings = on_step, batch, settings
+        self.best: BPDAStep | None = None
+        self.reported = 0
+
+    def see(self, step: BPDAStep, index: Tensor, r: int) -> None:
+        """Restart ``r``'s ``step`` on the images ``index`` of the batch."""
+        if self.best is None:
+            if len(index) != self.batch:
+                raise RuntimeError("the first run of APGD must cover the whole batch")
+            self.best = step
+        merged = _merge(self.best, step, index)
+        take = merged.attacker_correct <= self.best.attacker_correct  # (B,): ties, the later
+        self.best = _where(take, merged, self.best)
+        iteration = r * (self.settings.iters + 1) + step.iteration
+        self._report(merged, iteration)
+
+    def finish(self) -> None:
+        """Report the best iterates for the restarts that did not run."""
+        total = (self.settings.iters + 1) * self.settings.restarts
+        while self.best is not None and self.reported < total:
+            self._report(self.best, self.reported)
+
+    def _report(self, step: BPDAStep, iteration: int) -> None:
+        if iteration != self.reported:
+            raise RuntimeError(f"APGD reported iterate {iteration}, expected {self.reported}")
+        self.on_step(replace(step, iteration=iteration))
+        self.reported += 1
+
+
+def _merge(whole: BPDAStep, part: BPDAStep, index: Tensor) -> BPDAStep:
+    """``whole`` with the images ``index`` replaced by ``part``'s (a restart's subset)."""
+    fields = ("adversarial", "defended", "pred_adversarial", "pred_defended", "attacker_correct")
+    merged: dict[str, Any] = {}
+    for name in fields:
+        tensor = getattr(whole, name).clone()
+        tensor[index] = getattr(part, name).to(tensor.dtype)
+        merged[name] = tensor
+    return replace(whole, **merged)
+
+
+def _where(take: Tensor, first: BPDAStep, second: BPDAStep) -> BPDAStep:
+    """Per image (``take``, (B,)), ``first``'s view where True, else ``second``'s."""
+    fields = ("adversarial", "defended", "pred_adversarial", "pred_defended", "attacker_correct")
+    chosen: dict[str, Any] = {}
+    for name in fields:
+        a, b = getattr(first, name), getattr(second, name)
+        mask = take.view(-1, *([1] * (a.dim() - 1)))  # (B, 1, 1, 1) for images
+        chosen[name] = torch.where(mask, a, b)
+    return replace(first, **chosen)
 
 
 def _evaluator_through(
@@ -152,9 +227,10 @@ def _evaluator_through(
     seeds: list[int],
     settings: APGDSettings,
     loss_fn: LossFn,
+    steps: RestartSteps | None,
 ) -> EvaluatorFn:
     """APGD's evaluation of an iterate through the defender: the means over ``eot`` draws of
-    the loss and its gradient, fooled when every draw is; ``on_step`` sees restart 0."""
+    the loss and its gradient, fooled when every draw is; ``steps`` sees every restart."""
     eot, gradient = settings.eot, settings.gradient
 
     def evaluator(index: Tensor, r: int) -> EvaluateFn:
@@ -176,8 +252,8 @@ def _evaluator_through(
                 total_grad += grad
                 fooled &= logits.argmax(dim=1) != y_r
                 seen.add(defended, logits)
-            if r == 0 and target.on_step is not None:
-                target.on_step(seen.step(model))
+            if steps is not None:
+                steps.see(seen.step(model), index, r)
             return total_loss / eot, total_grad / eot, fooled
 
         return evaluate
