@@ -32,6 +32,7 @@ ADAPTIVE = (
     "adaptive",
     "adaptive-apgd-ce",
     "adaptive-apgd-dlr",
+    "square-eot",
 )
 
 

@@ -1,9 +1,9 @@
 """L-infinity attacks in [0, 1] pixel space: gray-box FGSM, PGD and APGD, white-box BPDA (+EOT)
-and the adaptive attacks, one module per family.
+and the adaptive attacks, and the score-based Square attack, one module per family.
 
 Each family module holds the attack as a function over tensors (``fgsm``, ``pgd``, ``bpda``,
-``apgd``, ``apgd_through``: shapes and settings checked) and as a class whose fields are its
-settings, registered by name in ``ride.registry.ATTACKS``:
+``apgd``, ``apgd_through``, ``square``, ``square_through``: shapes and settings checked) and
+as a class whose fields are its settings, registered by name in ``ride.registry.ATTACKS``:
 ``make_attack("pgd", eps=0.05, step=0.01)``.
 
 - :mod:`~ride.attacks.base`: the checks, the projection, the sign-step walk, :class:`Attack`
@@ -15,7 +15,9 @@ settings, registered by name in ``ride.registry.ATTACKS``:
 - :mod:`~ride.attacks.apgd_walk`, :mod:`~ride.attacks.apgd`: APGD-CE and APGD-DLR (Croce and
   Hein, 2020), gray-box and through a defender;
 - :mod:`~ride.attacks.adaptive`: the attack chosen per defender (exact gradient or BPDA, EOT
-  or one draw); :mod:`~ride.attacks.surrogate`: BPDA through a short RIDE fit.
+  or one draw); :mod:`~ride.attacks.surrogate`: BPDA through a short RIDE fit;
+- :mod:`~ride.attacks.square`: the Square attack (Andriushchenko et al., 2020), a random search
+  on the margin that queries no gradient, gray-box and through a defender (+EOT).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from ride.attacks.bpda import BPDA, BPDAEOT, BPDASettings, bpda
 from ride.attacks.apgd import APGD, APGDCE, APGDDLR, APGDSettings, apgd, apgd_through
 from ride.attacks.adaptive import Adaptive, AdaptiveAPGDCE, AdaptiveAPGDDLR
 from ride.attacks.surrogate import BPDASurrogate
+from ride.attacks.square import Square, SquareEOT, SquareSettings, square, square_through
 
 # isort: on
 from ride.attacks.apgd_walk import apgd_checkpoints, dlr_loss
@@ -59,6 +62,9 @@ __all__ = [
     "BPDASurrogate",
     "DefenderFn",
     "NoAttack",
+    "Square",
+    "SquareEOT",
+    "SquareSettings",
     "Target",
     "ThroughDefender",
     "apgd",
@@ -71,6 +77,8 @@ __all__ = [
     "fgsm",
     "make_attack",
     "pgd",
+    "square",
+    "square_through",
 ]
 
 

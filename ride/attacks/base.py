@@ -129,6 +129,7 @@ ID_TAGS: dict[str, IdTag] = {
     "step": IdTag("step"),
     "iters": IdTag("it"),
     "restarts": IdTag("restarts", omitted=1),
+    "p_init": IdTag("p", omitted=0.8),
     "random_start": IdTag("rs", flag=True),
 }
 

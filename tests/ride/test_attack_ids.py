@@ -94,6 +94,16 @@ PINNED: list[tuple[str, dict[str, Any], str]] = [
         {"random_start": True, "eps": 0.05, "step": 0.01, "surrogate_lr": 2.0},
         "bpda-surrogate-eot15-K20-T1-lr2-eps0.05-step0.01-it10-rs",
     ),
+    ("square", {}, "square-eps0.1-it10"),
+    ("square", {"eps": 0.05, "iters": 5000, "p_init": 0.05}, "square-eps0.05-it5000-p0.05"),
+    ("square", {"eps": 1, "p_init": 1}, "square-eps1-it10-p1"),
+    ("square-eot", {}, "square-eot15-eps0.1-it10"),
+    (
+        "square-eot",
+        {"eot": 4, "eps": 0.03137254901960784, "iters": 1000, "p_init": 0.3},
+        "square-eot4-eps0.03137254901960784-it1000-p0.3",
+    ),
+    ("square-eot", {"eot": 1}, "square-eot1-eps0.1-it10"),
 ]
 
 
@@ -119,6 +129,8 @@ def test_the_registration_order_is_todays() -> None:
         "adaptive-apgd-ce",
         "adaptive-apgd-dlr",
         "bpda-surrogate",
+        "square",
+        "square-eot",
     )
 
 
