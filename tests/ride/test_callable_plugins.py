@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from pluginerrors import assert_refused_defender
 
 from pipeline.config import ConfigError, RunConfig
 from pipeline.execution import CheckedDefender
@@ -264,14 +265,7 @@ def test_a_declared_differentiable_callable_passes_gradients_through() -> None:
     ],
 )  # fmt: skip
 def test_a_callable_that_cannot_be_a_defender_is_a_one_line_error(name: str, message: str) -> None:
-    with pytest.raises(ValueError) as caught:
-        resolve(DEFENDERS, name)
-    assert str(caught.value) == message
-    assert name not in DEFENDERS
-    with pytest.raises(ConfigError) as config_error:
-        RunConfig.from_mapping({"defenders": ["none", name]})
-    assert str(config_error.value) == f"defenders: {message}"
-    assert "\n" not in str(config_error.value)
+    assert_refused_defender(name, message)
 
 
 @pytest.mark.usefixtures("callables")
@@ -348,7 +342,7 @@ def test_a_run_names_its_classifier_plugin_by_import_path(write: Write) -> None:
     """``ride run --classifier pkg.mod:Spec``: the run's settings register it (so do the
     workers, :func:`pipeline.execution.register_plugins`); one that does not import is a
     one-line error of ``classifier``."""
-    from pipeline.config import ConfigError, RunConfig
+    from pipeline.config import RunConfig
     from pipeline.execution import register_plugins
 
     write("tmpnets", CLASSIFIER)

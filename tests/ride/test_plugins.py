@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from pluginerrors import assert_refused_defender
 
 from flows.cli import build_parser, resolve_settings
 from pipeline.config import ConfigError, RunConfig, run_keys
@@ -190,14 +191,7 @@ def test_resolve_imports_once_and_leaves_other_names_alone() -> None:
     ],
 )  # fmt: skip
 def test_a_class_that_breaks_the_protocol_is_a_one_line_error(name: str, message: str) -> None:
-    with pytest.raises(ValueError) as caught:
-        resolve(DEFENDERS, name)
-    assert str(caught.value) == message
-    assert name not in DEFENDERS
-    with pytest.raises(ConfigError) as config_error:
-        RunConfig.from_mapping({"defenders": ["none", name]})
-    assert str(config_error.value) == f"defenders: {message}"
-    assert config_error.value.key == "defenders" and "\n" not in str(config_error.value)
+    assert_refused_defender(name, message)
 
 
 def test_attack_plugins_follow_the_attack_protocol(plugin_dir: tuple[Path, Write]) -> None:
