@@ -19,7 +19,6 @@ from fractions import Fraction
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 Z95 = 1.96
 """z of a two-sided 95% interval."""
@@ -125,49 +124,3 @@ def estimate(
     if np.isnan(v).any() or (v < 0).any() or (v > 1).any():
         raise ValueError("per-image accuracies must lie in [0, 1]")
     return Estimate.of(exact_sum(v, draws), len(v))
-
-
-@dataclass(frozen=True)
-class Difference:
-    """The mean over n images of a paired per-image difference (one accuracy minus another,
-    both measured on the same images) and its 95% t interval."""
-
-    mean: float
-    n: int
-    low: float
-    high: float
-
-    def text(self) -> str:
-        """``-0.083 [-0.151, -0.016] n=30``."""
-        return f"{self.mean:+.3f} [{self.low:+.3f}, {self.high:+.3f}] n={self.n}"
-
-    @property
-    def resolved(self) -> bool:
-        """Does the interval leave out 0 (the two accuracies differ at the 95% level)?"""
-        return self.high < 0 or self.low > 0
-
-
-def paired_difference(
-    first: Sequence[float] | np.ndarray | pd.Series,
-    second: Sequence[float] | np.ndarray | pd.Series,
-) -> Difference:
-    """``first - second`` per image (the same images in the same order), averaged, with the
-    95% interval of the paired t test: mean +- t(0.975, n - 1) s / sqrt(n). Pairing removes
-    what the images share, so two attacks on the same images are compared far more
-    sharply than their two Wilson intervals suggest. At least two images; identical values
-    give the interval [d, d].
-
-    >>> paired_difference([1.0, 0.5, 0.75, 1.0], [1.0, 0.25, 0.5, 0.5]).text()
-    '+0.250 [-0.075, +0.575] n=4'
-    """
-    a, b = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
-    if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(f"paired values need equal 1-D shapes, got {a.shape} and {b.shape}")
-    if len(a) < 2:
-        raise ValueError("a paired difference needs at least two images")
-    if np.isnan(a).any() or np.isnan(b).any():
-        raise ValueError("paired values must not be NaN")
-    d = a - b
-    mean = float(d.mean())
-    half = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
-    return Difference(mean, len(d), mean - half, mean + half)

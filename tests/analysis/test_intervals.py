@@ -9,14 +9,12 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from scipy import stats
 
 import analysis.cards
 from analysis.intervals import (
     Estimate,
     estimate,
     exact_sum,
-    paired_difference,
     wilson_interval,
 )
 
@@ -86,59 +84,3 @@ def test_one_text_format_with_n_interval_and_bold() -> None:
     assert ride.text(with_n=False) == "0.633 [0.507, 0.744]"
     assert ride.text(bold=True) == "**0.633** [0.507, 0.744] n=60"
     assert str(estimate([False] * 10)) == "0.000 [0.000, 0.278] n=10"
-
-
-def test_paired_difference_known_value() -> None:
-    # d = (0, 0.25, 0.25, 0.5): mean 0.25, s = sqrt(0.125 / 3) = 0.20412, s / sqrt(4) = 0.10206,
-    # t(0.975, 3) = 3.18245: half width 0.32480.
-    got = paired_difference([1.0, 0.5, 0.75, 1.0], [1.0, 0.25, 0.5, 0.5])
-    assert (got.mean, got.n) == (0.25, 4)
-    assert got.low == pytest.approx(0.25 - 0.32480, abs=1e-5)
-    assert got.high == pytest.approx(0.25 + 0.32480, abs=1e-5)
-    assert got.text() == "+0.250 [-0.075, +0.575] n=4"
-    assert not got.resolved
-
-
-def test_paired_difference_is_the_one_sample_t_interval_of_the_differences() -> None:
-    rng = np.random.default_rng(0)
-    a, b = rng.integers(0, 5, 30) / 4, rng.integers(0, 5, 30) / 4
-    got = paired_difference(a, b)
-    want = stats.ttest_1samp(a - b, 0.0).confidence_interval()
-    assert (got.low, got.high) == pytest.approx((want.low, want.high))
-    # swapping the two flips the sign
-    swapped = paired_difference(b, a)
-    assert (swapped.mean, swapped.low, swapped.high) == pytest.approx(
-        (-got.mean, -got.high, -got.low)
-    )
-
-
-def test_pairing_resolves_a_shared_drop_that_two_wilson_intervals_do_not() -> None:
-    # 30 images: the second attack costs exactly a quarter of a draw on 12 of them.
-    first = np.array([1.0] * 15 + [0.5] * 15)
-    second = first - np.array([0.25] * 12 + [0.0] * 18)
-    a, b = estimate(first, [4] * 30), estimate(second, [4] * 30)
-    assert a.low < b.high  # the two intervals overlap
-    got = paired_difference(second, first)
-    assert got.mean == pytest.approx(-0.1)
-    assert got.resolved and got.high < 0
-
-
-def test_identical_values_give_a_point_interval() -> None:
-    got = paired_difference([0.5, 1.0, 0.0], [0.5, 1.0, 0.0])
-    assert (got.mean, got.low, got.high) == (0.0, 0.0, 0.0)
-    assert not got.resolved
-
-
-@pytest.mark.parametrize(
-    ("first", "second", "message"),
-    [
-        ([1.0, 0.0], [1.0], "equal 1-D shapes"),
-        ([1.0], [0.0], "at least two images"),
-        ([1.0, float("nan")], [1.0, 0.0], "NaN"),
-    ],
-)
-def test_paired_difference_refuses_bad_input(
-    first: list[float], second: list[float], message: str
-) -> None:
-    with pytest.raises(ValueError, match=message):
-        paired_difference(first, second)

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis.intervals import estimate
 from analysis.paired import (
     EXACT_LIMIT,
     bootstrap_interval,
@@ -105,3 +106,14 @@ def test_under_no_difference_holm_keeps_false_resolutions_rare() -> None:
         corrected += min(holm(p)) < 0.05
         uncorrected += min(p) < 0.05
     assert corrected / 300 <= 0.05 and corrected < uncorrected
+
+
+def test_pairing_resolves_a_shared_drop_that_two_wilson_intervals_do_not() -> None:
+    """30 images: the second attack costs exactly a quarter of a draw on 12 of them."""
+    first = np.array([1.0] * 15 + [0.5] * 15)
+    second = first - np.array([0.25] * 12 + [0.0] * 18)
+    a, b = estimate(first, [4] * 30), estimate(second, [4] * 30)
+    assert a.low < b.high  # the two intervals overlap
+    got = compare_to_reference(pd.DataFrame({"first": first, "second": second}), "first")
+    assert got["second"].mean == pytest.approx(-0.1)
+    assert got["second"].p == pytest.approx(2 / 2**12) and got["second"].resolved
