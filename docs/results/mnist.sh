@@ -14,7 +14,7 @@ DATA=${DATA:-../shared/data/mnist}
 PRESETS=("$@")
 if [ ${#PRESETS[@]} -eq 0 ]; then
   PRESETS=(mnist-graybox-eps0.1 mnist-graybox-eps0.3 mnist-ride-graybox mnist-bpda-k2000
-           mnist-strong-k500)
+           mnist-strong-k500 mnist-convergence-k500)
 fi
 
 machine() {

@@ -28,6 +28,8 @@ CIFAR_FILTERS = [
     *(f"tv-bregman-w{w}" for w in ("0.5", "1", "2", "4", "8")),
     *(f"tv-chambolle-w{w}" for w in ("0.05", "0.1", "0.2", "0.3", "0.5")),
 ]
+#: The undefended classifier and the best filters of the MNIST gray-box sweep at 0.1.
+MNIST_BASELINES = ["none", "median-k3", "tv-bregman-w4", "tv-chambolle-w0.1"]
 EPS8 = "0.03137254901960784"  # 8 / 255
 STEP2 = "0.00784313725490196"  # 2 / 255
 
@@ -191,6 +193,29 @@ EXPECTED: dict[str, tuple[str, str, list[str], list[str]]] = {
             "bpda-surrogate-eot5-K20-T1-lr1-eps0.05-step0.01-it10",
         ],
         ["none", "ride-K500-T5-a0.9-s0.5"],
+    ),
+    "mnist-convergence-k500.toml": (
+        "mnist",
+        "mnist-cnn",
+        [
+            "none",
+            "bpda-eps0.1-step0.02-it100",
+            "square-eot1-eps0.1-it100",
+            "apgd-ce-eps0.1-it100-restarts5",
+        ],
+        [*MNIST_BASELINES, "ride-K500-T5-a0.9-s0.5"],
+    ),
+    "mnist-gpu-full.toml": (
+        "mnist",
+        "mnist-cnn",
+        [
+            "none",
+            "bpda-eps0.1-step0.02-it100",
+            "bpda-eot20-eps0.1-step0.02-it100",
+            "adaptive-apgd-ce-eot20-eps0.1-it100",
+            "apgd-ce-eps0.1-it100",
+        ],
+        [*MNIST_BASELINES, RIDE_K2000],
     ),
 }
 
