@@ -38,6 +38,7 @@ import pandas as pd
 
 from analysis import tables
 from analysis.ensemble import per_image_ensemble
+from analysis.intervals import Estimate
 from analysis.intervals import wilson_interval as wilson_interval  # importable from here
 from storage.files import atomic_write_bytes
 from storage.layout import RunLayout
@@ -75,14 +76,18 @@ def measure(rows: pd.DataFrame, column: str) -> dict[str, Any]:
     failed = int((rows["status"] == "failed").sum())
     if not len(ok):
         return {"accuracy": None, "correct": 0, "n": 0, "interval": None, "failed": failed}
-    found = tables.column_estimate(ok, column)
+    return {**estimate_entry(tables.column_estimate(ok, column)), "failed": failed}
+
+
+def estimate_entry(found: Estimate) -> dict[str, Any]:
+    """An accuracy as a card writes it: accuracy, correct (an integer when whole), n and the
+    95% Wilson interval."""
     whole = found.correct.denominator == 1
     return {
         "accuracy": found.mean,
         "correct": int(found.correct) if whole else float(found.correct),
         "n": found.n,
         "interval": [found.low, found.high],
-        "failed": failed,
     }
 
 
@@ -174,15 +179,10 @@ def _worst_case(rows: pd.DataFrame, defender_id: str, attack_names: Sequence[str
     ensemble = per_image_ensemble(rows, defender_id, attack_names)
     if ensemble is None or len(ensemble.attacks) < 2:
         return None
-    robust = ensemble.robust
-    whole = robust.correct.denominator == 1
     return {
         "attacks": list(ensemble.attacks),
         "left_out": list(ensemble.left_out),
-        "accuracy": robust.mean,
-        "correct": int(robust.correct) if whole else float(robust.correct),
-        "n": robust.n,
-        "interval": [robust.low, robust.high],
+        **estimate_entry(ensemble.robust),
     }
 
 

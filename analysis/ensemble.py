@@ -26,7 +26,7 @@ single attack's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -77,6 +77,20 @@ def attacker_view(rows: pd.DataFrame, randomised: bool) -> pd.Series | None:
     return None if randomised else rows[ROBUST].astype(float)
 
 
+def in_order(
+    attack_ids: Iterable[str], names: Mapping[str, str], order: Sequence[str]
+) -> list[str]:
+    """``attack_ids`` in ``order`` (attack ids or names; ``names`` maps an id to its attack's
+    name), those it does not list after them; ties by id."""
+    rank = {name: i for i, name in enumerate(order)}
+
+    def key(attack_id: str) -> tuple[int, str]:
+        listed = min(rank.get(attack_id, len(rank)), rank.get(names[attack_id], len(rank)))
+        return listed, attack_id
+
+    return sorted(attack_ids, key=key)
+
+
 def per_image_ensemble(
     frame: pd.DataFrame, defender_id: str, order: Sequence[str] = ()
 ) -> Ensemble | None:
@@ -107,11 +121,8 @@ def per_image_ensemble(
         draws[str(attack_id)] = rows["recheck_draws"]
     if not views:
         return None
-    rank = {name: i for i, name in enumerate(order or ATTACKS.names())}
     names = dict(zip(ok["attack_id"], ok["attack"], strict=False))
-    attacks = sorted(
-        views, key=lambda a: (min(rank.get(a, len(rank)), rank.get(names[a], len(rank))), a)
-    )
+    attacks = in_order(views, names, order or ATTACKS.names())
     seen = pd.DataFrame({a: views[a] for a in attacks}).dropna()  # (images, attacks)
     if seen.empty:
         return None

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.ensemble import per_image_ensemble
+from analysis.ensemble import in_order, per_image_ensemble
 from analysis.intervals import Estimate
 from analysis.pages import PAGES, Page, Section
 from analysis.paired import compare_to_reference
@@ -36,7 +36,7 @@ from storage.files import StorageError, atomic_write_bytes
 from storage.kept import keep_run
 from storage.layout import RunLayout
 from storage.results import read_results
-from storage.runconfig import read_run_config, read_run_document
+from storage.runconfig import read_run_document
 
 RIDE_FAMILY = ("ride", "dae", "dip", "idip")
 """The defenders of the verdict table (``defender`` column: the family name)."""
@@ -112,9 +112,8 @@ def attack_comparison_lines(results: pd.DataFrame, order: Sequence[str] = ()) ->
         per_image = per_image.dropna()
         if per_image.shape[1] < 2 or len(per_image) < 2:
             continue
-        names = rows.drop_duplicates("attack_id").set_index("attack_id")["attack"]
-        rank = {name: i for i, name in enumerate(order)}
-        listed = sorted(per_image.columns, key=lambda a: (rank.get(names[a], len(rank)), a))
+        names = dict(zip(rows["attack_id"], rows["attack"], strict=False))
+        listed = in_order(map(str, per_image.columns), names, order)
         reference = str(listed[0])
         ensemble = per_image_ensemble(results, str(defender_id), order)
         lines += ["", f"Attacks on {defender_id}, compared:", ""]
@@ -149,7 +148,8 @@ def section_lines(page: Page, section: Section, runs: Path, out_dir: Path) -> li
     if not layout.results.exists():
         return [*lines, "Not run yet.", ""]
     results, _ = this_run(layout, read_results(layout.results))
-    config = read_run_config(layout.run_toml)
+    document = read_run_document(layout.run_toml)
+    config = document["config"]
     planned = int(config.get("limit", 0) or 0)
     done = images_per_cell(results)
     status = "complete" if planned and done >= planned else f"partial: {done:,} of {planned:,}"
@@ -160,19 +160,21 @@ def section_lines(page: Page, section: Section, runs: Path, out_dir: Path) -> li
         f"- Images: {done:,} per cell ({status}); clean accuracy of the classifier on them "
         f"{clean.text() if clean else 'n/a'}.",
     ]
-    growth = read_run_document(layout.run_toml).get("growth", [])
+    growth = document.get("growth", [])
     if split is not None:
         lines.append(wall_time_line(split, growth))
     lines += ["", *_accuracy_lines(results), *_whitebox_lines(results, section.paper)]
     lines += attack_comparison_lines(results, config.get("attacks", ()))
-    lines += [
-        f"#{line}" if line.startswith("#") else line
-        for line in sanity_section(results, run_steps(layout, results))
-    ]
-    lines += [f"#{line}" if line.startswith("#") else line for line in sweep_section(results)]
+    lines += _one_level_down(sanity_section(results, run_steps(layout, results)))
+    lines += _one_level_down(sweep_section(results))
     if section.figures:
         lines += _figure_lines(run, section.name, out_dir)
     return [*lines, ""]
+
+
+def _one_level_down(lines: list[str]) -> list[str]:
+    """A report section's lines under a section of the page: each heading one level lower."""
+    return [f"#{line}" if line.startswith("#") else line for line in lines]
 
 
 def images_per_cell(results: pd.DataFrame) -> int:

@@ -198,11 +198,20 @@ class RestartSteps:
         self.reported += 1
 
 
+#: The per-image fields of a :class:`~ride.attacks.target.BPDAStep` (each (B, ...)).
+PER_IMAGE_VIEW = (
+    "adversarial",
+    "defended",
+    "pred_adversarial",
+    "pred_defended",
+    "attacker_correct",
+)
+
+
 def _merge(whole: BPDAStep, part: BPDAStep, index: Tensor) -> BPDAStep:
     """``whole`` with the images ``index`` replaced by ``part``'s (a restart's subset)."""
-    fields = ("adversarial", "defended", "pred_adversarial", "pred_defended", "attacker_correct")
     merged: dict[str, Any] = {}
-    for name in fields:
+    for name in PER_IMAGE_VIEW:
         tensor = getattr(whole, name).clone()
         tensor[index] = getattr(part, name).to(tensor.dtype)
         merged[name] = tensor
@@ -211,9 +220,8 @@ def _merge(whole: BPDAStep, part: BPDAStep, index: Tensor) -> BPDAStep:
 
 def _where(take: Tensor, first: BPDAStep, second: BPDAStep) -> BPDAStep:
     """Per image (``take``, (B,)), ``first``'s view where True, else ``second``'s."""
-    fields = ("adversarial", "defended", "pred_adversarial", "pred_defended", "attacker_correct")
     chosen: dict[str, Any] = {}
-    for name in fields:
+    for name in PER_IMAGE_VIEW:
         a, b = getattr(first, name), getattr(second, name)
         mask = take.view(-1, *([1] * (a.dim() - 1)))  # (B, 1, 1, 1) for images
         chosen[name] = torch.where(mask, a, b)
